@@ -1,0 +1,367 @@
+"""Experiment configuration: one YAML file per experiment, loaded into frozen dataclasses.
+
+A config file has one section per dataclass below (``model``, ``priors``, ``data``, ...),
+each a flat mapping of field to value. Anything the file leaves out takes the default
+written here. An unknown or mistyped key, or a value of the wrong type, is a
+:class:`ConfigError` that names the key and the file.
+
+Command-line overrides use the same dotted names: ``model.num_classes=4 data.root=/x``.
+Values are parsed as YAML, so ``solver.steps=[100,200]`` and ``train.amp=bf16`` both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key and file."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The detector network. Defaults are DSOD300, DS/64-192-48-1, dense prediction."""
+
+    arch: str = "dsod"  # "dsod", or "ssd300_vgg16" (torchvision's VGG SSD, the baseline)
+    num_classes: int | None = None  # with background; None derives it from data.class_names
+    input_size: int = 300
+    stem_channels: tuple[int, ...] = (64, 64, 128)
+    growth_rate: int = 48
+    bottleneck_width: int = 192
+    block_layers: tuple[int, ...] = (6, 8, 8, 8)
+    compression: float = 1.0
+    backbone_out_channels: int = 256  # the last transition w/o pooling
+    prediction: str = "dense"  # "dense" (learning half + reusing half) or "plain"
+    extra_widths: tuple[int, ...] = (256, 256, 128, 128, 128)  # Second, Third, ... Sixth
+    l2norm_scale: float = 20.0
+    head_bn_eps: float = 1e-3
+    memory_efficient: bool = False
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Default boxes ("priors"), in pixels of the network input."""
+
+    min_sizes: tuple[float, ...] = (30, 60, 111, 162, 213, 264)
+    max_sizes: tuple[float, ...] = (60, 111, 162, 213, 264, 315)
+    # None derives each step from the feature size (input_size / size). The reference
+    # gives them explicitly, and its last one (300 for a 2x2 map) is a QUIRK kept here.
+    steps: tuple[float, ...] | None = (8, 16, 32, 64, 100, 300)
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    offset: float = 0.5
+    clip: bool = False
+    variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images and annotations are and what the classes are called.
+
+    ``train`` and ``test`` name splits. For ``format: voc`` each entry is ``SUBDIR/SPLIT``
+    (``VOC2007/trainval`` reads ``root/VOC2007/ImageSets/Main/trainval.txt``) or just
+    ``SPLIT`` for a single VOC-style folder at ``root``. For ``format: coco`` each entry is
+    ``NAME`` (``root/annotations/instances_NAME.json`` with images in ``root/NAME``) or
+    ``ANNOTATION_JSON:IMAGE_DIR`` relative to ``root``. ``format: shapes`` is the built-in
+    procedurally generated data set, written in VOC layout under ``root`` on first use.
+    """
+
+    format: str = "voc"
+    root: str = "datasets/VOCdevkit"
+    train: tuple[str, ...] = ("VOC2007/trainval", "VOC2012/trainval")
+    test: tuple[str, ...] = ("VOC2007/test",)
+    class_names: tuple[str, ...] | None = VOC_CLASSES  # None (COCO): taken from the JSON
+    train_difficult: bool = True  # the reference trains on "difficult" boxes too
+    on_bad_sample: str = "skip"  # "skip" (counted, warned) or "error" (stop naming the file)
+    workers: int = 2
+    shapes_train_images: int = 600  # only for format: shapes
+    shapes_test_images: int = 150
+    shapes_image_size: int = 128
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """SSD's training augmentation; image values are BGR 0..255 before mean subtraction."""
+
+    photometric: bool = True
+    brightness_delta: float = 32.0
+    contrast_range: tuple[float, float] = (0.5, 1.5)
+    saturation_range: tuple[float, float] = (0.5, 1.5)
+    hue_delta: float = 18.0
+    expand_prob: float = 0.5
+    expand_max_ratio: float = 4.0
+    crop: bool = True
+    crop_min_ious: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_aspect: tuple[float, float] = (0.5, 2.0)
+    flip_prob: float = 0.5
+    random_interpolation: bool = True
+    mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Matching and MultiBox loss."""
+
+    match_iou: float = 0.5
+    neg_pos_ratio: float = 3.0
+    neg_iou: float = 0.5  # hard negatives only among priors below this IoU
+    loc_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """SGD and the iteration schedule. ``lr`` is for a batch of ``base_batch`` images and is
+    scaled linearly with the effective batch ``batch_size``."""
+
+    lr: float = 0.1
+    base_batch: int = 128
+    batch_size: int = 128  # effective batch per optimizer step, over all processes
+    batch_per_step: int | None = None  # images per forward per process; None = all at once
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    decay_backbone_bn: bool = True  # reference decays the backbone's BN, not the heads'
+    steps: tuple[int, ...] = (20000, 40000, 60000, 80000)
+    gamma: float = 0.1
+    max_iter: int = 100000
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.1
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Post-processing and evaluation."""
+
+    conf_threshold: float = 0.01
+    nms_iou: float = 0.45
+    top_k: int = 400  # per class, before NMS
+    keep_top_k: int = 200  # per image, after NMS
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a training run is carried out (not what is learned)."""
+
+    out_dir: str | None = None  # None: outputs/<config name>
+    amp: str = "none"  # "none", "bf16" or "fp16"
+    channels_last: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 0  # iterations; 0 evaluates only at the end
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 5
+    max_bad_sample_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    priors: PriorConfig = field(default_factory=PriorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "experiment"
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (index 0)."""
+        if self.model.num_classes is not None:
+            return self.model.num_classes
+        if self.data.class_names is None:
+            raise ConfigError("model.num_classes is needed when data.class_names is null")
+        return len(self.data.class_names) + 1
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig, "priors": PriorConfig, "data": DataConfig, "augment": AugmentConfig,
+    "loss": LossConfig, "solver": SolverConfig, "test": TestConfig, "train": TrainConfig,
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field's type annotation and convert lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: null is not allowed")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)}, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+
+
+def _build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{section}.{key} in {source}"
+        if key not in known:
+            raise ConfigError(f"unknown key {section}.{key} in {source}; "
+                              f"known keys: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    ("model", "arch"): ("dsod", "ssd300_vgg16"),
+    ("model", "prediction"): ("dense", "plain"),
+    ("data", "format"): ("voc", "coco", "shapes"),
+    ("data", "on_bad_sample"): ("skip", "error"),
+    ("train", "amp"): ("none", "bf16", "fp16"),
+}
+
+
+def _validate(config: Config, source: str) -> None:
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key} in {source}: {value!r} is not one of {choices}")
+    n_sources = len(config.priors.min_sizes)
+    for key in ("max_sizes", "aspect_ratios"):
+        if len(getattr(config.priors, key)) != n_sources:
+            raise ConfigError(f"priors.{key} in {source}: needs {n_sources} entries, one per "
+                              f"prediction source, like priors.min_sizes")
+    if config.priors.steps is not None and len(config.priors.steps) != n_sources:
+        raise ConfigError(f"priors.steps in {source}: needs {n_sources} entries or null")
+    if config.model.arch == "dsod" and len(config.model.extra_widths) != n_sources - 1:
+        raise ConfigError(f"model.extra_widths in {source}: needs {n_sources - 1} entries "
+                          f"(one per source after First)")
+    names = config.data.class_names
+    if names is not None and config.model.num_classes is not None \
+            and config.model.num_classes != len(names) + 1:
+        raise ConfigError(f"model.num_classes in {source}: {config.model.num_classes} does not "
+                          f"match data.class_names ({len(names)} classes + background)")
+    if config.solver.batch_size < 1 or (config.solver.batch_per_step or 1) < 1:
+        raise ConfigError(f"solver.batch_size in {source}: must be positive")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Turn ``["model.num_classes=4", ...]`` into ``{"model": {"num_classes": 4}}``."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: cannot parse the value: {error}") from None
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
+                     overrides: Sequence[str] = ()) -> Config:
+    """Build a :class:`Config` from a nested mapping plus dotted ``key=value`` overrides."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for section, values in parse_overrides(overrides).items():
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override of {section}: {section} is not a section")
+        target.update(values)
+    name = merged.pop("name", Path(source).stem if source != "<dict>" else "experiment")
+    sections = {}
+    for section, values in merged.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"unknown section {section!r} in {source}; "
+                              f"known sections: {', '.join(_SECTION_TYPES)}, name")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {section} in {source}: expected a mapping")
+        sections[section] = _build_section(_SECTION_TYPES[section], values, source, section)
+    config = Config(name=str(name), **sections)
+    _validate(config, source)
+    return config
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML experiment file and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key, type or value is wrong;
+            the message names the key and the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return config_from_dict(raw, str(path), overrides)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain YAML-friendly data (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    out: dict[str, Any] = {"name": config.name}
+    for section in _SECTION_TYPES:
+        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
+    return out
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, loadable with :func:`load_config`."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,112 @@
+"""The DSOD detector: backbone, prediction structure and heads, built from a config."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dsod.config import Config
+from dsod.models.densenet import DSODBackbone
+from dsod.models.heads import PredictionHeads
+from dsod.models.prediction import DensePrediction, PlainPrediction
+from dsod.priors import PriorGenerator, priors_per_location
+
+
+class DSOD(nn.Module):
+    """DSOD (Shen et al., ICCV 2017): images in, raw per-prior predictions out.
+
+    Input: ``[B, 3, S, S]`` float, BGR with the mean subtracted (see ``dsod.data``).
+    Output: ``(logits [B, P, num_classes], offsets [B, P, 4])``; class 0 is background,
+    offsets are encoded against the priors by ``dsod.box_coder.BoxCoder``. Loss and
+    post-processing are separate objects.
+    """
+
+    def __init__(self, num_classes: int, priors_per_location: Sequence[int],
+                 stem_channels: Sequence[int] = (64, 64, 128), growth_rate: int = 48,
+                 bottleneck_width: int = 192, block_layers: Sequence[int] = (6, 8, 8, 8),
+                 compression: float = 1.0, backbone_out_channels: int = 256,
+                 prediction: str = "dense",
+                 extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
+                 l2norm_scale: float = 20.0, head_bn_eps: float = 1e-3,
+                 memory_efficient: bool = False) -> None:
+        super().__init__()
+        if len(priors_per_location) != len(extra_widths) + 1:
+            raise ValueError(f"{len(extra_widths) + 1} sources but {len(priors_per_location)} "
+                             f"prior counts")
+        self.num_classes = num_classes
+        self.backbone = DSODBackbone(stem_channels, growth_rate, bottleneck_width, block_layers,
+                                     compression, backbone_out_channels, memory_efficient)
+        structures = {"dense": DensePrediction, "plain": PlainPrediction}
+        if prediction not in structures:
+            raise ValueError(f"prediction must be 'dense' or 'plain', got {prediction!r}")
+        self.prediction = structures[prediction](self.backbone.first_channels,
+                                                 self.backbone.out_channels, extra_widths)
+        self.heads = PredictionHeads(self.prediction.out_channels, priors_per_location,
+                                     num_classes, l2norm_scale, head_bn_eps)
+
+    @property
+    def source_channels(self) -> list[int]:
+        """Channels of each prediction source, First first."""
+        return list(self.prediction.out_channels)
+
+    @staticmethod
+    def feature_sizes(input_size: int, num_sources: int = 6) -> list[int]:
+        """Side of each source's feature map for a square input.
+
+        Every downsampling (stride-2 conv with pad 1, or 2x2 ceil pool) maps ``n`` to
+        ``ceil(n / 2)``; First comes after three of them, each later source after one more.
+        300 gives ``[38, 19, 10, 5, 3, 2]``.
+        """
+        sizes, size = [], input_size
+        for _ in range(3):
+            size = math.ceil(size / 2)
+        for _ in range(num_sources):
+            sizes.append(size)
+            size = math.ceil(size / 2)
+        return sizes
+
+    def forward_sources(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The six prediction sources, each ``[B, C_k, H_k, W_k]``."""
+        first, last = self.backbone(images)
+        return self.prediction(first, last)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.forward_sources(images))
+
+
+def build_priors(config: Config) -> PriorGenerator:
+    """The prior generator of a config, with feature sizes derived from the input size."""
+    num_sources = len(config.priors.min_sizes)
+    if config.model.arch == "dsod":
+        sizes = DSOD.feature_sizes(config.model.input_size, num_sources)
+    else:
+        from dsod.models.ssd_vgg import ssd_vgg_feature_sizes
+        sizes = ssd_vgg_feature_sizes(config.model.input_size)
+    return PriorGenerator(config.model.input_size, sizes, config.priors.min_sizes,
+                          config.priors.max_sizes, config.priors.aspect_ratios,
+                          config.priors.steps, config.priors.offset, config.priors.clip)
+
+
+def build_model(config: Config) -> nn.Module:
+    """The detector a config describes (DSOD, or the torchvision VGG SSD baseline)."""
+    per_location = [priors_per_location(r) for r in config.priors.aspect_ratios]
+    m = config.model
+    if m.arch == "ssd300_vgg16":
+        from dsod.models.ssd_vgg import SSDVGG16
+        return SSDVGG16(config.num_classes, per_location)
+    return DSOD(
+        num_classes=config.num_classes, priors_per_location=per_location,
+        stem_channels=m.stem_channels, growth_rate=m.growth_rate,
+        bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
+        compression=m.compression, backbone_out_channels=m.backbone_out_channels,
+        prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
+        head_bn_eps=m.head_bn_eps, memory_efficient=m.memory_efficient,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters (BN running statistics excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

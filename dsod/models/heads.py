@@ -1,0 +1,64 @@
+"""Per-source prediction heads: L2Norm, then 3x3 loc and conf convolutions each with BN."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dsod.models.layers import L2Norm
+
+
+class SourceHead(nn.Module):
+    """Predictions for one source: ``priors_per_location`` boxes at every position.
+
+    ``[B, C, H, W] -> (logits [B, H*W*k, num_classes], offsets [B, H*W*k, 4])``, priors
+    ordered by row, then column, then the k box shapes of a position (see ``dsod.priors``).
+    """
+
+    def __init__(self, in_channels: int, priors_per_location: int, num_classes: int,
+                 l2norm_scale: float = 20.0, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.norm = L2Norm(in_channels, l2norm_scale)
+        self.loc = nn.Conv2d(in_channels, priors_per_location * 4, 3, padding=1, bias=False)
+        self.loc_bn = nn.BatchNorm2d(priors_per_location * 4, eps=bn_eps)
+        self.conf = nn.Conv2d(in_channels, priors_per_location * num_classes, 3, padding=1,
+                              bias=False)
+        self.conf_bn = nn.BatchNorm2d(priors_per_location * num_classes, eps=bn_eps)
+        for layer in (self.loc, self.conf):
+            nn.init.normal_(layer.weight, std=0.01)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.norm(x)
+        batch = x.shape[0]
+        # NCHW -> NHWC so that the k boxes of one position stay together.
+        offsets = self.loc_bn(self.loc(x)).permute(0, 2, 3, 1).reshape(batch, -1, 4)
+        logits = self.conf_bn(self.conf(x)).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes)
+        return logits, offsets
+
+
+class PredictionHeads(nn.Module):
+    """One :class:`SourceHead` per source; outputs concatenated over all priors.
+
+    Returns ``(logits [B, P, num_classes], offsets [B, P, 4])`` with ``P`` the total number
+    of priors, in the order of ``dsod.priors.PriorGenerator``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], priors_per_location: Sequence[int],
+                 num_classes: int, l2norm_scale: float = 20.0, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        if len(in_channels) != len(priors_per_location):
+            raise ValueError(f"{len(in_channels)} sources but {len(priors_per_location)} "
+                             f"prior counts")
+        self.heads = nn.ModuleList(
+            SourceHead(c, k, num_classes, l2norm_scale, bn_eps)
+            for c, k in zip(in_channels, priors_per_location)
+        )
+
+    def forward(self, sources: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [head(source) for head, source in zip(self.heads, sources)]
+        logits = torch.cat([o[0] for o in outputs], 1)
+        offsets = torch.cat([o[1] for o in outputs], 1)
+        return logits, offsets

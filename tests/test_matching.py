@@ -1,0 +1,62 @@
+import torch
+from hypothesis import given, settings, strategies as st
+
+from dsod.box_coder import BoxCoder
+from dsod.matching import IGNORE, TargetEncoder, match_priors
+
+
+def xyxy_to_cxcywh(b):
+    b = torch.tensor(b, dtype=torch.float32)
+    return torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
+                        b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+
+# Four priors (xyxy): A [0,0,.4,.4], B [.1,0,.5,.4], C [.6,.6,1,1], D [0,.6,.4,1]
+PRIORS = xyxy_to_cxcywh([[0, 0, .4, .4], [.1, 0, .5, .4], [.6, .6, 1, 1], [0, .6, .4, 1]])
+
+
+def test_matching_worked_by_hand():
+    # g1 = [0,0,.4,.4] equals A (IoU 1); with B: inter .3*.4=.12, union .16+.16-.12=.2 -> .6
+    # g2 = [.7,.7,1,1]: with C inter .09, union .16 -> .5625
+    gts = torch.tensor([[0, 0, .4, .4], [.7, .7, 1, 1]])
+    boxes, labels = match_priors(gts, torch.tensor([3, 7]), PRIORS)
+    assert labels.tolist() == [3, 3, 7, 0]
+    torch.testing.assert_close(boxes[:3], gts[[0, 0, 1]])
+
+
+def test_every_ground_truth_keeps_a_prior_even_when_they_compete():
+    # Both gts overlap prior A best: g1 = A exactly (IoU 1), g2 = [0,0,.3,.3] (IoU .5625 with A,
+    # .3*.2/ (.09+.16-.06)= .06/.19 = .316 with B). Bipartite: g1 -> A, then g2 -> B.
+    gts = torch.tensor([[0, 0, .4, .4], [0, 0, .3, .3]])
+    _, labels = match_priors(gts, torch.tensor([1, 2]), PRIORS, match_iou=0.9)
+    assert labels.tolist() == [1, 2, 0, 0]
+
+
+def test_ignore_band_between_neg_iou_and_match_iou():
+    gts = torch.tensor([[0, 0, .4, .4]])
+    _, labels = match_priors(gts, torch.tensor([1]), PRIORS, match_iou=0.7, neg_iou=0.5)
+    # A is the forced best (1.0), B has .6: ignored, C and D have 0: background.
+    assert labels.tolist() == [1, IGNORE, 0, 0]
+
+
+def test_no_ground_truth_means_all_background():
+    boxes, labels = match_priors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), PRIORS)
+    assert labels.tolist() == [0, 0, 0, 0] and boxes.shape == (4, 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, .8), st.floats(0, .8), st.floats(.05, .2),
+                          st.floats(.05, .2)), min_size=1, max_size=12))
+def test_property_every_gt_keeps_a_prior_and_targets_decode_back(raw):
+    grid = torch.linspace(0.05, 0.95, 10)
+    cy, cx = torch.meshgrid(grid, grid, indexing="ij")
+    priors = torch.stack([cx.flatten(), cy.flatten(), torch.full((100,), .15),
+                          torch.full((100,), .15)], 1)
+    gts = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in raw])
+    labels = torch.arange(1, len(raw) + 1)
+    coder = BoxCoder()
+    offsets, prior_labels = TargetEncoder(priors, coder)(gts, labels)
+    assert set(prior_labels[prior_labels > 0].tolist()) == set(labels.tolist())
+    positive = prior_labels > 0
+    decoded = coder.decode(offsets[positive], priors[positive])
+    torch.testing.assert_close(decoded, gts[prior_labels[positive] - 1], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsod.config import config_from_dict, load_config
+from dsod.models.densenet import DenseBlock
+from dsod.models.detector import build_model, build_priors, count_parameters
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
+                  "bottleneck_width": 16, "block_layers": [2, 2, 2, 2],
+                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
+        "priors": {"steps": None}}
+
+
+def test_dsod300_voc_matches_the_reference():
+    cfg = load_config(CONFIGS / "dsod300_voc.yaml")
+    model = build_model(cfg)
+    # 14,715,804 is the spec's count of the reference network by hand.
+    assert count_parameters(model) == 14_715_804
+    assert model.source_channels == [800, 512, 512, 256, 256, 256]
+    model.eval()
+    with torch.no_grad():
+        sources = model.forward_sources(torch.zeros(1, 3, 300, 300))
+        shapes = [tuple(s.shape[1:]) for s in sources]
+        assert shapes == [(800, 38, 38), (512, 19, 19), (512, 10, 10), (256, 5, 5),
+                          (256, 3, 3), (256, 2, 2)]
+        logits, offsets = model.heads(sources)
+    assert logits.shape == (1, 8744, 21) and offsets.shape == (1, 8744, 4)
+    assert build_priors(cfg).num_priors == logits.shape[1]
+
+
+def test_coco_model_has_81_classes_and_the_reference_size():
+    cfg = load_config(CONFIGS / "dsod300_coco.yaml")
+    model = build_model(cfg)
+    assert model.num_classes == 81
+    assert count_parameters(model) == 21_700_524
+
+
+def test_small_variant_is_about_5_9_million():
+    model = build_model(load_config(CONFIGS / "dsod300_small_voc.yaml"))
+    assert 5.7e6 < count_parameters(model) < 6.0e6
+
+
+def test_plain_variant_uses_only_learned_halves():
+    plain = build_model(load_config(CONFIGS / "dsod300_plain_voc.yaml"))
+    assert plain.source_channels == [800, 256, 256, 128, 128, 128]
+    dense = build_model(load_config(CONFIGS / "dsod300_voc.yaml"))
+    assert count_parameters(plain) < count_parameters(dense)
+
+
+def test_initialisation_follows_the_reference():
+    model = build_model(config_from_dict(TINY))
+    head = model.heads.heads[0]
+    assert torch.all(head.norm.weight == 20.0)
+    assert head.loc_bn.eps == 1e-3
+    assert 0.005 < head.conf.weight.std() < 0.015
+    conv = model.backbone.block1.layers[0].conv1
+    fan_in = conv.weight.shape[1]
+    assert conv.weight.abs().max() <= (3.0 / fan_in) ** 0.5
+    assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("prediction", ["dense", "plain"])
+def test_forward_backward_has_no_nan(prediction):
+    raw = {**TINY, "model": {**TINY["model"], "prediction": prediction}}
+    cfg = config_from_dict(raw)
+    model = build_model(cfg)
+    logits, offsets = model(torch.randn(2, 3, 64, 64))
+    num_priors = build_priors(cfg).num_priors
+    assert logits.shape == (2, num_priors, 21) and offsets.shape == (2, num_priors, 4)
+    (logits.logsumexp(-1).mean() + offsets.pow(2).mean()).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert torch.isfinite(logits).all() and torch.isfinite(offsets).all()
+
+
+def test_memory_efficient_mode_gives_same_outputs_gradients_and_statistics():
+    torch.manual_seed(0)
+    plain = DenseBlock(4, 16, growth_rate=8, bottleneck_width=16).double()
+    efficient = DenseBlock(4, 16, growth_rate=8, bottleneck_width=16, memory_efficient=True).double()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out1, out2 = plain(x1), efficient(x2)
+    torch.testing.assert_close(out1, out2)
+    weight = torch.randn_like(out1)
+    (out1 * weight).sum().backward()
+    (out2 * weight).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for (name, p1), p2 in zip(plain.named_parameters(), efficient.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, msg=name)
+    # The recomputation in backward must not update BN running statistics twice.
+    for (name, b1), b2 in zip(plain.named_buffers(), efficient.buffers()):
+        torch.testing.assert_close(b1, b2, msg=name)
+
+
+def test_memory_efficient_whole_model_matches():
+    torch.manual_seed(0)
+    cfg = config_from_dict(TINY)
+    eff_cfg = config_from_dict({**TINY, "model": {**TINY["model"], "memory_efficient": True}})
+    model, eff = build_model(cfg), build_model(eff_cfg)
+    eff.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    (a, b), (c, d) = model(x), eff(x)
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(b, d)
+    (a.sum() + b.sum()).backward()
+    (c.sum() + d.sum()).backward()
+    for (name, p1), p2 in zip(model.named_parameters(), eff.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=name)

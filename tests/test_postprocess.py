@@ -1,0 +1,45 @@
+import torch
+
+from dsod.box_coder import BoxCoder
+from dsod.postprocess import PostProcessor
+
+
+def _logits_for(probabilities):
+    return torch.log(torch.tensor(probabilities)).unsqueeze(0)
+
+
+def test_nms_on_overlapping_boxes_and_absolute_coordinates():
+    # Priors as cxcywh: two heavily overlapping, one apart.
+    priors = torch.tensor([[0.25, 0.25, 0.2, 0.2], [0.26, 0.25, 0.2, 0.2], [0.75, 0.75, 0.2, 0.2]])
+    probs = [[0.1, 0.9, 0.0 + 1e-9], [0.2, 0.8, 1e-9], [0.3, 0.7, 1e-9]]
+    post = PostProcessor(priors, BoxCoder(), conf_threshold=0.01, nms_iou=0.45)
+    (det,) = post(_logits_for(probs), torch.zeros(1, 3, 4), [(200, 100)])
+    # Prior 1 (IoU with prior 0 = .19*.2/(.04+.04-.038) = .905) is suppressed.
+    assert det.labels.tolist() == [1, 1]
+    torch.testing.assert_close(torch.from_numpy(det.scores), torch.tensor([0.9, 0.7]))
+    torch.testing.assert_close(torch.from_numpy(det.boxes),
+                               torch.tensor([[30., 15., 70., 35.], [130., 65., 170., 85.]]))
+
+
+def test_different_classes_are_not_suppressed_and_threshold_applies():
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    probs = [[0.495, 0.5, 0.005]]
+    post = PostProcessor(priors, BoxCoder(), conf_threshold=0.01)
+    (det,) = post(_logits_for(probs), torch.zeros(1, 1, 4), [(10, 10)])
+    assert det.labels.tolist() == [1]
+    probs = [[0.1, 0.45, 0.45]]
+    (det,) = post(_logits_for(probs), torch.zeros(1, 1, 4), [(10, 10)])
+    assert sorted(det.labels.tolist()) == [1, 2]
+
+
+def test_batch_is_split_per_image_and_keep_top_k_applies():
+    torch.manual_seed(0)
+    priors = torch.rand(50, 4) * 0.5 + 0.25
+    logits = torch.randn(3, 50, 5)
+    post = PostProcessor(priors, BoxCoder(), conf_threshold=0.0, nms_iou=1.0, keep_top_k=7)
+    dets = post(logits, torch.zeros(3, 50, 4), [(10, 10), (20, 20), (30, 30)])
+    assert [len(d) for d in dets] == [7, 7, 7]
+    for b, det in enumerate(dets):
+        expected = logits[b].softmax(-1)[:, 1:].flatten().topk(7).values
+        torch.testing.assert_close(torch.from_numpy(det.scores), expected)
+        assert (det.boxes <= 10 * (b + 1)).all()

@@ -1,0 +1,33 @@
+"""Print a detector's sources, priors, parameters and GFLOPs.
+
+    python tools/summary.py configs/dsod300_voc.yaml [key=value ...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dsod.config import ConfigError, load_config
+from dsod.models.summary import format_summary, model_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="experiment YAML file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.growth_rate=16")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = model_summary(config)
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
