@@ -1,0 +1,163 @@
+"""COCO box AP through pycocotools, from the package's in-memory records.
+
+Boxes are internal absolute ``xyxy`` (continuous pixels, see :mod:`dsod.structures`); COCO
+wants ``[x, y, w, h]`` in the same continuous pixels, so the conversion is
+``[x1, y1, x2 - x1, y2 - y1]`` with no ``+1``.
+
+Difficult boxes become ``iscrowd = 1`` ground truths so COCOeval ignores them, the nearest
+COCO equivalent of VOC's "difficult": they are not counted as positives and detections
+matched to them are neither TP nor FP. (COCOeval matches crowd boxes by intersection over
+the detection's area rather than IoU, and lets several detections match one crowd box, so
+this is close to, not identical with, VOC's rule.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from dsod.structures import Annotation, Detections
+
+#: Names of the 12 numbers of ``COCOeval.summarize()`` for boxes, in its order.
+COCO_METRIC_NAMES: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)
+
+
+def coco_image_id_map(annotations: Sequence[Annotation]) -> dict[str, int]:
+    """``image_id -> integer COCO image id`` as :func:`annotations_to_coco` assigns them
+    (``1..N`` in the order of ``annotations``)."""
+    return {ann.image_id: i for i, ann in enumerate(annotations, start=1)}
+
+
+def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+
+
+def annotations_to_coco(
+    annotations: Sequence[Annotation],
+    class_names: Sequence[str],
+    category_ids: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Build an in-memory COCO ground-truth dataset dict.
+
+    Args:
+        annotations: ground truth (boxes internal ``xyxy``, labels ``1..C``).
+        class_names: the ``C`` class names.
+        category_ids: COCO category id of each label (label ``l`` -> ``category_ids[l - 1]``);
+            default ``1..C``.
+
+    Returns:
+        ``{"info", "images", "categories", "annotations"}``: images get ids ``1..N`` in
+        order (see :func:`coco_image_id_map`; ``file_name`` is the image path, ``dsod_image_id``
+        the original id); each box gets ``bbox = [x, y, w, h]``, ``area = w * h``,
+        ``iscrowd = 1`` if difficult else 0 (see module docstring) and a unique id ``1..M``.
+    """
+    cat_ids = list(range(1, len(class_names) + 1)) if category_ids is None else list(category_ids)
+    if len(cat_ids) != len(class_names):
+        raise ValueError(f"{len(cat_ids)} category ids for {len(class_names)} classes")
+    images, anns = [], []
+    for image_index, ann in enumerate(annotations, start=1):
+        images.append({"id": image_index, "file_name": ann.image_path, "width": int(ann.width),
+                       "height": int(ann.height), "dsod_image_id": ann.image_id})
+        labels = np.asarray(ann.labels, dtype=np.int64)
+        if labels.size and (labels.min() < 1 or labels.max() > len(cat_ids)):
+            raise ValueError(f"image {ann.image_id!r}: labels must be in 1..{len(cat_ids)}")
+        difficult = np.asarray(ann.difficult, dtype=bool).reshape(-1)
+        for (x, y, w, h), label, crowd in zip(_xyxy_to_xywh(ann.boxes).tolist(), labels.tolist(),
+                                              difficult.tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": image_index,
+                         "category_id": cat_ids[label - 1], "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": int(crowd)})
+    categories = [{"id": int(cid), "name": str(name), "supercategory": "object"}
+                  for cid, name in zip(cat_ids, class_names)]
+    return {"info": {"description": "dsod ground truth"}, "images": images,
+            "categories": categories, "annotations": anns}
+
+
+def coco_from_dict(dataset: Mapping[str, Any]) -> COCO:
+    """A ``pycocotools`` COCO object over an in-memory dataset dict (no file, no prints).
+
+    The dict is deep-copied so later changes to it do not reach the index.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(dict(dataset))
+        coco.createIndex()
+    return coco
+
+
+def detections_to_coco_results(
+    detections: Mapping[str, Detections],
+    image_id_map: Mapping[str, int],
+    category_ids: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Convert detections to the COCO results JSON format.
+
+    Args:
+        detections: ``image_id -> Detections`` (boxes internal ``xyxy``, labels ``1..C``).
+        image_id_map: ``image_id -> integer COCO image id``.
+        category_ids: label ``l`` maps to ``category_ids[l - 1]``.
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` with box values
+        rounded to 2 decimals and scores to 6.
+    """
+    cat_ids = np.asarray(list(category_ids), dtype=np.int64)
+    results: list[dict[str, Any]] = []
+    for key, det in detections.items():
+        if len(det) == 0:
+            continue
+        if key not in image_id_map:
+            raise KeyError(f"image id {key!r} is not in image_id_map")
+        coco_image = int(image_id_map[key])
+        labels = np.asarray(det.labels, dtype=np.int64)
+        if labels.min() < 1 or labels.max() > cat_ids.size:
+            raise ValueError(f"image {key!r}: labels must be in 1..{cat_ids.size}")
+        boxes = np.round(_xyxy_to_xywh(det.boxes), 2).tolist()
+        scores = np.round(np.asarray(det.scores, dtype=np.float64), 6).tolist()
+        for box, cat, score in zip(boxes, cat_ids[labels - 1].tolist(), scores):
+            results.append(
+                {"image_id": coco_image, "category_id": cat, "bbox": box, "score": score})
+    return results
+
+
+def evaluate_coco_with_summary(
+    coco_gt: COCO, results: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, float], str]:
+    """Run COCOeval (boxes) and return its 12 stats by name plus its printed summary.
+
+    An empty ``results`` list gives all zeros (``loadRes`` cannot take it) and a one-line
+    summary saying so. Stats are pycocotools' own, so ``-1`` marks an area range without
+    ground truth. ``results`` is not modified (``loadRes`` edits the dicts it gets).
+    """
+    if len(results) == 0:
+        return {name: 0.0 for name in COCO_METRIC_NAMES}, "no detections: all COCO metrics are 0"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        try:
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])
+        except AssertionError as err:
+            raise ValueError(f"pycocotools rejected the results: {err}") from err
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    stats = {name: float(v) for name, v in zip(COCO_METRIC_NAMES, evaluator.stats)}
+    return stats, summary.getvalue().rstrip("\n")
+
+
+def evaluate_coco(coco_gt: COCO, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The 12 ``COCOeval.summarize()`` box stats by name (:data:`COCO_METRIC_NAMES`):
+    AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl. Empty results -> zeros."""
+    return evaluate_coco_with_summary(coco_gt, results)[0]
