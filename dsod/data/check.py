@@ -1,0 +1,170 @@
+"""Check a configured data set end to end: every annotation and every image.
+
+Used by ``tools/check_dataset.py``. :func:`check_dataset` builds each configured split on
+its own (so one missing split does not hide the others), collects the readers' problems,
+decodes every image in a small thread pool (decoding releases the GIL) and adds problems
+for unreadable or missing images, images whose size disagrees with their annotation,
+images without objects and images in both the train and the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dsod.config import Config, DataConfig
+from dsod.data.datasets import build_dataset
+from dsod.data.errors import AnnotationError, DataError, ImageReadError, Problem
+from dsod.data.errors import SplitNotFoundError
+from dsod.data.image_io import read_image
+from dsod.structures import Annotation
+
+
+@dataclass
+class SplitSummary:
+    """One configured split entry: ``split`` is "train" or "test", ``entry`` its name."""
+
+    split: str
+    entry: str
+    images: int = 0
+    boxes: int = 0
+    difficult: int = 0
+    usable: bool = True
+
+
+@dataclass
+class CheckReport:
+    """Everything :func:`check_dataset` found."""
+
+    problems: list[Problem] = field(default_factory=list)
+    splits: list[SplitSummary] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Problems that would stop training (or lose an image)."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """``(severity, kind) -> count``."""
+        return dict(Counter((p.severity, p.kind) for p in self.problems))
+
+    @property
+    def exit_code(self) -> int:
+        """1 when there is an error, 0 when there are only warnings (or nothing)."""
+        return 1 if self.errors else 0
+
+
+def _split_error(error: DataError, split: str, entry: str) -> Problem:
+    where = f"data.{split} entry {entry!r}"
+    if isinstance(error, SplitNotFoundError):
+        return Problem(where, str(error), "error", "missing_split")
+    if isinstance(error, AnnotationError):
+        return Problem(error.path, f"{error.reason or error}; the whole split is unusable",
+                       "error",
+                       "malformed_annotation")
+    return Problem(where, str(error), "error", "bad_config")
+
+
+def _read(path: str) -> tuple[tuple[int, int] | None, ImageReadError | None]:
+    """``((width, height), None)`` or ``(None, error)`` for one image file."""
+    try:
+        image = read_image(path)
+    except ImageReadError as error:
+        return None, error
+    return (int(image.shape[1]), int(image.shape[0])), None
+
+
+def check_dataset(data: DataConfig | Config, workers: int = 8,
+                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Read every annotation and image of the configured train and test splits.
+
+    Args:
+        data: the data config (or a whole config).
+        workers: threads decoding images.
+        progress: called as ``progress(done, total)`` while images are read.
+
+    Returns:
+        The report; ``report.exit_code`` is 1 if anything would stop training.
+
+    Raises:
+        NotImplementedError: the format cannot be checked here (``shapes``).
+    """
+    if isinstance(data, Config):
+        data = data.data
+    report = CheckReport()
+    # image path -> the first annotation that uses it, and in which splits it appears
+    first: dict[str, Annotation] = {}
+    splits_of: dict[str, set[str]] = {}
+    for split in ("train", "test"):
+        for entry in (data.train if split == "train" else data.test):
+            summary = SplitSummary(split, entry)
+            report.splits.append(summary)
+            one = dataclasses.replace(data, train=(entry,), test=(entry,))
+            try:
+                dataset = build_dataset(one, split, strict=False)
+            except DataError as error:
+                report.problems.append(_split_error(error, split, entry))
+                summary.usable = False
+                continue
+            report.problems.extend(dataset.problems)
+            for ann in dataset.annotations:
+                summary.images += 1
+                summary.boxes += len(ann)
+                summary.difficult += int(ann.difficult.sum())
+                if len(ann) == 0:
+                    report.problems.append(Problem(ann.image_path, f"image {ann.image_id} has "
+                                                   f"no objects (after dropping unusable "
+                                                   f"boxes)", "warning", "no_objects"))
+                first.setdefault(ann.image_path, ann)
+                splits_of.setdefault(ann.image_path, set()).add(split)
+
+    paths = list(first)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, (path, (size, error)) in enumerate(zip(paths, pool.map(_read, paths)), 1):
+            if progress is not None:
+                progress(done, len(paths))
+            ann = first[path]
+            if error is not None:
+                kind = "unreadable_image" if os.path.exists(path) else "missing_image"
+                report.problems.append(Problem(path, f"image {ann.image_id}: "
+                                               f"{error.reason or error}",
+                                               "error", kind))
+            elif size != (ann.width, ann.height):
+                report.problems.append(Problem(path, f"image {ann.image_id} is {size[0]}x"
+                                               f"{size[1]} but its annotation says {ann.width}x"
+                                               f"{ann.height}", "warning", "size_mismatch"))
+
+    both = [p for p in paths if len(splits_of[p]) > 1]
+    if both:
+        report.problems.append(Problem(both[0], f"{len(both)} image(s) are in both the train "
+                                                f"and the test split (this one among them)",
+                                       "warning", "train_test_overlap"))
+    return report
+
+
+def report_lines(report: CheckReport) -> list[str]:
+    """Human-readable lines: one per problem, then per-split totals and counts by kind."""
+    lines = [str(p) for p in report.problems]
+    lines.append("")
+    for s in report.splits:
+        state = "" if s.usable else "  (UNUSABLE)"
+        lines.append(f"{s.split:5s} {s.entry}: {s.images} images, {s.boxes} boxes "
+                     f"({s.difficult} difficult/crowd){state}")
+    counts = report.counts()
+    if counts:
+        lines.append("problems by kind:")
+        for (severity, kind), n in sorted(counts.items()):
+            lines.append(f"  {severity:7s} {kind:20s} {n}")
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    verdict = ("NOT usable: fix the errors above" if n_err
+               else "usable for training" + (" (warnings only)" if n_warn else ""))
+    lines.append(f"{n_err} error(s), {n_warn} warning(s): {verdict}")
+    return lines

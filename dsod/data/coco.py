@@ -1,0 +1,215 @@
+"""MS COCO "instances" annotation files.
+
+COCO category ids are not contiguous (1..90 for 80 classes). Labels here are ``1..C`` with
+``category_ids[l - 1]`` the COCO id of label ``l``, to write results back. COCO boxes
+``[x, y, w, h]`` are already continuous pixel coordinates: ``xyxy = (x, y, x + w, y + h)``.
+Crowd regions (``iscrowd: 1``) are kept as boxes flagged ``Annotation.difficult``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
+                              SplitNotFoundError)
+from dsod.data.image_io import read_image_size
+from dsod.data.voc import README_HINT, DetectionDataset
+from dsod.structures import Annotation
+
+# A box may reach this far past the image border (COCO's float rounding) before it is
+# reported; it is clipped either way.
+_CLIP_TOLERANCE = 1.0
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise SplitNotFoundError(f"the COCO annotation file {path} does not exist; "
+                                 f"{README_HINT}") from None
+    except OSError as error:
+        raise AnnotationError(path, error.strerror or str(error)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AnnotationError(path, f"malformed JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise AnnotationError(path, "expected a JSON object with images, annotations and "
+                                    "categories")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise AnnotationError(path, f"no {key!r} list")
+    if not isinstance(data.get("annotations", []), list):
+        raise AnnotationError(path, "'annotations' is not a list")
+    return data
+
+
+def _categories(path: Path, data: dict[str, Any],
+                class_names: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``(class_names, category_ids)``; label ``l`` is category ``category_ids[l - 1]``."""
+    try:
+        cats = sorted(((int(c["id"]), str(c["name"])) for c in data["categories"]),
+                      key=lambda c: c[0])
+    except (KeyError, TypeError, ValueError) as error:
+        raise AnnotationError(path, f"a category lacks an integer id or a name ({error!r})")
+    if not cats:
+        raise AnnotationError(path, "the categories list is empty")
+    ids = [c[0] for c in cats]
+    if len(set(ids)) != len(ids):
+        raise AnnotationError(path, "two categories share an id")
+    json_names = [c[1] for c in cats]
+    if class_names is None:
+        return tuple(json_names), tuple(ids)
+    names = tuple(class_names)
+    missing = [n for n in names if n not in json_names]
+    extra = [n for n in json_names if n not in names]
+    if missing or extra or len(set(json_names)) != len(json_names):
+        raise DataError(f"data.class_names does not match the categories of {path}: "
+                        f"not in the JSON: {missing or 'none'}; in the JSON but not in "
+                        f"data.class_names: {extra or 'none'}"
+                        + ("; the JSON repeats a name" if len(set(json_names)) < len(ids) else ""))
+    by_name = dict(zip(json_names, ids))
+    return names, tuple(by_name[n] for n in names)
+
+
+class COCODataset(DetectionDataset):
+    """One COCO instances JSON and its image folder, parsed once at construction.
+
+    Args:
+        annotation_json: e.g. ``annotations/instances_val2017.json``.
+        image_dir: the folder the images' ``file_name`` are relative to.
+        class_names: None takes the names from the JSON, labels in order of category id;
+            given, they must be the JSON's names (any order), and label ``l`` is
+            ``class_names[l - 1]``.
+        keep_difficult: False leaves crowd boxes out of ``training_targets`` and ``load``.
+        strict: raise on the first image without a usable size instead of leaving it out.
+
+    Attributes:
+        category_ids: ``category_ids[l - 1]`` is the COCO category id of label ``l``.
+        image_id_to_coco_id: ``Annotation.image_id`` (a string) -> the JSON's image id.
+        problems: every :class:`Problem` found (boxes dropped or clipped, ...).
+
+    Images without boxes are kept. ``image_id`` is ``str(coco image id)``.
+
+    Raises:
+        DataError: the JSON is missing or malformed, or class_names do not match it.
+    """
+
+    def __init__(self, annotation_json: str | Path, image_dir: str | Path,
+                 class_names: Sequence[str] | None = None, keep_difficult: bool = True,
+                 strict: bool = False) -> None:
+        path = Path(annotation_json)
+        image_dir = Path(image_dir)
+        data = _load_json(path)
+        names, category_ids = _categories(path, data, class_names)
+        label_of = {cid: label for label, cid in enumerate(category_ids, start=1)}
+        file = str(path)
+        problems: list[Problem] = []
+
+        images: dict[Any, dict[str, Any]] = {}
+        for entry in data["images"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), (int, str)) \
+                    or "file_name" not in entry:
+                problems.append(Problem(file, f"image entry {str(entry)[:80]} lacks an id or "
+                                              f"file_name; skipped", "warning", "bad_field"))
+            elif entry["id"] in images:
+                problems.append(Problem(file, f"image id {entry['id']} appears twice; the "
+                                              f"second is skipped", "warning", "duplicate"))
+            else:
+                images[entry["id"]] = entry
+
+        per_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for ann in data.get("annotations", []):
+            if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)) \
+                    or ann["image_id"] not in images:
+                problems.append(Problem(file, f"annotation {str(ann)[:80]} refers to no listed "
+                                              f"image; skipped", "warning", "bad_field"))
+            else:
+                per_image[ann["image_id"]].append(ann)
+
+        annotations: list[Annotation] = []
+        self.image_id_to_coco_id: dict[str, Any] = {}
+        for coco_id, entry in images.items():
+            image_path = image_dir / str(entry["file_name"])
+            try:
+                width, height = self._size(entry, image_path, problems)
+            except ImageReadError as error:
+                if strict:
+                    raise
+                reason = error.reason or str(error)
+                problems.append(Problem(str(image_path), f"image {coco_id} has no usable size "
+                                        f"in {path.name} and {reason}; image left out",
+                                        "error", "missing_image"))
+                continue
+            boxes, labels, crowd = [], [], []
+            for ann in per_image.get(coco_id, []):
+                box = self._box(ann, width, height, label_of, file, problems)
+                if box is not None:
+                    boxes.append(box)
+                    labels.append(label_of[ann["category_id"]])
+                    crowd.append(bool(ann.get("iscrowd", 0)))
+            annotations.append(Annotation(
+                image_id=str(coco_id), image_path=str(image_path), width=width, height=height,
+                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                labels=np.asarray(labels, dtype=np.int64), difficult=np.asarray(crowd, bool)))
+            self.image_id_to_coco_id[str(coco_id)] = coco_id
+        super().__init__(names, annotations, problems, keep_difficult)
+        self.category_ids: tuple[int, ...] = category_ids
+        self.annotation_json = path
+        self.image_dir = image_dir
+
+    @staticmethod
+    def _size(entry: dict[str, Any], image_path: Path,
+              problems: list[Problem]) -> tuple[int, int]:
+        """The image's ``(width, height)`` from the JSON, else from the image file."""
+        width, height = entry.get("width"), entry.get("height")
+        if isinstance(width, (int, float)) and isinstance(height, (int, float)) \
+                and width >= 1 and height >= 1 and width == int(width) and height == int(height):
+            return int(width), int(height)
+        width, height = read_image_size(image_path)
+        problems.append(Problem(str(image_path), f"image {entry['id']} has no usable width/"
+                                f"height in the JSON; took {width}x{height} from the file",
+                                "warning", "missing_size"))
+        return width, height
+
+    @staticmethod
+    def _box(ann: dict[str, Any], width: int, height: int, label_of: dict[int, int],
+             file: str, problems: list[Problem]) -> list[float] | None:
+        """The clipped ``xyxy`` box of one COCO annotation, or None (problem recorded)."""
+        where = f"annotation {ann.get('id', '?')} (image {ann['image_id']})"
+        if not isinstance(ann.get("category_id"), int) or ann["category_id"] not in label_of:
+            problems.append(Problem(file, f"{where}: unknown category_id "
+                                          f"{ann.get('category_id')!r}; box dropped",
+                                    "warning", "unknown_class"))
+            return None
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) for v in bbox)):
+            problems.append(Problem(file, f"{where}: bbox {bbox!r} is not 4 numbers; box "
+                                          f"dropped", "warning", "bad_coordinates"))
+            return None
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            problems.append(Problem(file, f"{where}: bbox [x, y, w, h] = {bbox} has zero or "
+                                          f"negative size; box dropped", "warning",
+                                    "zero_size_box"))
+            return None
+        box = [x, y, x + w, y + h]
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if not (np.float32(clipped[2]) > np.float32(clipped[0])
+                and np.float32(clipped[3]) > np.float32(clipped[1])):
+            problems.append(Problem(file, f"{where}: bbox {bbox} lies outside the {width}x"
+                                          f"{height} image; box dropped", "warning",
+                                    "box_outside"))
+            return None
+        if max(abs(a - b) for a, b in zip(box, clipped)) > _CLIP_TOLERANCE:
+            problems.append(Problem(file, f"{where}: bbox {bbox} reaches outside the {width}x"
+                                          f"{height} image; clipped", "warning", "box_clipped"))
+        return clipped

@@ -1,0 +1,160 @@
+"""Reading image files robustly into uint8 BGR arrays.
+
+:func:`read_image` decodes with OpenCV (``np.fromfile`` + ``cv2.imdecode``, so non-ASCII
+paths work) using ``IMREAD_COLOR``, which
+
+* turns grayscale, grayscale + alpha, palette and 1-bit images into 3 channels,
+* drops an alpha channel (no compositing: the stored colour is kept),
+* scales 16-bit PNG and TIFF to 8 bit (``value >> 8``),
+* applies the EXIF orientation tag (JPEG, PNG, TIFF and WebP were checked against Pillow's
+  ``ImageOps.exif_transpose`` with OpenCV 5.0),
+
+then tries ``IMREAD_ANYDEPTH`` (float TIFF: values in [0, 1] scaled by 255) and Pillow for
+what OpenCV cannot decode.
+
+libjpeg and libpng may decode a cut-off file partially, with only a warning on stderr. So
+before decoding, a JPEG must end with the end-of-image marker ``FFD9`` and a PNG with its
+``IEND`` chunk; a JPEG with other bytes after its end (some cameras append data) is fully
+decoded by Pillow to tell appended data from truncation.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from dsod.data.errors import ImageReadError
+
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xaeB`\x82"
+_TRAILING_PADDING = b"\x00\r\n \t"
+# EXIF orientations 5..8 turn the picture by 90 degrees: width and height swap.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    """The file's bytes as a uint8 ``[n]`` array; ImageReadError if missing or empty."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(path, "the file does not exist") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "it is a directory, not a file") from None
+    except OSError as error:
+        raise ImageReadError(path, error.strerror or str(error)) from None
+    if data.size == 0:
+        raise ImageReadError(path, "the file is empty (0 bytes)")
+    return data
+
+
+def _check_complete(path: Path, data: np.ndarray) -> None:
+    """Raise ImageReadError if ``data`` is a JPEG or PNG that was cut off."""
+    head = data[:8].tobytes()
+    if head.startswith(_JPEG_SOI):
+        tail = data[-1024:].tobytes().rstrip(_TRAILING_PADDING)
+        if tail.endswith(_JPEG_EOI):
+            return
+        try:  # appended data after a complete JPEG, or a cut-off one?
+            with Image.open(io.BytesIO(data.tobytes())) as image:
+                image.load()
+        except OSError as error:
+            if "truncated" in str(error):
+                raise ImageReadError(path, "truncated JPEG: the end-of-image marker (FFD9) "
+                                           "is missing") from None
+            raise ImageReadError(path, f"broken JPEG: {error}") from None
+    elif head == _PNG_SIGNATURE:
+        tail = data[-1024:].tobytes().rstrip(_TRAILING_PADDING)
+        if not tail.endswith(_PNG_IEND):
+            raise ImageReadError(path, "truncated PNG: the IEND chunk is missing")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale a deep array to uint8: 16-bit by ``>> 8``, float in [0, 1] by 255."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f":
+        array = np.nan_to_num(array.astype(np.float64))
+        scale = 255.0 if array.size and array.max() <= 1.0 else 1.0
+        return np.clip(array * scale + 0.5, 0, 255).astype(np.uint8)
+    if array.dtype.itemsize >= 2 and array.size and array.max() > 255:  # 16-bit data
+        return np.clip(array.astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
+    """Fallback decoder: uint8 BGR ``[H, W, 3]`` via Pillow, EXIF orientation applied."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode == "F" or image.mode.startswith("I"):  # one deep channel
+                gray = _to_uint8(np.asarray(image))
+                rgb = np.repeat(gray.reshape(gray.shape[0], gray.shape[1], -1)[..., :1], 3, 2)
+            else:
+                rgb = np.asarray(image.convert("RGB"))
+    except Exception as error:  # Pillow raises many types for undecodable data
+        raise ImageReadError(path, f"cannot decode it as an image ({error})") from None
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 BGR ``[H, W, 3]``, EXIF orientation applied.
+
+    ``H`` and ``W`` are the size of the picture as it is meant to be viewed, i.e. after the
+    EXIF rotation; :func:`read_image_size` gives the same size without decoding.
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated or cannot be decoded; the
+            message names the file.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    _check_complete(path, data)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:  # e.g. float TIFF: decode at full depth, scaled by _to_uint8 below
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None:
+        image = _decode_with_pillow(path, data)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageReadError(path, f"decoded to an unusable array of shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = _to_uint8(image)
+    return image
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image` would return it.
+
+    Reads only the header where Pillow can (EXIF orientations 5..8 swap width and height);
+    otherwise decodes the image.
+
+    Raises:
+        ImageReadError: the file is missing, empty or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = None
+            # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
+            if image.format == "TIFF" or "exif" in image.info:
+                orientation = image.getexif().get(0x0112)
+    except FileNotFoundError:
+        raise ImageReadError(path, "the file does not exist") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "it is a directory, not a file") from None
+    except Exception:  # unknown to Pillow or a broken header: let OpenCV try
+        height, width = read_image(path).shape[:2]
+        return int(width), int(height)
+    if width <= 0 or height <= 0:
+        raise ImageReadError(path, f"the header gives an empty size {width}x{height}")
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return int(width), int(height)

@@ -1,0 +1,343 @@
+"""PASCAL VOC layout: ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg``, split lists in
+``ImageSets/Main/<split>.txt``.
+
+Boxes follow :mod:`dsod.structures`: the XML's 1-based inclusive ``(xmin, ymin, xmax, ymax)``
+becomes the continuous ``xyxy`` box ``(xmin - 1, ymin - 1, xmax, ymax)``. A box whose XML
+corners coincide or are reversed (``xmax <= xmin`` or ``ymax <= ymin``) was drawn with no
+extent: it is dropped with a ``zero_size_box`` warning (BCCD has two such boxes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Collection, Sequence
+
+import numpy as np
+
+from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
+                              SplitNotFoundError)
+from dsod.data.image_io import read_image, read_image_size
+from dsod.structures import Annotation
+
+README_HINT = "see data/README.md for how to download and lay out the data sets"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff",
+                   ".webp")
+
+
+def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(class_names)
+    if not names:
+        raise DataError("class_names is empty: name at least one object class")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"class_names lists {', '.join(duplicates)} more than once")
+    return names
+
+
+class DetectionDataset:
+    """What VOC and COCO readers share: a list of :class:`Annotation` plus image loading.
+
+    ``annotations`` / ``annotation(i)`` are the full ground truth, for evaluation: they keep
+    every box, ``difficult`` (VOC) or crowd (COCO) boxes flagged in ``Annotation.difficult``.
+    Their arrays are read-only, so augmentation cannot change them by accident.
+
+    ``training_targets(i)`` / ``load(i)`` are what training uses: a fresh, writable copy,
+    without the flagged boxes when the data set was made with ``keep_difficult=False``.
+    """
+
+    def __init__(self, class_names: Sequence[str], annotations: list[Annotation],
+                 problems: list[Problem], keep_difficult: bool = True) -> None:
+        self._class_names = _check_class_names(class_names)
+        self._annotations = annotations
+        self.problems: list[Problem] = problems
+        self.keep_difficult = keep_difficult
+        self._freeze()
+
+    def _freeze(self) -> None:
+        for ann in self._annotations:
+            for array in (ann.boxes, ann.labels, ann.difficult):
+                array.flags.writeable = False
+
+    def __setstate__(self, state: dict) -> None:  # unpickled arrays come back writable
+        self.__dict__.update(state)
+        self._freeze()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Object class names; label ``l`` (``1..C``) is ``class_names[l - 1]``."""
+        return self._class_names
+
+    @property
+    def annotations(self) -> list[Annotation]:
+        """The full ground truth of every image, in data-set order (do not modify)."""
+        return self._annotations
+
+    def __len__(self) -> int:
+        return len(self._annotations)
+
+    def annotation(self, index: int) -> Annotation:
+        """The full ground truth of image ``index``, without reading the image."""
+        return self._annotations[index]
+
+    def training_targets(self, index: int) -> Annotation:
+        """A writable copy of image ``index``'s annotation, for training.
+
+        With ``keep_difficult=False`` the boxes flagged ``difficult`` are left out.
+        """
+        ann = self._annotations[index]
+        keep = np.ones(len(ann), dtype=bool) if self.keep_difficult else ~ann.difficult
+        return Annotation(ann.image_id, ann.image_path, ann.width, ann.height,
+                          boxes=ann.boxes[keep].copy(), labels=ann.labels[keep].copy(),
+                          difficult=ann.difficult[keep].copy())
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 BGR ``[H, W, 3]``; raises ImageReadError if unreadable."""
+        return read_image(self._annotations[index].image_path)
+
+    def load(self, index: int) -> tuple[np.ndarray, Annotation]:
+        """``(image, training_targets(index))``: uint8 BGR ``[H, W, 3]`` and its boxes.
+
+        Raises:
+            ImageReadError: the image is missing or unreadable (the message names it).
+        """
+        return self.load_image(index), self.training_targets(index)
+
+
+def _number(text: str | None) -> float | None:
+    """A finite float from an XML text, or None."""
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _positive_int(text: str | None) -> int | None:
+    value = _number(text)
+    if value is None or value < 1 or value != int(value) or value > 1e7:
+        return None
+    return int(value)
+
+
+def _resolve_image(stem: str, images_dir: str, filename: str | None,
+                   names: Collection[str] | None) -> str:
+    """The image of an annotation: ``<stem>.jpg``, else the XML's ``<filename>``, else
+    ``<stem>`` with another image suffix; ``<stem>.jpg`` when none exists. ``names``, the
+    files in ``images_dir`` if known, saves a ``stat`` per candidate."""
+    def exists(name: str) -> bool:
+        return name in names if names is not None else os.path.isfile(
+            os.path.join(images_dir, name))
+
+    candidates = [f"{stem}.jpg"]
+    if filename and os.path.basename(filename.strip()):
+        candidates.append(os.path.basename(filename.strip()))
+    candidates += [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES[1:]]
+    found = next((c for c in candidates if exists(c)), candidates[0])
+    return os.path.join(images_dir, found)
+
+
+def parse_voc_xml(path: str | Path, class_names: Sequence[str],
+                  images_dir: str | Path | None = None,
+                  image_names: Collection[str] | None = None
+                  ) -> tuple[Annotation, list[Problem]]:
+    """Read one VOC XML annotation.
+
+    Args:
+        path: the XML file; its stem is the ``image_id``.
+        class_names: label ``l`` is ``class_names[l - 1]``.
+        images_dir: where the image is; default ``<path>/../../JPEGImages``.
+        image_names: the file names in ``images_dir``, if known (faster than a ``stat``).
+
+    Returns:
+        The annotation (boxes float32 ``[N, 4]`` absolute ``xyxy`` inside the image, see the
+        module docstring; labels int64 ``[N]`` in ``1..C``; difficult bool ``[N]``) and the
+        problems found: boxes with an unknown class, bad or missing coordinates, zero or
+        negative size, or entirely outside the image are dropped; boxes partly outside are
+        clipped; a missing ``<size>`` is read from the image. All are warnings.
+
+    Raises:
+        AnnotationError: the file is missing or not well-formed XML, or it has no usable
+            ``<size>`` and the image cannot be read.
+    """
+    path = Path(path)
+    images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
+    class_index = {name: label for label, name in enumerate(class_names, start=1)}
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise AnnotationError(path, "the file does not exist") from None
+    except ET.ParseError as error:
+        raise AnnotationError(path, f"malformed XML: {error}") from None
+    except OSError as error:
+        raise AnnotationError(path, error.strerror or str(error)) from None
+    except Exception as error:  # e.g. an unknown encoding in the XML declaration
+        raise AnnotationError(path, f"cannot parse the XML: {error}") from None
+
+    file = str(path)
+    problems: list[Problem] = []
+    image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
+                                image_names)
+    size = root.find("size")
+    width = _positive_int(size.findtext("width")) if size is not None else None
+    height = _positive_int(size.findtext("height")) if size is not None else None
+    if width is None or height is None:
+        try:
+            width, height = read_image_size(image_path)
+        except ImageReadError as error:
+            raise AnnotationError(path, f"no usable <size> and the image cannot be read "
+                                        f"({error})") from None
+        problems.append(Problem(file, f"no usable <size> width/height; took {width}x{height} "
+                                      f"from {image_path}", "warning", "missing_size"))
+
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    difficult: list[bool] = []
+    for number, obj in enumerate(root.findall("object"), start=1):
+        name = (obj.findtext("name") or "").strip()
+
+        def warn(kind: str, message: str) -> None:
+            where = f"object {number} ({name or 'no name'})"
+            problems.append(Problem(file, f"{where}: {message}", "warning", kind))
+
+        if name not in class_index:
+            hint = [n for n in class_index if n.lower() == name.lower()]
+            warn("unknown_class", f"class {name!r} is not in data.class_names"
+                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; box dropped")
+            continue
+        bndbox = obj.find("bndbox")
+        raw = [_number(bndbox.findtext(t)) if bndbox is not None else None
+               for t in ("xmin", "ymin", "xmax", "ymax")]
+        if any(v is None for v in raw):
+            warn("bad_coordinates", "missing or non-numeric <bndbox> coordinates; box dropped")
+            continue
+        xmin, ymin, xmax, ymax = raw  # type: ignore[misc]
+        if xmax <= xmin or ymax <= ymin:
+            warn("zero_size_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has zero or "
+                                  f"negative size; box dropped")
+            continue
+        box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+            warn("box_outside", f"box {_fmt(box)} lies outside the {width}x{height} image; "
+                                f"box dropped")
+            continue
+        if clipped != box:
+            warn("box_clipped", f"box {_fmt(box)} reaches outside the {width}x{height} image; "
+                                f"clipped to {_fmt(clipped)}")
+        flag_text = obj.findtext("difficult")
+        flag = _number(flag_text)
+        if flag is None and flag_text not in (None, ""):
+            warn("bad_field", "<difficult> is not a number; taken as 0")
+        boxes.append(clipped)
+        labels.append(class_index[name])
+        difficult.append(bool(flag))
+
+    boxes32 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    valid = (boxes32[:, 2] > boxes32[:, 0]) & (boxes32[:, 3] > boxes32[:, 1])
+    if not valid.all():  # sub-pixel extents that float32 cannot hold
+        problems.append(Problem(file, f"{int((~valid).sum())} box(es) too thin for float32 "
+                                      f"coordinates; dropped", "warning", "zero_size_box"))
+    annotation = Annotation(
+        image_id=path.stem, image_path=image_path, width=int(width), height=int(height),
+        boxes=boxes32[valid], labels=np.asarray(labels, dtype=np.int64)[valid],
+        difficult=np.asarray(difficult, dtype=bool)[valid])
+    return annotation, problems
+
+
+def _fmt(box: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in box) + ")"
+
+
+def voc_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+    """``(split_file, base_dir)`` of a split name.
+
+    ``SUBDIR/SPLIT`` is ``root/SUBDIR/ImageSets/Main/SPLIT.txt`` (base ``root/SUBDIR``); a
+    plain ``SPLIT`` is ``root/ImageSets/Main/SPLIT.txt`` (base ``root``).
+    """
+    subdir, _, name = split.strip().strip("/").rpartition("/")
+    base = Path(root) / subdir if subdir else Path(root)
+    return base / "ImageSets" / "Main" / f"{name}.txt", base
+
+
+def read_split_ids(split_file: Path) -> list[str]:
+    """Image ids listed in a split file (first token per line; blank lines skipped)."""
+    try:
+        lines = split_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise AnnotationError(split_file, f"{error.strerror or error}; {README_HINT}") from None
+    return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
+class VOCDataset(DetectionDataset):
+    """One or more VOC-layout splits, all annotations parsed once at construction.
+
+    Args:
+        root: the folder the split names are relative to (``datasets/VOCdevkit``).
+        splits: ``SUBDIR/SPLIT`` (``VOC2007/trainval``) or ``SPLIT`` (a VOC-style folder at
+            ``root``); see :func:`voc_split_paths`.
+        class_names: the object classes; label ``l`` is ``class_names[l - 1]``.
+        keep_difficult: False leaves ``difficult`` boxes out of ``training_targets`` and
+            ``load`` (never out of ``annotations``, which evaluation uses).
+        strict: raise on the first unusable annotation file; otherwise the image is left
+            out and the trouble recorded as an ``"error"`` in ``problems``.
+
+    ``problems`` lists every :class:`Problem` found while parsing.
+
+    Raises:
+        SplitNotFoundError: ``root`` or a split file is missing (a DataError).
+        DataError: a split lists no image, or ``class_names`` is empty or repeats a name.
+    """
+
+    def __init__(self, root: str | Path, splits: Sequence[str], class_names: Sequence[str],
+                 keep_difficult: bool = True, strict: bool = False) -> None:
+        root = Path(root)
+        names = _check_class_names(class_names)
+        if not root.is_dir():
+            raise SplitNotFoundError(f"VOC data set root {root} (absolute: {root.absolute()}) "
+                                     f"does not exist or is not a folder; {README_HINT}")
+        if isinstance(splits, str):
+            splits = (splits,)
+        annotations: list[Annotation] = []
+        problems: list[Problem] = []
+        seen: set[Path] = set()
+        for split in splits:
+            split_file, base = voc_split_paths(root, split)
+            if not split_file.is_file():
+                raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
+                                         f"exist; {README_HINT}")
+            ids = read_split_ids(split_file)
+            images_dir = base / "JPEGImages"
+            try:
+                image_names: set[str] | None = set(os.listdir(images_dir))
+            except OSError:
+                image_names = None
+            if not ids:
+                raise AnnotationError(split_file, f"split {split!r} lists no images")
+            for image_id in ids:
+                xml_path = base / "Annotations" / f"{image_id}.xml"
+                if xml_path in seen:
+                    problems.append(Problem(str(split_file), f"{image_id} is listed more than "
+                                                             f"once; kept once", "warning",
+                                            "duplicate"))
+                    continue
+                seen.add(xml_path)
+                try:
+                    ann, found = parse_voc_xml(xml_path, names, images_dir, image_names)
+                except DataError as error:
+                    if strict:
+                        raise
+                    reason = getattr(error, "reason", None) or str(error)
+                    problems.append(Problem(str(xml_path), f"{reason}; image left out", "error",
+                                            "malformed_annotation"))
+                    continue
+                annotations.append(ann)
+                problems.extend(found)
+        super().__init__(names, annotations, problems, keep_difficult)
+        self.root = root
+        self.splits = tuple(splits)

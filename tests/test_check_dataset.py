@@ -1,0 +1,118 @@
+"""tools/check_dataset.py: exit status and report on small broken data sets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from dsod.config import DataConfig
+from dsod.data.check import check_dataset
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_dataset.py"
+GOOD = ("<annotation><size><width>100</width><height>80</height></size><object><name>cat"
+        "</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax>"
+        "<ymax>40</ymax></bndbox></object></annotation>")
+ZERO_BOX = GOOD.replace("<xmax>50</xmax>", "<xmax>1</xmax>")
+
+
+def tool_main():
+    spec = importlib.util.spec_from_file_location("check_dataset_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def make_voc(root: Path, xmls: dict[str, str], split: str,
+             image_sizes: dict[str, tuple[int, int]] | None = None) -> None:
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for image_id, text in xmls.items():
+        (root / "Annotations" / f"{image_id}.xml").write_text(text)
+        w, h = (image_sizes or {}).get(image_id, (100, 80))
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), np.zeros((h, w, 3), np.uint8))
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(xmls) + "\n")
+
+
+def write_config(tmp_path: Path, root: Path, **data) -> Path:
+    section = {"format": "voc", "root": str(root), "train": ["trainval"], "test": ["test"],
+               "class_names": ["cat", "dog"], **data}
+    path = tmp_path / "check.yaml"
+    path.write_text(yaml.safe_dump({"name": "check", "data": section}))
+    return path
+
+
+def test_warnings_only_exit_zero(tmp_path, capsys):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": ZERO_BOX}, "trainval")
+    make_voc(root, {"c": GOOD, "d": GOOD}, "test", image_sizes={"d": (90, 80)})
+    assert tool_main()([str(write_config(tmp_path, root)), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "zero_size_box" in out and "b.xml" in out
+    assert "no_objects" in out  # b's only box was dropped
+    assert "size_mismatch" in out and "d.jpg" in out
+    assert "0 error(s), 3 warning(s)" in out
+
+
+def test_missing_or_truncated_image_exits_non_zero(tmp_path, capsys):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD, "c": GOOD}, "trainval")
+    make_voc(root, {"c": GOOD}, "test")
+    (root / "JPEGImages" / "a.jpg").unlink()
+    data = (root / "JPEGImages" / "b.jpg").read_bytes()
+    (root / "JPEGImages" / "b.jpg").write_bytes(data[: len(data) // 2])
+    assert tool_main()([str(write_config(tmp_path, root))]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any("missing_image" in line and "a.jpg" in line for line in lines)
+    assert any("unreadable_image" in line and "b.jpg" in line for line in lines)
+    assert any("train_test_overlap" in line for line in lines)
+    assert "2 error(s)" in out
+
+
+def test_missing_split_and_malformed_xml_are_errors(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "bad": "<annotation><size>"}, "trainval")
+    report = check_dataset(DataConfig(format="voc", root=str(root), train=("trainval",),
+                                      test=("test",), class_names=("cat", "dog")))
+    kinds = {(p.severity, p.kind) for p in report.problems}
+    assert ("error", "missing_split") in kinds
+    assert ("error", "malformed_annotation") in kinds
+    assert report.exit_code == 1
+    assert [(s.entry, s.images, s.usable) for s in report.splits] == [
+        ("trainval", 1, True), ("test", 0, False)]
+
+
+def test_coco_malformed_json_and_bad_config(tmp_path, capsys):
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations" / "instances_val.json").write_text('{"images": [1,')
+    config = write_config(tmp_path, tmp_path / "coco", format="coco", train=["val"],
+                          test=["val"], class_names=None)
+    assert tool_main()([str(config)]) == 1
+    assert "malformed JSON" in capsys.readouterr().out
+    assert tool_main()([str(config), "data.nonsense=1"]) == 2
+
+
+def test_coco_clean_set_exits_zero(tmp_path, capsys):
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "val").mkdir()
+    cv2.imwrite(str(coco / "val" / "x.png"), np.zeros((20, 30, 3), np.uint8))
+    (coco / "annotations" / "instances_val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "x.png", "width": 30, "height": 20}],
+        "categories": [{"id": 3, "name": "car"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}]}))
+    config = write_config(tmp_path, coco, format="coco", train=["val"], test=[],
+                          class_names=["car"])
+    assert tool_main()([str(config)]) == 0
+    assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["shapes"])
+def test_unsupported_format_is_usage_error(tmp_path, fmt):
+    assert tool_main()([str(write_config(tmp_path, tmp_path, format=fmt))]) == 2
