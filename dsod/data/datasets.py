@@ -60,11 +60,11 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     Paths are relative to the current directory. For ``"train"``, ``keep_difficult`` is
     ``data_config.train_difficult``; the test set keeps every box (difficult ones flagged).
     ``strict`` (default: ``data_config.on_bad_sample == "error"``) raises on the first
-    unusable annotation file instead of recording it in ``problems``.
+    unusable annotation file instead of recording it in ``problems``. ``format: shapes``
+    writes the generated data set under ``root`` on first use and reads it as VOC.
 
     Raises:
         DataError: a root, split file or annotation file is missing or unusable.
-        NotImplementedError: ``format: shapes`` (not built here).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
@@ -76,6 +76,11 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
         strict = data_config.on_bad_sample == "error"
     root = Path(data_config.root)
     fmt = data_config.format
+    if fmt == "shapes":
+        from dsod.data.shapes import ensure_shapes_dataset
+        ensure_shapes_dataset(root, data_config.shapes_train_images,
+                              data_config.shapes_test_images, data_config.shapes_image_size)
+        fmt = "voc"
     if fmt == "voc":
         if data_config.class_names is None:
             raise DataError("format voc needs data.class_names")
@@ -88,7 +93,4 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
         parts = [COCODataset(*coco_split_paths(root, entry), class_names=data_config.class_names,
                              keep_difficult=keep_difficult, strict=strict) for entry in entries]
         return parts[0] if len(parts) == 1 else ConcatDetectionDataset(parts)
-    if fmt == "shapes":
-        raise NotImplementedError("format 'shapes' (the generated data set) is built by its "
-                                  "own module, not by dsod.data.datasets.build_dataset")
     raise DataError(f"unknown data.format {fmt!r}; expected voc, coco or shapes")

@@ -1,0 +1,43 @@
+"""What every tool does around its work: load the config, set up logging, and turn the
+errors a user can fix into one clear line instead of a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+from dsod.config import Config, ConfigError, load_config
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is the whole story for a user."""
+    from dsod.data.errors import DataError
+    from dsod.engine.checkpoint import CheckpointError
+    from dsod.engine.trainer import NonFiniteLossError
+    return ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def run_tool(config_path: str, overrides: Sequence[str],
+             work: Callable[[Config], int | None]) -> int:
+    """Load ``config_path`` with ``overrides`` and call ``work(config)``.
+
+    Returns the exit code: ``work``'s (0 if it returns None), or 2 after printing
+    ``error: ...`` for a config, data, checkpoint or divergence problem.
+    """
+    setup_logging()
+    try:
+        config = load_config(config_path, overrides)
+        code = work(config)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else int(code)

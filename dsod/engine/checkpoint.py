@@ -1,0 +1,125 @@
+"""Checkpoints: written atomically, read without running code, checked against the model.
+
+A checkpoint is a dict of tensors and plain Python values (no pickled classes), so it
+loads with ``torch.load(weights_only=True)``: a file from the internet cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_STEP_FILE = re.compile(r"checkpoint_(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename, so that a crash
+    while saving leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(dict(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or holds
+            objects other than tensors and plain values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a dsod checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                       source: str = "checkpoint") -> None:
+    """Load weights strictly, with an error listing every missing, unexpected and
+    mis-shaped key (a checkpoint made for another config)."""
+    if any(key.startswith("module.") for key in state_dict):
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model "
+                  f"{tuple(own[key].shape)}"
+                  for key in own if key in state_dict and state_dict[key].shape != own[key].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not fit this model (was it made with another config?)"]
+        for title, items in (("mismatched shapes", mismatched), ("missing keys", missing),
+                             ("unexpected keys", unexpected)):
+            if items:
+                shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+                lines.append(f"  {title}:\n    " + "\n    ".join(shown))
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state_dict)
+
+
+class CheckpointManager:
+    """Keeps ``checkpoint_<step>.pth`` files in a folder: the last ``keep`` of them, plus
+    ``best.pth`` and ``final.pth``."""
+
+    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+        self.directory = Path(directory)
+        self.keep = max(1, keep)
+
+    def step_files(self) -> list[tuple[int, Path]]:
+        """Existing step checkpoints, oldest first."""
+        found = []
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                match = _STEP_FILE.match(path.name)
+                if match:
+                    found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def save(self, state: Mapping[str, Any], step: int) -> Path:
+        path = self.directory / f"checkpoint_{step:08d}.pth"
+        save_atomic(state, path)
+        for _, old in self.step_files()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_named(self, state: Mapping[str, Any], name: str) -> Path:
+        path = self.directory / f"{name}.pth"
+        save_atomic(state, path)
+        return path
+
+    def latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest step checkpoint that reads; damaged newer ones are skipped with a
+        warning. ``None`` when there is none."""
+        for _, path in reversed(self.step_files()):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as error:
+                logger.warning("skipping damaged checkpoint: %s", error)
+        return None

@@ -1,0 +1,145 @@
+"""Running a detector over a test set, and scoring its detections (VOC mAP and COCO AP)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from dsod.data.loader import DetectionDataset, TestSamples, collate_test
+from dsod.engine import distributed as dist
+from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
+                                  detections_to_coco_results, evaluate_coco_with_summary)
+from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
+from dsod.postprocess import PostProcessor
+from dsod.structures import Detections
+
+logger = logging.getLogger(__name__)
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``amp`` in {"bf16", "fp16"}; a no-op for "none"."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
+            postprocessor: PostProcessor, device: torch.device, batch_size: int = 8,
+            workers: int = 0, amp: str = "none", channels_last: bool = False,
+            progress: bool = True) -> tuple[dict[str, Detections], list[int]]:
+    """Detections for every image of ``samples`` (this process's share under DDP).
+
+    Returns:
+        ``(image_id -> Detections in original-image pixels, unreadable image indices)``,
+        gathered from all processes.
+    """
+    was_training = model.training
+    model.eval()
+    indices = list(range(dist.rank(), len(samples), dist.world_size()))
+    loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_test)
+    detections: dict[str, Detections] = {}
+    unreadable: list[int] = []
+    bar = tqdm(loader, desc="evaluating", unit="batch", disable=not (progress and dist.is_main_process()))
+    for images, batch_indices, sizes, bad in bar:
+        unreadable.extend(bad)
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            logits, offsets = model(images)
+        for index, det in zip(batch_indices, postprocessor(logits, offsets, sizes)):
+            detections[dataset.annotation(index).image_id] = det
+    model.train(was_training)
+    merged: dict[str, Detections] = {}
+    all_unreadable: list[int] = []
+    for part, bad in dist.all_gather_objects((detections, unreadable)):
+        merged.update(part)
+        all_unreadable.extend(bad)
+    return merged, sorted(all_unreadable)
+
+
+@dataclass
+class Scores:
+    """All figures of one evaluation."""
+
+    voc: VOCResult
+    coco: dict[str, float]
+    coco_summary: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready numbers (NaN becomes ``None``)."""
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) else float(value)
+        names = self.voc.class_names
+        return {
+            "voc": {
+                "mAP07": clean(self.voc.map07), "mAP": clean(self.voc.map),
+                "iou_threshold": self.voc.iou_threshold,
+                "per_class": {name: {"AP07": clean(self.voc.ap07[i]), "AP": clean(self.voc.ap[i]),
+                                     "num_gt": int(self.voc.num_gt[i])}
+                              for i, name in enumerate(names)},
+            },
+            "coco": {k: float(v) for k, v in self.coco.items()},
+        }
+
+    def report(self) -> str:
+        """The per-class table and the summary lines, for printing."""
+        return "\n".join([format_voc_table(self.voc),
+                          f"VOC07 11-point mAP: {self.voc.map07:.4f}   "
+                          f"area mAP: {self.voc.map:.4f}",
+                          self.coco_summary])
+
+
+def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], list[int]]:
+    """pycocotools ground truth for a data set: a COCO data set's own annotation file, or the
+    VOC annotations converted in memory. Returns ``(COCO, image_id -> coco id, category ids)``."""
+    coco = getattr(dataset, "coco", None)
+    if coco is not None:
+        return coco, dict(dataset.image_id_to_coco_id), list(dataset.category_ids)
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))
+    return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
+
+
+def score(dataset: DetectionDataset, detections: Mapping[str, Detections]) -> Scores:
+    """VOC (11-point and area, IoU 0.5) and COCO figures for detections on ``dataset``."""
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    voc = evaluate_voc(annotations, detections, dataset.class_names)
+    gt, image_ids, category_ids = coco_ground_truth(dataset)
+    results = detections_to_coco_results(detections, image_ids, category_ids)
+    coco, summary = evaluate_coco_with_summary(gt, results)
+    return Scores(voc, coco, summary)
+
+
+def evaluate_model(model: nn.Module, dataset: DetectionDataset, postprocessor: PostProcessor,
+                   image_size: int, mean_bgr: Sequence[float], device: torch.device,
+                   batch_size: int = 8, workers: int = 0, amp: str = "none",
+                   channels_last: bool = False, on_bad_sample: str = "skip"
+                   ) -> tuple[Scores | None, dict[str, Detections]]:
+    """Predict on ``dataset`` and score on the main process (``None`` elsewhere)."""
+    from dsod.data.transforms import TestTransform
+
+    samples = TestSamples(dataset, TestTransform(image_size, mean_bgr), on_bad_sample)
+    detections, unreadable = predict(model, dataset, samples, postprocessor, device,
+                                     batch_size, workers, amp, channels_last)
+    if unreadable:
+        logger.warning("%d test images could not be read and count as missed: %s",
+                       len(unreadable), ", ".join(dataset.annotation(i).image_path
+                                                  for i in unreadable[:10]))
+    if not dist.is_main_process():
+        return None, detections
+    return score(dataset, detections), detections
+

@@ -1,0 +1,70 @@
+"""SGD with the reference's weight-decay rules, and the iteration-based schedule."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dsod.config import SolverConfig
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_backbone_bn: bool
+                     ) -> list[dict]:
+    """Split parameters into a decayed and an undecayed group.
+
+    The reference decays every convolution and the L2Norm scales, and the BN scale and shift
+    of everything but the heads (``decay_backbone_bn``); the heads' BN is never decayed.
+    With ``decay_backbone_bn=False`` no BN parameter is decayed.
+    """
+    decay, no_decay = [], []
+    for module_name, module in model.named_modules():
+        is_head = module_name.startswith("heads") or ".heads" in module_name
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if _is_norm(module) and (is_head or not decay_backbone_bn):
+                no_decay.append(param)
+            else:
+                decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def scaled_lr(solver: SolverConfig) -> float:
+    """The learning rate for the effective batch: ``lr * batch_size / base_batch``."""
+    return solver.lr * solver.batch_size / solver.base_batch
+
+
+def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.SGD:
+    """SGD with momentum, the scaled learning rate and the reference's decay groups."""
+    groups = parameter_groups(model, solver.weight_decay, solver.decay_backbone_bn)
+    return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)
+
+
+def lr_factor(iteration: int, steps: Sequence[int], gamma: float, warmup_iters: int,
+              warmup_factor: float) -> float:
+    """Multiplier of the base learning rate at ``iteration`` (0-based).
+
+    Linear warm-up from ``warmup_factor`` to 1 over ``warmup_iters``, then ``gamma`` to the
+    power of the number of ``steps`` passed.
+    """
+    factor = gamma ** sum(iteration >= step for step in steps)
+    if iteration < warmup_iters:
+        alpha = iteration / warmup_iters
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, solver: SolverConfig
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration scheduler: call ``step()`` once after every optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda it: lr_factor(it, solver.steps, solver.gamma, solver.warmup_iters,
+                             solver.warmup_factor))

@@ -1,0 +1,306 @@
+"""The training loop: iteration-based SGD with accumulation, AMP, DDP, checkpoints, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dsod.config import Config, config_to_dict, save_config
+from dsod.data.datasets import build_dataset
+from dsod.data.loader import IterationBatchSampler, collate_training
+from dsod.engine import distributed as dist
+from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
+                                  build_training_samples)
+from dsod.engine.checkpoint import CheckpointManager, load_model_weights
+from dsod.engine.evaluate import autocast_context, evaluate_model
+from dsod.engine.optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many steps in a row had a non-finite loss or gradient."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    loc_loss: float
+    conf_loss: float
+    skipped_samples: int
+    finite: bool
+
+
+class Trainer:
+    """Trains ``config``'s detector from scratch, writing everything to ``out_dir``:
+    ``config.yaml``, ``checkpoints/``, ``log.jsonl``, ``tensorboard/`` and ``metrics.json``.
+    """
+
+    def __init__(self, config: Config, out_dir: str | Path, device: torch.device,
+                 resume: bool = False, progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.progress = progress and dist.is_main_process()
+        solver, run = config.solver, config.train
+        micro = solver.batch_per_step or solver.batch_size // dist.world_size()
+        self.micro_batch = micro
+        torch.manual_seed(run.seed)
+
+        self.samples = build_training_samples(config)
+        model = build_model(config)
+        if run.sync_bn and dist.is_distributed():
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        if run.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.criterion = build_loss(config)
+        self.optimizer = build_optimizer(model, solver)
+        self.scheduler = build_scheduler(self.optimizer, solver)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=run.amp == "fp16")
+        self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
+        self.step = 0
+        self.best_map = -math.inf
+        self.nonfinite_in_a_row = 0
+        if resume:
+            self._resume()
+        self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                    if dist.is_distributed() else model)
+        self.sampler = IterationBatchSampler(
+            len(self.samples), solver.batch_size, micro, seed=run.seed, start_step=self.step,
+            rank=dist.rank(), world_size=dist.world_size(), max_steps=solver.max_iter)
+        self._test_set = None
+        self._writer = None
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_map": self.best_map,
+            "torch_rng": torch.get_rng_state(),
+            "config": config_to_dict(self.config),
+        }
+
+    def _resume(self) -> None:
+        found = self.checkpoints.latest()
+        if found is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch",
+                           self.checkpoints.directory)
+            return
+        path, state = found
+        load_model_weights(self.model, state["model"], str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_map = float(state.get("best_map", -math.inf))
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def save_checkpoint(self) -> None:
+        if dist.is_main_process():
+            self.checkpoints.save(self.state_dict(), self.step)
+        dist.barrier()
+
+    # -- one step ------------------------------------------------------------------------
+    def _all_finite(self, value: torch.Tensor) -> bool:
+        flag = torch.isfinite(value.detach()).all().float()
+        return bool(dist.all_reduce_mean(flag.to(self.device)).item() == 1.0)
+
+    def train_step(self, batches) -> StepResult:
+        """Forward and backward over this step's micro-batches, then one SGD step.
+
+        A non-finite loss or gradient skips the update (the caller counts them)."""
+        run = self.config.train
+        self.optimizer.zero_grad(set_to_none=True)
+        count = self.sampler.micro_batches_per_step
+        totals = torch.zeros(3, device=self.device)
+        skipped = 0
+        finite = True
+        for micro in range(count):
+            images, target_offsets, target_labels, bad = next(batches)
+            skipped += bad
+            images = images.to(self.device, non_blocking=True)
+            if run.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            target_offsets = target_offsets.to(self.device, non_blocking=True)
+            target_labels = target_labels.to(self.device, non_blocking=True)
+            sync = micro == count - 1 or not dist.is_distributed()
+            with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
+                with autocast_context(self.device, run.amp):
+                    logits, offsets = self.ddp(images)
+                losses = self.criterion(logits, offsets, target_offsets, target_labels)
+                if not self._all_finite(losses["loss"]):
+                    finite = False
+                    continue
+                self.scaler.scale(losses["loss"] / count).backward()
+            totals += torch.stack([losses["loss"], losses["loc_loss"], losses["conf_loss"]]).detach() / count
+        if finite:
+            self.scaler.unscale_(self.optimizer)
+            max_norm = self.config.solver.grad_clip or math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            finite = self.scaler.is_enabled() or self._all_finite(norm)
+        if finite:
+            self.scaler.step(self.optimizer)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()
+        with warnings.catch_warnings():  # a skipped update still advances the schedule
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
+        self.step += 1
+        totals = dist.all_reduce_mean(totals).tolist()
+        return StepResult(*totals, skipped_samples=skipped, finite=finite)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        workers = self.config.data.workers
+        return DataLoader(self.samples, batch_sampler=self.sampler, num_workers=workers,
+                          collate_fn=collate_training, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, prefetch_factor=4 if workers else None)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not dist.is_main_process():
+            return
+        with open(self.out_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # TensorBoard is optional at run time
+                self._writer = False
+        if self._writer:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._writer.add_scalar(key, value, record["step"])
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Score the current model on the test split (main process returns the figures)."""
+        if self._test_set is None:
+            self._test_set = build_dataset(self.config.data, "test")
+        c = self.config
+        scores, _ = evaluate_model(
+            self.model, self._test_set, build_postprocessor(c), c.model.input_size,
+            c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, c.train.amp,
+            c.train.channels_last, c.data.on_bad_sample)
+        if scores is None:
+            return None
+        logger.info("step %d\n%s", self.step, scores.report())
+        return scores.as_dict()
+
+    def run(self) -> dict[str, Any] | None:
+        """Train until ``solver.max_iter``; returns the final metrics (main process)."""
+        c = self.config
+        if dist.is_main_process():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(c, self.out_dir / "config.yaml")
+        batches = iter(self._loader())
+        bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
+                   disable=not self.progress, dynamic_ncols=True)
+        images_per_step = c.solver.batch_size
+        tic, skipped_total = time.perf_counter(), 0
+        while self.step < c.solver.max_iter:
+            result = self.train_step(batches)
+            skipped_total += result.skipped_samples
+            self._check_finite(result)
+            lr = self.optimizer.param_groups[0]["lr"]
+            elapsed = time.perf_counter() - tic
+            tic = time.perf_counter()
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}",
+                            img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}")
+            if self.step % c.train.log_every == 0 or self.step == c.solver.max_iter:
+                self._log({"step": self.step, "loss": result.loss, "loc_loss": result.loc_loss,
+                           "conf_loss": result.conf_loss, "lr": lr,
+                           "images_per_s": images_per_step / max(elapsed, 1e-9),
+                           "skipped_samples": skipped_total})
+            if c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0:
+                self.save_checkpoint()
+            if c.train.eval_every and self.step % c.train.eval_every == 0 \
+                    and self.step < c.solver.max_iter:
+                self._periodic_eval()
+        bar.close()
+        self.save_checkpoint()
+        metrics = self.evaluate()
+        if dist.is_main_process():
+            if metrics is not None:
+                metrics = {"step": self.step, **metrics}
+                (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+                self._log({"step": self.step, "mAP07": metrics["voc"]["mAP07"] or 0.0,
+                           "mAP": metrics["voc"]["mAP"] or 0.0, "AP": metrics["coco"]["AP"]})
+            self.checkpoints.save_named({**self.state_dict(), "metrics": json.dumps(metrics)},
+                                        "final")
+            if self._writer:
+                self._writer.close()
+        return metrics
+
+    def _periodic_eval(self) -> None:
+        metrics = self.evaluate()
+        if metrics is None:
+            return
+        value = metrics["voc"]["mAP07"] or 0.0
+        self._log({"step": self.step, "mAP07": value, "mAP": metrics["voc"]["mAP"] or 0.0,
+                   "AP": metrics["coco"]["AP"]})
+        if value > self.best_map:
+            self.best_map = value
+            self.checkpoints.save_named(self.state_dict(), "best")
+
+    def _check_finite(self, result: StepResult) -> None:
+        if result.finite:
+            self.nonfinite_in_a_row = 0
+            return
+        self.nonfinite_in_a_row += 1
+        logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                       self.step, self.nonfinite_in_a_row)
+        if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_steps:
+            self.save_checkpoint()
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} steps in a row had a non-finite loss or gradient "
+                f"(step {self.step}); saved a checkpoint in {self.checkpoints.directory}. "
+                f"Try a lower solver.lr or a longer solver.warmup_iters.")
+
+
+
+def default_out_dir(config: Config) -> Path:
+    """``outputs/<config name>`` unless ``train.out_dir`` says otherwise."""
+    return Path(config.train.out_dir or Path("outputs") / config.name)
+
+
+def train(config: Config, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True) -> dict[str, Any] | None:
+    """Train ``config`` in this process (one of many under torchrun) and return the final
+    metrics on the main process."""
+    device = dist.init_from_environment()
+    out = Path(out_dir) if out_dir else default_out_dir(config)
+    if dist.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+    try:
+        metrics = Trainer(config, out, device, resume=resume, progress=progress).run()
+    finally:
+        dist.cleanup()
+    if metrics is not None:
+        print(f"final: VOC07 mAP {metrics['voc']['mAP07']:.4f}, area mAP {metrics['voc']['mAP']:.4f}, "
+              f"COCO AP {metrics['coco']['AP']:.4f}; outputs in {out}")
+    return metrics

@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny detector config on a tiny generated data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsod.config import Config, config_from_dict
+
+TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
+              "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
+              "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]}
+TINY_PRIORS = {"min_sizes": [6, 13, 24, 35, 45, 56], "max_sizes": [13, 24, 35, 45, 56, 67],
+               "steps": None}
+
+
+def tiny_config(root: Path, **sections: dict) -> Config:
+    """A config small enough to train a few steps in a second, on generated shapes."""
+    raw = {
+        "name": "tiny",
+        "model": dict(TINY_MODEL),
+        "priors": dict(TINY_PRIORS),
+        "data": {"format": "shapes", "root": str(root / "shapes"), "train": ["train"],
+                 "test": ["test"], "class_names": ["circle", "square", "triangle"],
+                 "workers": 0, "shapes_train_images": 16, "shapes_test_images": 4,
+                 "shapes_image_size": 64},
+        "solver": {"lr": 0.05, "base_batch": 4, "batch_size": 4, "max_iter": 3,
+                   "warmup_iters": 1, "steps": [100]},
+        "test": {"batch_size": 4},
+        "train": {"log_every": 1, "checkpoint_every": 1, "eval_every": 0},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path)

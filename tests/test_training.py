@@ -1,0 +1,120 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from dsod.config import save_config
+from dsod.engine.trainer import NonFiniteLossError, Trainer
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def losses(out_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_one_training_run_writes_its_outputs_and_learns(tmp_path):
+    config = tiny_config(tmp_path, solver={"max_iter": 4})
+    metrics = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False).run()
+    out = tmp_path / "out"
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "final.pth").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["step"] == 4 and 0.0 <= saved["voc"]["mAP07"] <= 1.0
+    assert set(saved["coco"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert metrics["voc"]["mAP07"] == saved["voc"]["mAP07"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses(out).values())
+
+
+def test_resume_gives_the_same_next_losses(tmp_path):
+    whole = tiny_config(tmp_path, solver={"max_iter": 4})
+    Trainer(whole, tmp_path / "a", torch.device("cpu"), progress=False).run()
+    first = tiny_config(tmp_path, solver={"max_iter": 2})
+    Trainer(first, tmp_path / "b", torch.device("cpu"), progress=False).run()
+    Trainer(whole, tmp_path / "b", torch.device("cpu"), resume=True, progress=False).run()
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert a[3] == b[3] and a[4] == b[4]
+
+
+def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, solver={"max_iter": 10}, train={"max_nonfinite_steps": 2})
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    criterion = trainer.criterion
+
+    def nan_loss(*args):
+        out = criterion(*args)
+        return {**out, "loss": out["loss"] * float("nan")}
+
+    trainer.criterion = nan_loss
+    with pytest.raises(NonFiniteLossError, match="2 steps in a row"):
+        trainer.run()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k
+               and "num_batches" not in k)
+    assert trainer.checkpoints.step_files()
+
+
+def _ddp_worker(rank: int, root: str, rendezvous: str) -> None:
+    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                                  world_size=2)
+    torch.set_num_threads(1)
+    config = tiny_config(Path(root), solver={"max_iter": 1, "batch_per_step": 2})
+    trainer = Trainer(config, Path(root) / "ddp", torch.device("cpu"), progress=False)
+    loader = iter(trainer._loader())
+    trainer.train_step(loader)
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), Path(root) / "ddp.pt")
+    torch_dist.destroy_process_group()
+
+
+def test_two_process_ddp_step_matches_single_process_on_the_same_global_batch(tmp_path):
+    tiny_config(tmp_path)  # generate the data set once, before the processes race for it
+    from dsod.data.datasets import build_dataset
+    build_dataset(tiny_config(tmp_path).data, "train")
+    mp.spawn(_ddp_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")), nprocs=2)
+    config = tiny_config(tmp_path, solver={"max_iter": 1, "batch_per_step": 2})
+    single = Trainer(config, tmp_path / "single", torch.device("cpu"), progress=False)
+    single.train_step(iter(single._loader()))
+    ddp = torch.load(tmp_path / "ddp.pt")
+    for name, param in single.model.named_parameters():
+        torch.testing.assert_close(param.detach(), ddp[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _train_command(config_path: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "tools" / "train.py"), str(config_path), "--out", str(out),
+            "--no-progress", *extra]
+
+
+def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
+    config = tiny_config(tmp_path, solver={"max_iter": 6})
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_command(path, tmp_path / "whole"), check=True, env=env,
+                   capture_output=True)
+    victim = subprocess.Popen(_train_command(path, tmp_path / "killed",
+                                             "train.checkpoint_every=2"),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint_*.pth")):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert list(checkpoints.glob("checkpoint_*.pth")), "no checkpoint before the kill"
+    subprocess.run(_train_command(path, tmp_path / "killed", "--resume"), check=True, env=env,
+                   capture_output=True)
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+    assert resumed[6] == whole[6] and resumed[5] == whole[5]
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["step"] == 6
