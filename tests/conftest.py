@@ -35,6 +35,16 @@ def tiny_config(root: Path, **sections: dict) -> Config:
     return config_from_dict(raw)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny networks run fastest on one thread, and parallel jobs do not oversubscribe."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def tiny(tmp_path: Path) -> Config:
     return tiny_config(tmp_path)

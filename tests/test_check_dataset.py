@@ -113,6 +113,13 @@ def test_coco_clean_set_exits_zero(tmp_path, capsys):
     assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fmt", ["shapes"])
-def test_unsupported_format_is_usage_error(tmp_path, fmt):
-    assert tool_main()([str(write_config(tmp_path, tmp_path, format=fmt))]) == 2
+def test_generated_shapes_set_checks_clean(tmp_path, capsys):
+    path = write_config(tmp_path, tmp_path / "shapes", format="shapes", train=["train"],
+                        class_names=["circle", "square", "triangle"], shapes_train_images=4,
+                        shapes_test_images=2, shapes_image_size=48)
+    assert tool_main()([str(path), "--workers", "1"]) == 0
+    assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
+
+
+def test_unknown_format_is_usage_error(tmp_path):
+    assert tool_main()([str(write_config(tmp_path, tmp_path, format="yolo"))]) == 2

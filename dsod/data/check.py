@@ -93,9 +93,6 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
 
     Returns:
         The report; ``report.exit_code`` is 1 if anything would stop training.
-
-    Raises:
-        NotImplementedError: the format cannot be checked here (``shapes``).
     """
     if isinstance(data, Config):
         data = data.data

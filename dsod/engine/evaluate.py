@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
+from pycocotools.coco import COCO
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -106,8 +108,10 @@ class Scores:
 def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], list[int]]:
     """pycocotools ground truth for a data set: a COCO data set's own annotation file, or the
     VOC annotations converted in memory. Returns ``(COCO, image_id -> coco id, category ids)``."""
-    coco = getattr(dataset, "coco", None)
-    if coco is not None:
+    annotation_json = getattr(dataset, "annotation_json", None)
+    if annotation_json is not None:  # score against the official file, as pycocotools does
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(annotation_json))
         return coco, dict(dataset.image_id_to_coco_id), list(dataset.category_ids)
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
     gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))

@@ -97,6 +97,7 @@ class Trainer:
             "best_map": self.best_map,
             "torch_rng": torch.get_rng_state(),
             "config": config_to_dict(self.config),
+            "class_names": list(self.samples.dataset.class_names),
         }
 
     def _resume(self) -> None:

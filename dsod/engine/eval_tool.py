@@ -1,0 +1,250 @@
+"""The work behind ``tools/eval.py``: run a checkpoint over a config's test split, or read
+detections that already exist, then score them (VOC mAP and COCO AP) and write the results.
+
+Files written into the output folder:
+
+* ``voc_results/comp4_det_test_<class>.txt``: the VOC devkit's results format (model runs);
+* ``coco_results.json``: COCO results ``[{"image_id", "category_id", "bbox", "score"}]``
+  (model runs). On a COCO data set ``image_id`` and ``category_id`` are the annotation
+  file's own; on a VOC-layout data set image ids are ``1..N`` in test-split order
+  (:func:`dsod.evaluation.coco.coco_image_id_map`) and category ids ``1..C``;
+* ``pr_curves.png``: precision/recall per class;
+* with ``json_path``: every figure as JSON (:meth:`Scores.as_dict` plus run details).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from dsod.config import Config, ConfigError
+from dsod.data.datasets import build_dataset
+from dsod.data.errors import DataError
+from dsod.data.loader import DetectionDataset, TestSamples
+from dsod.data.transforms import TestTransform
+from dsod.engine.builders import build_model, build_postprocessor
+from dsod.engine.checkpoint import load_checkpoint, load_model_weights
+from dsod.engine.evaluate import Scores, predict, score
+from dsod.evaluation.coco import coco_image_id_map, detections_to_coco_results
+from dsod.evaluation.voc import plot_pr_curves, read_voc_results, write_voc_results
+from dsod.structures import Detections
+
+logger = logging.getLogger(__name__)
+
+VOC_PREFIX = "comp4_det_test_"
+
+
+def default_eval_dir(config: Config) -> Path:
+    """``<training output folder>/eval``: ``outputs/<config name>/eval`` by default."""
+    return Path(config.train.out_dir or Path("outputs") / config.name) / "eval"
+
+
+def load_test_set(config: Config) -> DetectionDataset:
+    """The config's test split; a ConfigError for a format this tool cannot read."""
+    try:
+        dataset = build_dataset(config.data, "test")
+    except NotImplementedError as error:
+        raise ConfigError(str(error)) from None
+    if len(dataset) == 0:
+        raise DataError(f"the test split {list(config.data.test)} under {config.data.root} "
+                        f"has no usable image")
+    errors = [p for p in getattr(dataset, "problems", []) if p.severity == "error"]
+    if errors:
+        logger.warning("%d test images were left out for unusable annotations (first: %s); "
+                       "tools/check_dataset.py lists them", len(errors), errors[0])
+    return dataset
+
+
+def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, Any], list[int]]:
+    """``(image_id -> COCO image id, category id of each label 1..C)`` for results files:
+    a COCO data set's own ids, else ``1..N`` in data-set order and ``1..C``."""
+    real_ids = getattr(dataset, "image_id_to_coco_id", None)
+    if real_ids is not None:
+        return dict(real_ids), [int(c) for c in dataset.category_ids]
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    return coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
+
+
+def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
+              device: str | torch.device | None = None, batch_size: int | None = None,
+              workers: int | None = None, progress: bool = True
+              ) -> tuple[dict[str, Detections], list[int]]:
+    """Detections of the checkpoint's model on every image of ``dataset``.
+
+    The model is built from ``config``; a checkpoint made for another config raises a
+    CheckpointError listing the keys that do not fit. ``config.train.amp`` is used on GPUs.
+
+    Returns:
+        ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(checkpoint)
+    model = build_model(config)
+    load_model_weights(model, state["model"], source=f"checkpoint {checkpoint}")
+    model.to(device)
+    samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
+                          config.data.on_bad_sample)
+    amp = config.train.amp if device.type == "cuda" else "none"
+    detections, unreadable = predict(
+        model, dataset, samples, build_postprocessor(config), device,
+        batch_size=batch_size or config.test.batch_size,
+        workers=config.data.workers if workers is None else workers, amp=amp,
+        channels_last=config.train.channels_last and device.type == "cuda", progress=progress)
+    if unreadable:
+        logger.warning("%d test images could not be read and count as missed: %s",
+                       len(unreadable), ", ".join(dataset.annotation(i).image_path
+                                                  for i in unreadable[:10]))
+    return detections, unreadable
+
+
+def write_results(out_dir: str | Path, dataset: DetectionDataset,
+                  detections: Mapping[str, Detections]) -> tuple[Path, Path]:
+    """Write ``out_dir/voc_results/comp4_det_test_<class>.txt`` and
+    ``out_dir/coco_results.json``; returns the two paths."""
+    out = Path(out_dir)
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    voc_dir = out / "voc_results"
+    write_voc_results(voc_dir, annotations, detections, dataset.class_names, VOC_PREFIX)
+    image_ids, category_ids = coco_id_maps(dataset)
+    results = detections_to_coco_results(detections, image_ids, category_ids)
+    coco_path = out / "coco_results.json"
+    coco_path.write_text(json.dumps(results))
+    return voc_dir, coco_path
+
+
+def _check_known(detections: Mapping[str, Detections], dataset: DetectionDataset,
+                 source: str) -> None:
+    known = {dataset.annotation(i).image_id for i in range(len(dataset))}
+    unknown = [key for key in detections if key not in known]
+    if unknown:
+        raise DataError(f"{source}: detections for {len(unknown)} image(s) that are not in the "
+                        f"test split, e.g. {unknown[0]!r} (results of another split?)")
+
+
+def read_voc_result_dir(directory: str | Path, dataset: DetectionDataset,
+                        prefix: str = VOC_PREFIX) -> dict[str, Detections]:
+    """Detections from devkit results files ``<directory>/<prefix><class>.txt``.
+
+    Raises:
+        DataError: the folder is missing, holds none of the class files, has a malformed
+            line, or names images outside the test split.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"VOC results folder {directory} does not exist")
+    names = list(dataset.class_names)
+    if not any((directory / f"{prefix}{name}.txt").is_file() for name in names):
+        raise DataError(f"VOC results folder {directory} holds no results file "
+                        f"{prefix}<class>.txt for any class, e.g. {prefix}{names[0]}.txt")
+    try:
+        detections = read_voc_results(directory, names, prefix)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    _check_known(detections, dataset, str(directory))
+    return detections
+
+
+def read_coco_results(path: str | Path, dataset: DetectionDataset) -> dict[str, Detections]:
+    """Detections from a COCO results JSON (``[{"image_id", "category_id", "bbox": [x, y, w,
+    h], "score"}]``); ids are mapped back as :func:`coco_id_maps` assigns them.
+
+    Raises:
+        DataError: the file is missing or malformed, or names an image or category the
+            test split does not have.
+    """
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except OSError as error:
+        raise DataError(f"cannot read COCO results {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise DataError(f"COCO results {path} is not valid JSON: {error}") from None
+    if not isinstance(entries, list):
+        raise DataError(f"COCO results {path}: expected a list of detections at the top level")
+    image_ids, category_ids = coco_id_maps(dataset)
+    image_of = {coco_id: image_id for image_id, coco_id in image_ids.items()}
+    label_of = {cat: label for label, cat in enumerate(category_ids, start=1)}
+    per_image: dict[str, tuple[list, list, list]] = {}
+    for number, entry in enumerate(entries):
+        try:
+            coco_image, category = entry["image_id"], entry["category_id"]
+            x, y, w, h = (float(v) for v in entry["bbox"])
+            value = float(entry["score"])
+            if not all(math.isfinite(v) for v in (x, y, w, h, value)):
+                raise ValueError("non-finite number")
+        except (TypeError, KeyError, ValueError) as error:
+            raise DataError(f"COCO results {path}: entry {number} is not "
+                            f'{{"image_id", "category_id", "bbox": [x, y, w, h], "score"}}: '
+                            f"{str(entry)[:100]} ({type(error).__name__}: {error})") from None
+        image_id = image_of.get(coco_image)
+        if image_id is None:
+            raise DataError(f"COCO results {path}: entry {number} names image id {coco_image!r}, "
+                            f"which is not in the test split (on a VOC-layout data set image "
+                            f"ids are 1..{len(dataset)} in test-split order)")
+        if category not in label_of:
+            raise DataError(f"COCO results {path}: entry {number} names category id "
+                            f"{category!r}; the test split has {category_ids}")
+        boxes, scores, labels = per_image.setdefault(image_id, ([], [], []))
+        boxes.append((x, y, x + w, y + h))
+        scores.append(value)
+        labels.append(label_of[category])
+    return {image_id: Detections(np.asarray(b, np.float32).reshape(-1, 4),
+                                 np.asarray(s, np.float32), np.asarray(lab, np.int64))
+            for image_id, (b, s, lab) in per_image.items()}
+
+
+def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = None,
+           details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Print the per-class table and the summary, write ``out_dir/pr_curves.png`` and, with
+    ``json_path``, the figures as JSON. Returns the JSON-ready dict."""
+    print(scores.report())
+    curves = plot_pr_curves(scores.voc, None, Path(out_dir) / "pr_curves.png")
+    print(f"precision/recall curves: {curves}")
+    figures = {**scores.as_dict(), **(details or {})}
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(figures, indent=2))
+        print(f"figures: {json_path}")
+    return figures
+
+
+def evaluate_command(config: Config, checkpoint: str | Path | None = None,
+                     voc_results: str | Path | None = None,
+                     coco_results: str | Path | None = None, out_dir: str | Path | None = None,
+                     json_path: str | Path | None = None, device: str | None = None,
+                     batch_size: int | None = None, workers: int | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Everything ``tools/eval.py`` does; exactly one of ``checkpoint``, ``voc_results`` and
+    ``coco_results`` says where the detections come from. Returns the figures."""
+    sources = [s for s in (checkpoint, voc_results, coco_results) if s is not None]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of checkpoint, voc_results and coco_results")
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_test_set(config)
+    unreadable: list[int] = []
+    if checkpoint is not None:
+        detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
+                                           workers, progress)
+        voc_dir, coco_path = write_results(out, dataset, detections)
+        print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
+    elif voc_results is not None:
+        detections = read_voc_result_dir(voc_results, dataset)
+    else:
+        detections = read_coco_results(coco_results, dataset)
+    try:
+        scores = score(dataset, detections)
+    except ValueError as error:  # e.g. pycocotools rejecting the results
+        raise DataError(f"cannot score the detections: {error}") from None
+    details = {
+        "config": config.name, "detections_from": str(sources[0]), "images": len(dataset),
+        "unreadable_images": [dataset.annotation(i).image_path for i in unreadable],
+    }
+    return report(scores, out, json_path, details)

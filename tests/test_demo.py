@@ -1,0 +1,151 @@
+"""tools/demo.py: annotated videos and images from a tiny model, and clear input errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dsod.config import config_from_dict, config_to_dict
+from dsod.demo import DemoError, collect_sources, gui_support
+from dsod.engine.checkpoint import save_atomic
+from dsod.models.detector import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
+                  "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
+                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
+        "priors": {"steps": None}, "data": {"class_names": ["a", "b"]},
+        "test": {"batch_size": 2}}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; several spin badly on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("dsod_tools_demo", ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = config_from_dict(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    save_atomic({"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)}, path)
+    return str(path)
+
+
+def write_video(path: Path, frames: int = 5, size: tuple[int, int] = (96, 64)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened()
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def test_video_gives_annotated_video_with_same_frames(tmp_path, checkpoint, capsys):
+    write_video(tmp_path / "clip.avi")
+    out = tmp_path / "out"
+    code = load_tool().main([str(tmp_path / "clip.avi"), "--checkpoint", checkpoint,
+                             "--out", str(out), "--score-threshold", "0.2", "--device", "cpu"])
+    assert code == 0
+    frames = read_frames(out / "clip.mp4")
+    assert len(frames) == 5 and frames[0].shape == (64, 96, 3)
+    assert "fps" in capsys.readouterr().out
+    originals = read_frames(tmp_path / "clip.avi")
+    # Boxes were drawn: the annotated frames differ from the input by more than codec noise.
+    assert np.abs(frames[0].astype(int) - originals[0].astype(int)).max() > 100
+
+
+def test_folder_of_images_gives_annotated_images(tmp_path, checkpoint):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for name, (h, w) in {"one.jpg": (60, 90), "two.png": (100, 50), "three.jpg": (70, 70)}.items():
+        cv2.imwrite(str(images / name), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = load_tool().main([str(images), "--checkpoint", checkpoint, "--out", str(out),
+                             "--score-threshold", "0.0", "--device", "cpu"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["one.jpg", "three.jpg", "two.png"]
+    original = cv2.imread(str(images / "two.png"))
+    annotated = cv2.imread(str(out / "two.png"))
+    assert annotated.shape == original.shape and not np.array_equal(annotated, original)
+
+
+@pytest.mark.parametrize("case", ["missing", "zero bytes", "garbage", "no frames"])
+def test_missing_empty_or_corrupt_video_is_one_line_error(tmp_path, checkpoint, capsys, case):
+    path = tmp_path / ("broken.avi" if case == "no frames" else "broken.mp4")
+    if case == "zero bytes":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(b"\x00garbage" * 100)
+    elif case == "no frames":  # a valid container without a single frame
+        write_video(path, frames=0)
+    code = load_tool().main([str(path), "--checkpoint", checkpoint, "--out",
+                             str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "out" / "broken.mp4").exists()
+
+
+def test_unreadable_image_and_empty_folder(tmp_path, checkpoint, capsys):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    code = load_tool().main([str(tmp_path / "bad.jpg"), "--checkpoint", checkpoint,
+                             "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 2 and str(tmp_path / "bad.jpg") in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DemoError, match="empty"):
+        collect_sources([str(tmp_path / "empty")])
+    with pytest.raises(DemoError, match="matches"):
+        collect_sources([str(tmp_path / "*.png")])
+
+
+def test_sources_are_classified(tmp_path):
+    write_video(tmp_path / "v.avi", frames=1)
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((8, 8, 3), np.uint8))
+    sources = collect_sources([str(tmp_path / "*.*"), "0"])
+    assert [(s.kind, Path(s.path).name) for s in sources] == [
+        ("image", "i.png"), ("video", "v.avi"), ("camera", "0")]
+
+
+def test_gui_support_reads_the_build_and_the_display(monkeypatch):
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:        NONE\n  x: y\n")
+    ok, why = gui_support()
+    assert not ok and "headless" in why
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:        GTK3\n")
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert gui_support()[0]
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert gui_support()[0] == (not __import__("sys").platform.startswith("linux"))

@@ -1,0 +1,59 @@
+"""Run a trained detector on images, folders, globs, videos or a webcam; write annotated copies.
+
+    python tools/demo.py INPUT [INPUT ...] --checkpoint CKPT [--out DIR] [--score-threshold 0.3]
+                         [--config CONFIG] [--set key=value]... [--device cpu] [--show]
+                         [--max-frames N]
+
+INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
+(0). Images are written into DIR (default outputs/demo) under their own names, videos as
+DIR/<stem>.mp4. The config is the one saved in the checkpoint unless --config is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image, folder, glob, video file or webcam index")
+    parser.add_argument("--checkpoint", required=True, help="trained checkpoint (.pth)")
+    parser.add_argument("--config", help="experiment YAML (default: the checkpoint's config)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override, e.g. --set test.nms_iou=0.5 (repeatable)")
+    parser.add_argument("--out", default="outputs/demo", help="output folder")
+    parser.add_argument("--score-threshold", type=float, default=0.3,
+                        help="draw detections scoring at least this (default 0.3)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--show", action="store_true",
+                        help="also show a window (needs a display and OpenCV with GUI support)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="stop each video or webcam after this many frames")
+    args = parser.parse_args(argv)
+
+    from dsod.cli import setup_logging, user_errors
+    setup_logging()
+    try:
+        import torch
+
+        from dsod.demo import run_demo
+        from dsod.inference import Detector
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
+                                            args.score_threshold)
+        run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Evaluate a detector on the config's test split: VOC07 mAP (11-point and area) and COCO AP.
+
+    python tools/eval.py CONFIG --checkpoint CKPT [key=value ...] [--out DIR] [--json FILE]
+                         [--workers N] [--batch-size N] [--device cuda]
+    python tools/eval.py CONFIG --voc-results DIR [key=value ...]    # score existing files
+    python tools/eval.py CONFIG --coco-results FILE [key=value ...]
+
+A model run writes OUT/voc_results/comp4_det_test_<class>.txt (VOC devkit format) and
+OUT/coco_results.json; every run prints the per-class table and the summary and writes
+OUT/pr_curves.png. OUT defaults to outputs/<config name>/eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dsod.cli import run_tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="experiment YAML file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="run this checkpoint's model on the test split")
+    source.add_argument("--voc-results", metavar="DIR",
+                        help="score VOC devkit results files DIR/comp4_det_test_<class>.txt")
+    source.add_argument("--coco-results", metavar="FILE",
+                        help="score an existing COCO results JSON")
+    parser.add_argument("--out", help="output folder (default: outputs/<config name>/eval)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--workers", type=int,
+                        help="image-loading processes (default: data.workers)")
+    parser.add_argument("--batch-size", type=int,
+                        help="images per batch (default: test.batch_size)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_intermixed_args(argv)
+
+    def evaluate(config):
+        from dsod.engine.eval_tool import evaluate_command
+        evaluate_command(config, checkpoint=args.checkpoint, voc_results=args.voc_results,
+                         coco_results=args.coco_results, out_dir=args.out, json_path=args.json,
+                         device=args.device, batch_size=args.batch_size, workers=args.workers,
+                         progress=not args.no_progress)
+
+    return run_tool(args.config, args.overrides, evaluate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

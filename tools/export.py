@@ -1,0 +1,66 @@
+"""Export a trained checkpoint to ONNX (raw outputs: logits and box offsets per prior).
+
+    python tools/export.py CHECKPOINT [key=value ...] [--config CONFIG] [--out model.onnx]
+                           [--opset 17] [--static-batch] [--dynamo] [--no-verify]
+
+The config is the one saved in the checkpoint unless --config is given. With onnxruntime
+installed the exported file is run once and compared with PyTorch (max abs difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="trained checkpoint (.pth)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("--config", help="experiment YAML (default: the checkpoint's config)")
+    parser.add_argument("--out", help="ONNX file to write (default: CHECKPOINT with .onnx)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--static-batch", action="store_true",
+                        help="fix the batch size at 1 instead of a dynamic batch axis")
+    parser.add_argument("--dynamo", action="store_true",
+                        help="use torch's torch.export-based exporter (needs onnxscript)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not compare ONNX Runtime's outputs with PyTorch's")
+    args = parser.parse_intermixed_args(argv)
+
+    from dsod.cli import setup_logging, user_errors
+    setup_logging()
+    try:
+        from pathlib import Path
+
+        from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
+        from dsod.inference import Detector
+
+        detector = Detector.from_checkpoint(args.checkpoint, args.config, args.overrides)
+        config, model = detector.config, detector.model
+        out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+        export_onnx(model, config.model.input_size, out, args.opset, not args.static_batch,
+                    args.dynamo, config_metadata(config, detector.class_names))
+        size = config.model.input_size
+        print(f"wrote {out}: input images [{'1' if args.static_batch else 'N'}, 3, {size}, "
+              f"{size}] -> logits, offsets")
+        if not args.no_verify:
+            try:
+                diff = compare_with_onnxruntime(out, model, size,
+                                                batch_size=1 if args.static_batch else 2)
+            except ImportError:
+                print("note: onnxruntime is not installed; the export was not checked")
+            else:
+                print(f"ONNX Runtime vs PyTorch: max abs difference {diff:.3g}")
+                if diff > 1e-3:
+                    print("error: the exported model's outputs differ from PyTorch's",
+                          file=sys.stderr)
+                    return 1
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
