@@ -10,15 +10,27 @@ Priors left are background, except those with an IoU in ``[neg_iou, match_iou)``
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torchvision.ops import box_convert, box_iou
+from torchvision.ops import box_convert
 
 from dsod.box_coder import BoxCoder
 
 IGNORE = -1
 
 
-def _force_best_priors(iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _iou(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` x ``[P, 4]`` xyxy -> ``[N, P]`` IoU (numpy: these arrays are small, and
+    this runs once per training sample in the loader workers)."""
+    lt = np.maximum(boxes[:, None, :2], priors_xyxy[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], priors_xyxy[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (areas[:, None] + prior_areas[None, :] - inter)
+
+
+def _force_best_priors(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Give every ground truth its own best prior.
 
     Args:
@@ -29,24 +41,39 @@ def _force_best_priors(iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         IoU is 0 (it overlaps no prior) gets none.
     """
     best_prior = iou.argmax(1)
-    if best_prior.unique().numel() == best_prior.numel():  # the common case: no conflict
-        keep = iou[torch.arange(iou.shape[0]), best_prior] > 0
-        return torch.nonzero(keep).flatten(), best_prior[keep]
+    if np.unique(best_prior).size == best_prior.size:  # the common case: no conflict
+        keep = np.flatnonzero(iou[np.arange(iou.shape[0]), best_prior] > 0)
+        return keep, best_prior[keep]
     # Greedy bipartite matching: take the largest IoU left, then remove its row and column.
-    iou = iou.clone()
+    iou = iou.copy()
     gts, priors = [], []
-    num_priors = iou.shape[1]
     for _ in range(iou.shape[0]):
-        flat = int(iou.argmax())
-        gt, prior = divmod(flat, num_priors)
+        gt, prior = np.unravel_index(int(iou.argmax()), iou.shape)
         if iou[gt, prior] <= 0:
             break
         gts.append(gt)
         priors.append(prior)
         iou[gt, :] = -1
         iou[:, prior] = -1
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.long, device=iou.device)  # noqa: E731
-    return as_tensor(gts), as_tensor(priors)
+    return np.array(gts, dtype=np.int64), np.array(priors, dtype=np.int64)
+
+
+def _match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors_xyxy: np.ndarray,
+           prior_areas: np.ndarray, match_iou: float, neg_iou: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    num_priors = priors_xyxy.shape[0]
+    if gt_boxes.shape[0] == 0:
+        return np.zeros((num_priors, 4), np.float32), np.zeros(num_priors, np.int64)
+    iou = _iou(gt_boxes, priors_xyxy, prior_areas)
+    best_gt = iou.argmax(0)
+    best_iou = iou[best_gt, np.arange(num_priors)]
+    forced_gt, forced_prior = _force_best_priors(iou)
+    best_gt[forced_prior] = forced_gt
+    best_iou[forced_prior] = 2.0  # above any threshold
+    labels = gt_labels[best_gt].astype(np.int64)
+    labels[best_iou < match_iou] = IGNORE
+    labels[best_iou < min(neg_iou, match_iou)] = 0
+    return gt_boxes[best_gt], labels
 
 
 def match_priors(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, priors: torch.Tensor,
@@ -65,19 +92,11 @@ def match_priors(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, priors: torch.
         ``(matched_boxes [P, 4] xyxy, labels [P])``: each prior's ground-truth box (zeros
         for background) and its label: ``> 0`` positive, ``0`` background, ``-1`` ignored.
     """
-    num_priors = priors.shape[0]
-    if gt_boxes.numel() == 0:
-        return (gt_boxes.new_zeros((num_priors, 4)),
-                torch.zeros(num_priors, dtype=torch.long, device=priors.device))
-    iou = box_iou(gt_boxes, box_convert(priors, "cxcywh", "xyxy"))  # [N, P]
-    best_iou, best_gt = iou.max(0)
-    forced_gt, forced_prior = _force_best_priors(iou)
-    best_gt[forced_prior] = forced_gt
-    best_iou[forced_prior] = 2.0  # above any threshold
-    labels = gt_labels[best_gt].clone()
-    labels[best_iou < match_iou] = IGNORE
-    labels[best_iou < min(neg_iou, match_iou)] = 0
-    return gt_boxes[best_gt], labels
+    priors_xyxy = box_convert(priors, "cxcywh", "xyxy").numpy()
+    areas = priors[:, 2].numpy() * priors[:, 3].numpy()
+    boxes, labels = _match(gt_boxes.numpy().reshape(-1, 4), gt_labels.numpy(), priors_xyxy,
+                           areas, match_iou, neg_iou)
+    return torch.from_numpy(boxes).to(gt_boxes.dtype), torch.from_numpy(labels)
 
 
 class TargetEncoder:
@@ -89,6 +108,8 @@ class TargetEncoder:
     def __init__(self, priors: torch.Tensor, coder: BoxCoder, match_iou: float = 0.5,
                  neg_iou: float = 0.5) -> None:
         self.priors = priors
+        self._priors_xyxy = box_convert(priors, "cxcywh", "xyxy").numpy()
+        self._prior_areas = (priors[:, 2] * priors[:, 3]).numpy()
         self.coder = coder
         self.match_iou = match_iou
         self.neg_iou = neg_iou
@@ -98,10 +119,13 @@ class TargetEncoder:
         """``(boxes [N, 4] normalised xyxy, labels [N])`` -> ``(offsets [P, 4], labels [P])``.
 
         Offsets of non-positive priors are 0."""
-        matched, prior_labels = match_priors(boxes, labels, self.priors, self.match_iou,
-                                             self.neg_iou)
+        matched, prior_labels = _match(boxes.numpy().reshape(-1, 4), labels.numpy(),
+                                       self._priors_xyxy, self._prior_areas, self.match_iou,
+                                       self.neg_iou)
         offsets = torch.zeros_like(self.priors)
-        positive = prior_labels > 0
-        if positive.any():
-            offsets[positive] = self.coder.encode(matched[positive], self.priors[positive])
-        return offsets, prior_labels
+        positive = np.flatnonzero(prior_labels > 0)
+        if positive.size:
+            index = torch.from_numpy(positive)
+            offsets[index] = self.coder.encode(torch.from_numpy(matched[positive]),
+                                               self.priors[index])
+        return offsets, torch.from_numpy(prior_labels)
