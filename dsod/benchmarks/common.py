@@ -1,0 +1,219 @@
+"""Options, repetition counts, timing and the machine description shared by all sections."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GIB = float(1 << 30)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How often and how big: repetitions and batch sizes of every measurement."""
+
+    warmup: int = 2  # untimed runs before each timed series
+    latency_runs: int = 10  # batch-1 inference runs (median reported)
+    throughput_runs: int = 3  # batch inference runs
+    train_steps: int = 3  # training steps
+    batch: int = 8  # throughput and training batch
+    memory_batches: tuple[int, int] = (8, 16)  # training memory per image
+    postprocess_batch: int = 8
+    postprocess_runs: int = 10
+    data_images: int = 64  # samples through the data pipeline
+    voc_images: int = 5000
+    voc_detections: int = 200  # per image
+    voc_runs: int = 3
+    conv: tuple[int, int, int] = (8, 256, 38)  # ceiling convolution: batch, channels, side
+    conv_runs: int = 10
+
+
+def default_counts(device: str, quick: bool = False) -> Counts:
+    """The counts of a full run on ``device`` (more repetitions on CUDA), or of ``--quick``:
+    one warm-up, two runs, batches of 2 (4), few images: a smoke run, not a measurement.
+    Training batches stay at 2 or more, as batch norm needs two values per channel."""
+    if quick:
+        return Counts(warmup=1, latency_runs=2, throughput_runs=2, train_steps=1, batch=2,
+                      memory_batches=(2, 4), postprocess_batch=2, postprocess_runs=2,
+                      data_images=4, voc_images=100, voc_detections=20, voc_runs=1,
+                      conv=(2, 64, 16), conv_runs=2)
+    if device == "cuda":
+        return Counts(warmup=5, latency_runs=50, throughput_runs=20, train_steps=10,
+                      postprocess_runs=20, conv_runs=50)
+    return Counts()
+
+
+def default_precisions(device: str) -> tuple[str, ...]:
+    """fp32 plus the device's reduced precision: bf16 autocast on CPU, fp16 on CUDA."""
+    return ("fp32", "fp16") if device == "cuda" else ("fp32", "bf16")
+
+
+@dataclass
+class BenchOptions:
+    """What to measure and how.
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda"``.
+        quick: tiny counts (see :func:`default_counts`), for tests and smoke runs.
+        precisions: subset of ``fp32, bf16, fp16``; None: :func:`default_precisions`.
+        channels_last: run models in the channels-last memory format.
+        threads: ``torch.set_num_threads`` for the run (None: torch's default).
+        data_root: BCCD (VOC layout) for the data-pipeline section; synthetic JPEGs when
+            it does not exist.
+        counts: None: :func:`default_counts`.
+    """
+
+    device: str = "cpu"
+    quick: bool = False
+    precisions: tuple[str, ...] | None = None
+    channels_last: bool = True
+    threads: int | None = None
+    data_root: str = "../shared/data/bccd"
+    counts: Counts | None = None
+
+    def resolve(self) -> "BenchOptions":
+        """A copy with every None filled in; checks the device and precisions."""
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch sees no CUDA device")
+        precisions = self.precisions or default_precisions(self.device)
+        unknown = [p for p in precisions if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
+        if "fp16" in precisions and self.device == "cpu":
+            raise ValueError("fp16 autocast is for CUDA; use bf16 on CPU")
+        return dataclasses.replace(
+            self, precisions=tuple(precisions),
+            counts=self.counts or default_counts(self.device, self.quick),
+            threads=self.threads or torch.get_num_threads())
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings for the JSON report."""
+        return {"device": self.device, "quick": self.quick,
+                "precisions": list(self.precisions or ()),
+                "channels_last": self.channels_last, "threads": self.threads,
+                "data_root": self.data_root,
+                "counts": dataclasses.asdict(self.counts) if self.counts else None}
+
+
+def amp_name(precision: str) -> str:
+    """The ``train.amp`` spelling of a precision: fp32 is ``"none"``."""
+    return "none" if precision == "fp32" else precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16/fp16, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock times are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(fn: Callable[[], Any], runs: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(count)`` and restore the previous count."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """CPU model name and flags from /proc/cpuinfo (Linux), else platform's guess."""
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return name or platform.processor() or platform.machine(), flags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """The machine and software a report was measured with."""
+    import cv2
+    import numpy
+    import torchvision
+
+    cpu, flags = _cpuinfo()
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16",
+                                        "avx512_fp16", "amx_tile"}),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "numpy": numpy.__version__, "cv2": cv2.__version__},
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "git_commit": _git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / GIB
+        info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    return info

@@ -1,0 +1,183 @@
+"""Network speed: inference latency and throughput, training images per second, FLOPs and
+the machine's convolution ceiling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from dsod.benchmarks.common import Counts, autocast, median, time_runs
+from dsod.box_coder import BoxCoder
+from dsod.config import Config
+from dsod.engine.builders import build_loss
+from dsod.engine.optim import build_optimizer
+from dsod.matching import TargetEncoder
+from dsod.models.detector import build_model, build_priors, count_parameters
+
+# Pixel values of the network input: BGR minus the mean, so roughly +-128; noise of this
+# spread exercises the same kernels as real images.
+_IMAGE_STD = 60.0
+
+
+def prepare_model(config: Config, device: torch.device, channels_last: bool) -> nn.Module:
+    """The config's detector, randomly initialised, on ``device`` in the chosen layout."""
+    model = build_model(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def random_images(batch: int, size: int, device: torch.device, channels_last: bool,
+                  seed: int = 0) -> torch.Tensor:
+    """``[batch, 3, size, size]`` network inputs (noise at the scale of mean-subtracted BGR)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=generator) * _IMAGE_STD
+    images = images.to(device)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def random_targets(config: Config, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real training targets for ``batch`` images: 1-6 random boxes each (5%-50% of the side,
+    random classes), matched to the config's priors by :class:`TargetEncoder`.
+
+    Returns ``(offsets [B, P, 4], labels [B, P])`` on the CPU.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
+                            config.loss.match_iou, config.loss.neg_iou)
+    all_offsets, all_labels = [], []
+    for _ in range(batch):
+        count = int(torch.randint(1, 7, (1,), generator=generator))
+        centre = torch.rand(count, 2, generator=generator) * 0.6 + 0.2
+        half = (torch.rand(count, 2, generator=generator) * 0.45 + 0.05) / 2
+        boxes = torch.cat([centre - half, centre + half], 1).clamp(0.0, 1.0)
+        labels = torch.randint(1, config.num_classes, (count,), generator=generator)
+        offsets, prior_labels = encoder(boxes, labels)
+        all_offsets.append(offsets)
+        all_labels.append(prior_labels)
+    return torch.stack(all_offsets), torch.stack(all_labels)
+
+
+class TrainingStep:
+    """One training step of the config's detector on a fixed batch, as the trainer does it:
+    forward under autocast, MultiBox loss, backward (through a GradScaler for fp16), SGD with
+    the config's momentum and weight-decay groups.
+
+    Calling it runs one step and returns the loss tensor (not synchronised).
+    """
+
+    def __init__(self, config: Config, device: torch.device, batch: int, precision: str,
+                 channels_last: bool, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.device = device
+        self.precision = precision
+        self.model = prepare_model(config, device, channels_last).train()
+        self.optimizer = build_optimizer(self.model, config.solver)
+        self.criterion = build_loss(config)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.images = random_images(batch, config.model.input_size, device, channels_last, seed)
+        offsets, labels = random_targets(config, batch, seed)
+        self.target_offsets, self.target_labels = offsets.to(device), labels.to(device)
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            logits, offsets = self.model(self.images)
+        loss = self.criterion(logits, offsets, self.target_offsets, self.target_labels)["loss"]
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+
+def inference_metrics(model: nn.Module, input_size: int, device: torch.device, precision: str,
+                      counts: Counts, channels_last: bool) -> dict[str, float]:
+    """Batch-1 latency (median and best, ms) and batch throughput (images/s) of raw network
+    outputs, in eval mode under ``torch.inference_mode``."""
+    model.eval()
+    single = random_images(1, input_size, device, channels_last)
+    batch = random_images(counts.batch, input_size, device, channels_last, seed=1)
+    with torch.inference_mode(), autocast(device, precision):
+        latency = time_runs(lambda: model(single), counts.latency_runs, counts.warmup, device)
+        throughput = time_runs(lambda: model(batch), counts.throughput_runs,
+                               min(counts.warmup, 1), device)
+    return {"latency_ms_b1": median(latency) * 1e3, "latency_ms_b1_best": min(latency) * 1e3,
+            "throughput_img_s": counts.batch / median(throughput),
+            "throughput_batch": counts.batch}
+
+
+def training_metrics(config: Config, device: torch.device, precision: str, counts: Counts,
+                     channels_last: bool) -> dict[str, Any]:
+    """Training images per second at ``counts.batch`` (median step after one warm-up step,
+    which allocates the momentum buffers), on a freshly initialised model."""
+    step = TrainingStep(config, device, counts.batch, precision, channels_last)
+    losses: list[torch.Tensor] = []
+    times = time_runs(lambda: losses.append(step()), counts.train_steps, 1, device)
+    loss = float(losses[-1])
+    return {"train_img_s": counts.batch / median(times), "step_s": median(times),
+            "batch": counts.batch, "last_loss": loss, "finite": bool(torch.isfinite(losses[-1]))}
+
+
+def forward_gflops(config: Config) -> float:
+    """GFLOPs (10^9, a multiply-add counted as two) of one forward pass of one image at the
+    config's input size, by ``torch.utils.flop_counter`` as :mod:`dsod.models.summary` counts
+    them, but on the meta device: the same shapes and count, no memory and no arithmetic."""
+    size = config.model.input_size
+    try:
+        with torch.device("meta"):
+            model = build_model(config).eval()
+        image = torch.empty(1, 3, size, size, device="meta")
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(image)
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel: count for real
+        model = build_model(config).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def parameter_count(config: Config) -> int:
+    """Learnable parameters of the config's detector (built on the meta device)."""
+    with torch.device("meta"):
+        return count_parameters(build_model(config))
+
+
+def conv_ceiling(device: torch.device, precision: str, counts: Counts,
+                 channels_last: bool = True) -> dict[str, Any]:
+    """GFLOP/s of one plain 3x3 convolution (C -> C channels, stride 1, padding 1, no bias)
+    at ``counts.conv = (batch, C, side)``, median of ``counts.conv_runs``: what this machine
+    sustains on a detector-like layer, the yardstick for the whole network."""
+    batch, channels, side = counts.conv
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device).eval()
+    x = torch.randn(batch, channels, side, side, device=device)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    flops = 2.0 * batch * channels * channels * 9 * side * side
+    with torch.inference_mode(), autocast(device, precision):
+        times = time_runs(lambda: conv(x), counts.conv_runs, counts.warmup, device)
+    return {"gflops_per_s": flops / median(times) / 1e9, "ms": median(times) * 1e3,
+            "gflop": flops / 1e9, "shape": [batch, channels, side, side]}
+
+
+def torchvision_full_latency(num_classes: int, device: torch.device,
+                             counts: Counts) -> dict[str, Any]:
+    """Batch-1 latency (fp32, ms) of torchvision's complete ``ssd300_vgg16`` in eval mode on a
+    500x375 image in 0..1: its resize and normalisation, the network, its anchors, decoding
+    and NMS. Untrained, its near-uniform scores pass the 0.01 threshold everywhere, so NMS
+    sees the maximum number of candidates: an upper bound of its post-processing cost."""
+    from torchvision.models.detection import ssd300_vgg16
+
+    with torch.no_grad():
+        model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes)
+    model = model.to(device).eval()
+    image = torch.rand(3, 375, 500, device=device)
+    with torch.inference_mode():
+        times = time_runs(lambda: model([image]), counts.latency_runs, counts.warmup, device)
+    return {"latency_ms_b1": median(times) * 1e3, "latency_ms_b1_best": min(times) * 1e3,
+            "input": "one 500x375 RGB image in 0..1 (resized to 300x300 inside)"}

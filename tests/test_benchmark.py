@@ -1,0 +1,134 @@
+"""The benchmark sections in --quick mode on a tiny detector (a smoke test of the tool: the
+figures themselves are not checked, only that every one is there and positive)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsod.benchmarks.common import BenchOptions, default_counts
+from dsod.benchmarks.models import forward_gflops
+from dsod.benchmarks.pipeline import trained_like_outputs
+from dsod.benchmarks.suite import SECTIONS, run_benchmarks
+from dsod.models.summary import model_summary
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_tool():
+    spec = importlib.util.spec_from_file_location("dsod_tools_benchmark",
+                                                  REPO / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive_numbers(value: object, where: str = "") -> list[str]:
+    """Paths of numbers in ``value`` that are not finite and positive (bools excluded)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _positive_numbers(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _positive_numbers(v, f"{where}[{i}]")]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [] if math.isfinite(value) and value > 0 else [f"{where}={value}"]
+    return []
+
+
+def test_quick_run_of_every_section(tmp_path: Path) -> None:
+    tiny = tiny_config(tmp_path)
+    plain = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, prediction="plain"))
+    options = BenchOptions(quick=True, threads=1, data_root=str(tmp_path / "no_data"))
+    printed: list[str] = []
+    report = run_benchmarks({"tiny": tiny, "tiny_plain": plain}, options,
+                            torchvision_full=False, echo=printed.append)
+    assert report["errors"] == {}
+    assert list(report["results"]) == list(SECTIONS)
+    assert len(printed) == len(SECTIONS)
+    report = json.loads(json.dumps(report))  # JSON-ready as it is
+
+    machine = report["machine"]
+    for key in ("cpu", "logical_cores", "torch_threads", "versions", "gpu"):
+        assert key in machine
+    assert set(machine["versions"]) == {"torch", "torchvision", "numpy", "cv2"}
+    assert machine["torch_threads"] == 1
+    assert report["settings"]["precisions"] == ["fp32", "bf16"]
+
+    results = report["results"]
+    for name in ("tiny", "tiny_plain"):
+        for precision in ("fp32", "bf16"):
+            inference = results["inference"][name][precision]
+            assert {"latency_ms_b1", "throughput_img_s"} <= set(inference)
+            assert {"train_img_s", "step_s"} <= set(results["training"][name][precision])
+            assert results["training"][name][precision]["finite"] is True
+        assert results["inference"][name]["params"] > 0
+    for precision in ("fp32", "bf16"):
+        entry = results["ceiling"][precision]
+        assert {"conv3x3", "model_gflops_per_s", "fraction_of_ceiling"} <= set(entry)
+    memory = results["memory"]["rows"]
+    assert [r["memory_efficient"] for r in memory] == [True, False]
+    for row in memory + results["memory_per_image"]["rows"]:
+        assert {"peak_gib", "step_delta_gib", "step_s", "method"} <= set(row)
+        assert row["peak_gib"] > 0
+    assert results["memory_per_image"]["precision"] == "bf16"
+    assert "gib_per_image" in results["memory_per_image"]  # may be ~0 for a tiny net
+    assert results["postprocess"]["ms_per_image"] > 0
+    assert results["data"]["source"].startswith("synthetic")
+    assert results["voc_eval"]["seconds"] > 0
+
+    without_slope = dict(results)
+    without_slope["memory_per_image"] = {k: v for k, v in results["memory_per_image"].items()
+                                         if k != "gib_per_image"}
+    memory_rows = [{k: v for k, v in r.items() if k != "step_delta_gib"}
+                   for r in memory + results["memory_per_image"]["rows"]]
+    assert _positive_numbers(memory_rows) == []
+    for section in ("inference", "training", "ceiling", "postprocess", "data", "voc_eval"):
+        assert _positive_numbers(without_slope[section], section) == []
+
+
+def test_tool_writes_json(tmp_path: Path) -> None:
+    main = benchmark_tool().main
+    out = tmp_path / "bench.json"
+    code = main(["--quick", "--only", "postprocess,voc_eval", "--threads", "1",
+                 "--data-root", str(tmp_path / "none"), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"postprocess", "voc_eval"}
+    assert report["results"]["postprocess"]["priors"] == 8744  # DSOD300's
+    assert report["settings"]["models"] == ["dsod300", "ssd300_vgg16"]
+
+
+def test_unknown_section_is_an_error(tmp_path: Path) -> None:
+    main = benchmark_tool().main
+    assert main(["--quick", "--only", "nonsense", "--data-root", str(tmp_path)]) == 2
+
+
+def test_flops_on_meta_match_the_summary(tmp_path: Path) -> None:
+    tiny = tiny_config(tmp_path)
+    assert forward_gflops(tiny) == pytest.approx(model_summary(tiny)["gflops"])
+
+
+def test_trained_like_outputs_are_mostly_background() -> None:
+    logits, offsets = trained_like_outputs(8744, 21, 2)
+    scores = logits.softmax(-1)
+    assert (scores[..., 0] > 0.9).float().mean() > 0.8
+    per_image = (scores[..., 1:] > 0.01).sum((1, 2))
+    assert (per_image > 200).all() and (per_image < 5000).all()  # a tail, not a flood
+    assert (scores[..., 1:] > 0.3).sum((1, 2)).min() >= 6 * 12 * 0.9
+    assert offsets.shape == (2, 8744, 4) and torch.isfinite(offsets).all()
+
+
+def test_counts() -> None:
+    quick = default_counts("cpu", quick=True)
+    assert quick.batch >= 2 and min(quick.memory_batches) >= 2  # BN needs 2 per channel
+    full = default_counts("cpu")
+    assert full.batch == 8 and full.memory_batches == (8, 16)
+    assert full.voc_images == 5000 and full.voc_detections == 200
+    with pytest.raises(ValueError, match="fp16"):
+        BenchOptions(precisions=("fp16",)).resolve()

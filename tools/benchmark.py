@@ -1,0 +1,75 @@
+"""Measure DSOD300 and the SSD300 VGG16 baseline on this machine: speed, memory, pipeline.
+
+    python tools/benchmark.py [--device cpu|cuda] [--quick] [--only SECTION[,SECTION]]
+                              [--json OUT] [--data-root DIR] [--threads N]
+                              [--precisions fp32,bf16] [--no-channels-last]
+
+Sections: inference, training, ceiling, memory, memory_per_image, postprocess, data,
+voc_eval (docs/PERFORMANCE.md explains each). Each prints a table when it finishes; the
+whole report (machine, versions, settings, results) goes to --json. --quick is a smoke run
+(one warm-up, two repetitions, batches of 2): it checks the tool, it measures nothing.
+Run it on a quiet machine: other load changes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dsod.benchmarks.common import BenchOptions
+from dsod.benchmarks.suite import SECTIONS, run_benchmarks
+from dsod.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny repetition counts and batches (a smoke run)")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated sections, from: {', '.join(SECTIONS)}")
+    parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
+    parser.add_argument("--dsod-config", default=str(REPO / "configs/dsod300_voc.yaml"))
+    parser.add_argument("--ssd-config", default=str(REPO / "configs/ssd300_vgg16_voc.yaml"),
+                        help="the baseline; 'none' leaves it out")
+    parser.add_argument("--data-root", default="../shared/data/bccd",
+                        help="BCCD (VOC layout) for the data section, relative to the current "
+                             "directory; synthetic JPEGs are used when it is missing")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated from fp32,bf16,fp16 (default: fp32 and bf16 on "
+                             "CPU, fp32 and fp16 on CUDA)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep the default (NCHW) memory format")
+    parser.add_argument("--no-torchvision-full", dest="torchvision_full", action="store_false",
+                        help="skip timing torchvision's complete SSD300 model")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    try:
+        models = {"dsod300": load_config(args.dsod_config)}
+        if args.ssd_config.lower() != "none":
+            models["ssd300_vgg16"] = load_config(args.ssd_config)
+        options = BenchOptions(
+            device=args.device, quick=args.quick, channels_last=args.channels_last,
+            threads=args.threads, data_root=args.data_root,
+            precisions=tuple(args.precisions.split(",")) if args.precisions else None)
+        report = run_benchmarks(models, options, only,
+                                torchvision_full=args.torchvision_full and "ssd300_vgg16" in models)
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
