@@ -118,3 +118,17 @@ def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
     whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "killed")
     assert resumed[6] == whole[6] and resumed[5] == whole[5]
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["step"] == 6
+
+
+def test_data_problems_are_counted_in_the_log_not_fatal(tmp_path, caplog):
+    config = tiny_config(tmp_path, solver={"max_iter": 1})
+    from dsod.data.datasets import build_dataset
+    build_dataset(config.data, "train")  # generate, then damage one annotation
+    xml = next((tmp_path / "shapes" / "Annotations").glob("*.xml"))
+    text = xml.read_text()
+    start = text.index("<xmax>") + len("<xmax>")
+    xml.write_text(text[:start] + "0" + text[text.index("</xmax>"):])  # zero-size box
+    with caplog.at_level("WARNING"):
+        Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "zero_size_box" in logged and xml.name in logged

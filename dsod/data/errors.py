@@ -85,3 +85,19 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.severity.upper():7s} [{self.kind}] {self.file}: {self.message}"
+
+
+def summarize_problems(problems: "list[Problem]", shown: int = 5) -> list[str]:
+    """Short log lines for the problems a reader worked around: counts by kind, then the
+    first ``shown`` problems with their files. Empty when there are none."""
+    if not problems:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    for problem in problems:
+        key = (problem.severity, problem.kind)
+        counts[key] = counts.get(key, 0) + 1
+    lines = [", ".join(f"{n} {severity} {kind}" for (severity, kind), n in sorted(counts.items()))]
+    lines += [str(problem) for problem in problems[:shown]]
+    if len(problems) > shown:
+        lines.append(f"... and {len(problems) - shown} more: run tools/check_dataset.py for all")
+    return lines

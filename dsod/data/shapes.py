@@ -29,8 +29,8 @@ import numpy as np
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 MARKER = ".dsod_shapes.json"  # written last: its presence means "complete"
-_VERSION = 1
-_MAX_OVERLAP = 0.35  # of either box's area
+_VERSION = 2
+_MAX_OVERLAP = 0.2  # of either box's area
 _JPEG_QUALITY = 92
 
 
@@ -41,11 +41,11 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     low = rng.normal(base, 28, (grid, grid, 3)).astype(np.float32)
     low = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
     image = np.clip(low, 0, 255, out=low).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(0, 3))):
         p1, p2 = rng.integers(-size // 4, size + size // 4, (2, 2))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour,
-                 int(rng.integers(1, 3)), cv2.LINE_AA)
+        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour, 1,
+                 cv2.LINE_AA)
     return image
 
 

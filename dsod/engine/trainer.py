@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dsod.config import Config, config_to_dict, save_config
 from dsod.data.datasets import build_dataset
+from dsod.data.errors import summarize_problems
 from dsod.data.loader import IterationBatchSampler, collate_training
 from dsod.engine import distributed as dist
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
@@ -61,6 +62,8 @@ class Trainer:
         torch.manual_seed(run.seed)
 
         self.samples = build_training_samples(config)
+        for line in summarize_problems(getattr(self.samples.dataset, "problems", [])):
+            logger.warning("training data: %s", line)
         model = build_model(config)
         if run.sync_bn and dist.is_distributed():
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
