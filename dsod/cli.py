@@ -23,17 +23,11 @@ def setup_logging(level: int = logging.INFO) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def run_tool(config_path: str, overrides: Sequence[str],
-             work: Callable[[Config], int | None]) -> int:
-    """Load ``config_path`` with ``overrides`` and call ``work(config)``.
-
-    Returns the exit code: ``work``'s (0 if it returns None), or 2 after printing
-    ``error: ...`` for a config, data, checkpoint or divergence problem.
-    """
-    setup_logging()
+def run_guarded(work: Callable[[], int | None]) -> int:
+    """Call ``work()`` and return its exit code (0 for None); a config, data, checkpoint or
+    divergence problem prints ``error: ...`` and returns 2, Ctrl-C returns 130."""
     try:
-        config = load_config(config_path, overrides)
-        code = work(config)
+        code = work()
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,3 +35,11 @@ def run_tool(config_path: str, overrides: Sequence[str],
         print("interrupted", file=sys.stderr)
         return 130
     return 0 if code is None else int(code)
+
+
+def run_tool(config_path: str, overrides: Sequence[str],
+             work: Callable[[Config], int | None]) -> int:
+    """Set up logging, load ``config_path`` with ``overrides`` and call ``work(config)``
+    under :func:`run_guarded`."""
+    setup_logging()
+    return run_guarded(lambda: work(load_config(config_path, overrides)))

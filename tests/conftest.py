@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from dsod.config import Config, config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
               "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
@@ -48,3 +52,11 @@ def one_torch_thread():
 @pytest.fixture
 def tiny(tmp_path: Path) -> Config:
     return tiny_config(tmp_path)
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` as a module, to call its ``main`` without a subprocess."""
+    spec = importlib.util.spec_from_file_location(f"dsod_tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ figures themselves are not checked, only that every one is there and positive)."
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,17 +16,12 @@ from dsod.benchmarks.models import forward_gflops
 from dsod.benchmarks.pipeline import trained_like_outputs
 from dsod.benchmarks.suite import SECTIONS, run_benchmarks
 from dsod.models.summary import model_summary
-from conftest import tiny_config
+from conftest import load_tool, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def benchmark_tool():
-    spec = importlib.util.spec_from_file_location("dsod_tools_benchmark",
-                                                  REPO / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark")
 
 
 def _positive_numbers(value: object, where: str = "") -> list[str]:

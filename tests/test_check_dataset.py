@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import yaml
 
 from dsod.config import DataConfig
 from dsod.data.check import check_dataset
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_dataset.py"
+from conftest import load_tool
+
 GOOD = ("<annotation><size><width>100</width><height>80</height></size><object><name>cat"
         "</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax>"
         "<ymax>40</ymax></bndbox></object></annotation>")
@@ -22,10 +21,7 @@ ZERO_BOX = GOOD.replace("<xmax>50</xmax>", "<xmax>1</xmax>")
 
 
 def tool_main():
-    spec = importlib.util.spec_from_file_location("check_dataset_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool("check_dataset").main
 
 
 def make_voc(root: Path, xmls: dict[str, str], split: str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -15,28 +14,12 @@ from dsod.demo import DemoError, collect_sources, gui_support
 from dsod.engine.checkpoint import save_atomic
 from dsod.models.detector import build_model
 
+from conftest import TINY_MODEL, load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-                  "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
-                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
+TINY = {"model": dict(TINY_MODEL),
         "priors": {"steps": None}, "data": {"class_names": ["a", "b"]},
         "test": {"batch_size": 2}}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; several spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("dsod_tools_demo", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +56,7 @@ def read_frames(path: Path) -> list[np.ndarray]:
 def test_video_gives_annotated_video_with_same_frames(tmp_path, checkpoint, capsys):
     write_video(tmp_path / "clip.avi")
     out = tmp_path / "out"
-    code = load_tool().main([str(tmp_path / "clip.avi"), "--checkpoint", checkpoint,
+    code = load_tool("demo").main([str(tmp_path / "clip.avi"), "--checkpoint", checkpoint,
                              "--out", str(out), "--score-threshold", "0.2", "--device", "cpu"])
     assert code == 0
     frames = read_frames(out / "clip.mp4")
@@ -92,7 +75,7 @@ def test_folder_of_images_gives_annotated_images(tmp_path, checkpoint):
         cv2.imwrite(str(images / name), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    code = load_tool().main([str(images), "--checkpoint", checkpoint, "--out", str(out),
+    code = load_tool("demo").main([str(images), "--checkpoint", checkpoint, "--out", str(out),
                              "--score-threshold", "0.0", "--device", "cpu"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["one.jpg", "three.jpg", "two.png"]
@@ -110,7 +93,7 @@ def test_missing_empty_or_corrupt_video_is_one_line_error(tmp_path, checkpoint, 
         path.write_bytes(b"\x00garbage" * 100)
     elif case == "no frames":  # a valid container without a single frame
         write_video(path, frames=0)
-    code = load_tool().main([str(path), "--checkpoint", checkpoint, "--out",
+    code = load_tool("demo").main([str(path), "--checkpoint", checkpoint, "--out",
                              str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2
     err = capsys.readouterr().err
@@ -121,7 +104,7 @@ def test_missing_empty_or_corrupt_video_is_one_line_error(tmp_path, checkpoint, 
 
 def test_unreadable_image_and_empty_folder(tmp_path, checkpoint, capsys):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    code = load_tool().main([str(tmp_path / "bad.jpg"), "--checkpoint", checkpoint,
+    code = load_tool("demo").main([str(tmp_path / "bad.jpg"), "--checkpoint", checkpoint,
                              "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2 and str(tmp_path / "bad.jpg") in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

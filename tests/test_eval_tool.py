@@ -3,14 +3,12 @@ and a full model run from a checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 import yaml
 from pycocotools.coco import COCO
 
@@ -18,6 +16,8 @@ from dsod.config import config_from_dict, config_to_dict
 from dsod.engine.checkpoint import save_atomic
 from dsod.evaluation.coco import annotations_to_coco, coco_from_dict
 from dsod.models.detector import build_model
+
+from conftest import TINY_MODEL, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["a", "b"]
@@ -27,25 +27,6 @@ IMAGES = {
     "img2": (80, 80, [("b", 1, 1, 80, 80)]),
     "img3": (64, 96, [("a", 10, 20, 30, 70), ("a", 35, 5, 60, 40)]),
 }
-TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-              "bottleneck_width": 16, "block_layers": [1, 1, 1, 1], "backbone_out_channels": 16,
-              "extra_widths": [16, 16, 8, 8, 8]}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; several spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("dsod_tools_eval", ROOT / "tools" / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_dataset(root: Path) -> None:
@@ -90,7 +71,7 @@ def test_voc_results_equal_to_ground_truth_score_map_one(setup):
                  for cls, x1, y1, x2, y2 in objects if cls == name]
         (results / f"comp4_det_test_{name}.txt").write_text("".join(lines))
     out, figures = tmp_path / "out", tmp_path / "figures.json"
-    code = load_tool().main([config, "--voc-results", str(results), "--out", str(out),
+    code = load_tool("eval").main([config, "--voc-results", str(results), "--out", str(out),
                              "--json", str(figures)])
     assert code == 0
     data = json.loads(figures.read_text())
@@ -104,7 +85,7 @@ def test_voc_results_equal_to_ground_truth_score_map_one(setup):
     text = (results / "comp4_det_test_a.txt").read_text().replace("img3 1.000000 10 20 30 70",
                                                                   "img3 1.000000 40 60 60 90")
     (results / "comp4_det_test_a.txt").write_text(text)
-    assert load_tool().main([config, "--voc-results", str(results), "--out", str(out),
+    assert load_tool("eval").main([config, "--voc-results", str(results), "--out", str(out),
                              "--json", str(figures)]) == 0
     data = json.loads(figures.read_text())
     assert data["voc"]["per_class"]["a"]["AP"] < 0.9
@@ -125,7 +106,7 @@ def test_coco_results_scored_and_bad_ids_rejected(setup, capsys):
     path = tmp_path / "coco_results.json"
     path.write_text(json.dumps(coco_entries()))
     figures = tmp_path / "figures.json"
-    assert load_tool().main([config, "--coco-results", str(path), "--out", str(tmp_path / "o"),
+    assert load_tool("eval").main([config, "--coco-results", str(path), "--out", str(tmp_path / "o"),
                              "--json", str(figures)]) == 0
     data = json.loads(figures.read_text())
     assert data["coco"]["AP"] == pytest.approx(1.0)
@@ -135,7 +116,7 @@ def test_coco_results_scored_and_bad_ids_rejected(setup, capsys):
     wrong[0]["image_id"] = 99
     path.write_text(json.dumps(wrong))
     capsys.readouterr()
-    assert load_tool().main([config, "--coco-results", str(path)]) == 2
+    assert load_tool("eval").main([config, "--coco-results", str(path)]) == 2
     err = capsys.readouterr().err
     assert "99" in err and str(path) in err and "Traceback" not in err
 
@@ -146,7 +127,7 @@ def test_model_run_writes_results_and_figures(setup, capsys):
     model = build_model(cfg)
     save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "m.pth")
     out, figures = tmp_path / "out", tmp_path / "figures.json"
-    code = load_tool().main([config, "--checkpoint", str(tmp_path / "m.pth"), "--out", str(out),
+    code = load_tool("eval").main([config, "--checkpoint", str(tmp_path / "m.pth"), "--out", str(out),
                              "--json", str(figures), "--workers", "0", "--batch-size", "2",
                              "--device", "cpu", "--no-progress"])
     assert code == 0
@@ -167,7 +148,7 @@ def test_model_run_writes_results_and_figures(setup, capsys):
     dataset = build_dataset(cfg.data, "test")
     gt = coco_from_dict(annotations_to_coco(dataset.annotations, CLASSES))
     assert isinstance(gt.loadRes(results), COCO)
-    assert load_tool().main([config, "--coco-results", str(out / "coco_results.json"),
+    assert load_tool("eval").main([config, "--coco-results", str(out / "coco_results.json"),
                              "--out", str(out)]) == 0
 
 
@@ -176,7 +157,7 @@ def test_checkpoint_of_another_config_is_one_line_error(setup, capsys):
     other = config_from_dict(tiny_raw(tmp_path / "voc", growth_rate=4))
     save_atomic({"model": build_model(other).state_dict(), "config": config_to_dict(other)},
                 tmp_path / "other.pth")
-    code = load_tool().main([config, "--checkpoint", str(tmp_path / "other.pth"),
+    code = load_tool("eval").main([config, "--checkpoint", str(tmp_path / "other.pth"),
                              "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
@@ -205,7 +186,7 @@ def test_coco_results_on_a_coco_data_set_use_its_own_ids(tmp_path):
                for image, category, bbox in boxes]
     (tmp_path / "results.json").write_text(json.dumps(results))
     figures = tmp_path / "figures.json"
-    assert load_tool().main([str(config), "--coco-results", str(tmp_path / "results.json"),
+    assert load_tool("eval").main([str(config), "--coco-results", str(tmp_path / "results.json"),
                              "--out", str(tmp_path / "out"), "--json", str(figures)]) == 0
     data = json.loads(figures.read_text())
     assert data["coco"]["AP"] == pytest.approx(1.0)

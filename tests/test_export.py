@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,22 +14,13 @@ from dsod.engine.checkpoint import save_atomic
 from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
 from dsod.models.detector import build_model
 
+from conftest import TINY_MODEL, load_tool
+
 ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-                  "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
-                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
+TINY = {"model": dict(TINY_MODEL),
         "priors": {"steps": None}, "data": {"class_names": ["a", "b"]}}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; several spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_looking_model():
@@ -71,9 +61,7 @@ def test_export_tool_writes_checked_file_with_metadata(tmp_path, capsys):
 
     cfg, model = trained_looking_model()
     save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "m.pth")
-    spec = importlib.util.spec_from_file_location("dsod_tools_export", ROOT / "tools" / "export.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("export")
     assert tool.main([str(tmp_path / "m.pth"), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "max abs difference" in capsys.readouterr().out
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}

@@ -14,18 +14,8 @@ from dsod.inference import DetectionResult, Detector, inference_model
 from dsod.models.detector import build_model
 from dsod.visualize import class_colour, draw_detections
 
-TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-              "bottleneck_width": 16, "block_layers": [1, 1, 1, 1], "backbone_out_channels": 16,
-              "extra_widths": [16, 16, 8, 8, 8]}
+from conftest import TINY_MODEL
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; several spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**model):

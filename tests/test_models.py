@@ -61,6 +61,10 @@ def test_initialisation_follows_the_reference():
     fan_in = conv.weight.shape[1]
     assert conv.weight.abs().max() <= (3.0 / fan_in) ** 0.5
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.all(head.conf_bn.weight == 1.0) and torch.all(head.conf_bn.bias == 0.0)
+    small = build_model(config_from_dict({**TINY, "model": {**TINY["model"],
+                                                            "head_bn_init_scale": 0.1}}))
+    assert torch.allclose(small.heads.heads[2].loc_bn.weight, torch.tensor(0.1))
 
 
 @pytest.mark.parametrize("prediction", ["dense", "plain"])

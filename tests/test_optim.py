@@ -1,13 +1,12 @@
 import pytest
-import torch
 
 from dsod.config import SolverConfig, config_from_dict
 from dsod.engine.optim import build_optimizer, lr_factor, parameter_groups, scaled_lr
 from dsod.models.detector import build_model
 
-TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-                  "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
-                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
+from conftest import TINY_MODEL
+
+TINY = {"model": dict(TINY_MODEL),
         "priors": {"steps": None}}
 
 

@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop each video or webcam after this many frames")
     args = parser.parse_args(argv)
 
-    from dsod.cli import setup_logging, user_errors
+    from dsod.cli import run_guarded, setup_logging
     setup_logging()
-    try:
+
+    def demo() -> None:
         import torch
 
         from dsod.demo import run_demo
@@ -46,13 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
                                             args.score_threshold)
         run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_guarded(demo)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class DSOD(nn.Module):
                  prediction: str = "dense",
                  extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
                  l2norm_scale: float = 20.0, head_bn_eps: float = 1e-3,
-                 memory_efficient: bool = False) -> None:
+                 head_bn_init_scale: float = 1.0, memory_efficient: bool = False) -> None:
         super().__init__()
         if len(priors_per_location) != len(extra_widths) + 1:
             raise ValueError(f"{len(extra_widths) + 1} sources but {len(priors_per_location)} "
@@ -45,7 +45,8 @@ class DSOD(nn.Module):
         self.prediction = structures[prediction](self.backbone.first_channels,
                                                  self.backbone.out_channels, extra_widths)
         self.heads = PredictionHeads(self.prediction.out_channels, priors_per_location,
-                                     num_classes, l2norm_scale, head_bn_eps)
+                                     num_classes, l2norm_scale, head_bn_eps,
+                                     head_bn_init_scale)
 
     @property
     def source_channels(self) -> list[int]:
@@ -103,7 +104,8 @@ def build_model(config: Config) -> nn.Module:
         bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
         compression=m.compression, backbone_out_channels=m.backbone_out_channels,
         prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
-        head_bn_eps=m.head_bn_eps, memory_efficient=m.memory_efficient,
+        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale,
+        memory_efficient=m.memory_efficient,
     )
 
 

@@ -18,7 +18,8 @@ class SourceHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, priors_per_location: int, num_classes: int,
-                 l2norm_scale: float = 20.0, bn_eps: float = 1e-3) -> None:
+                 l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
+                 bn_init_scale: float = 1.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.norm = L2Norm(in_channels, l2norm_scale)
@@ -29,6 +30,8 @@ class SourceHead(nn.Module):
         self.conf_bn = nn.BatchNorm2d(priors_per_location * num_classes, eps=bn_eps)
         for layer in (self.loc, self.conf):
             nn.init.normal_(layer.weight, std=0.01)
+        for norm in (self.loc_bn, self.conf_bn):
+            nn.init.constant_(norm.weight, bn_init_scale)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.norm(x)
@@ -47,13 +50,14 @@ class PredictionHeads(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], priors_per_location: Sequence[int],
-                 num_classes: int, l2norm_scale: float = 20.0, bn_eps: float = 1e-3) -> None:
+                 num_classes: int, l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
+                 bn_init_scale: float = 1.0) -> None:
         super().__init__()
         if len(in_channels) != len(priors_per_location):
             raise ValueError(f"{len(in_channels)} sources but {len(priors_per_location)} "
                              f"prior counts")
         self.heads = nn.ModuleList(
-            SourceHead(c, k, num_classes, l2norm_scale, bn_eps)
+            SourceHead(c, k, num_classes, l2norm_scale, bn_eps, bn_init_scale)
             for c, k in zip(in_channels, priors_per_location)
         )
 
