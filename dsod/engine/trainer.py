@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()
         with warnings.catch_warnings():  # a skipped update still advances the schedule
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
         self.step += 1
         totals = dist.all_reduce_mean(totals).tolist()
