@@ -132,3 +132,13 @@ def test_data_problems_are_counted_in_the_log_not_fatal(tmp_path, caplog):
         Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "zero_size_box" in logged and xml.name in logged
+
+
+@pytest.mark.parametrize("amp", ["bf16", "none"])
+def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
+    config = tiny_config(tmp_path, train={"amp": amp, "channels_last": True})
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    result = trainer.train_step(iter(trainer._loader()))
+    assert result.finite and torch.isfinite(torch.tensor(result.loss))
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
