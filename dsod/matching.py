@@ -21,13 +21,19 @@ IGNORE = -1
 
 def _iou(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.ndarray) -> np.ndarray:
     """``[N, 4]`` x ``[P, 4]`` xyxy -> ``[N, P]`` IoU (numpy: these arrays are small, and
-    this runs once per training sample in the loader workers)."""
-    lt = np.maximum(boxes[:, None, :2], priors_xyxy[None, :, :2])
-    rb = np.minimum(boxes[:, None, 2:], priors_xyxy[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
+    this runs once per training sample in the loader workers). ``priors_xyxy`` is best
+    column-major (``np.asfortranarray``): each coordinate is then one contiguous row."""
+    iw = np.minimum(boxes[:, 2:3], priors_xyxy[:, 2])
+    iw -= np.maximum(boxes[:, 0:1], priors_xyxy[:, 0])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(boxes[:, 3:4], priors_xyxy[:, 3])
+    ih -= np.maximum(boxes[:, 1:2], priors_xyxy[:, 1])
+    np.maximum(ih, 0, out=ih)
+    inter = np.multiply(iw, ih, out=iw)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (areas[:, None] + prior_areas[None, :] - inter)
+    union = areas[:, None] + prior_areas
+    union -= inter
+    return np.divide(inter, union, out=inter)
 
 
 def _force_best_priors(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +114,7 @@ class TargetEncoder:
     def __init__(self, priors: torch.Tensor, coder: BoxCoder, match_iou: float = 0.5,
                  neg_iou: float = 0.5) -> None:
         self.priors = priors
-        self._priors_xyxy = box_convert(priors, "cxcywh", "xyxy").numpy()
+        self._priors_xyxy = np.asfortranarray(box_convert(priors, "cxcywh", "xyxy").numpy())
         self._prior_areas = (priors[:, 2] * priors[:, 3]).numpy()
         self.coder = coder
         self.match_iou = match_iou
