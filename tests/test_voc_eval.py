@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsod.evaluation.voc import (
-    evaluate_voc,
-    format_voc_table,
-    plot_pr_curves,
-    read_voc_results,
-    voc_ap,
-    write_voc_results,
-)
+from dsod.evaluation.voc import evaluate_voc, format_voc_table, voc_ap
+from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
 from dsod.structures import Annotation, Detections
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
                               SplitNotFoundError)
 from dsod.data.image_io import read_image_size
-from dsod.data.voc import README_HINT, DetectionDataset
+from dsod.data.base import README_HINT, DetectionDataset
 from dsod.structures import Annotation
 
 # A box may reach this far past the image border (COCO's float rounding) before it is

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 from dsod.config import DataConfig
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError
-from dsod.data.voc import README_HINT, DetectionDataset, VOCDataset
+from dsod.data.base import README_HINT, DetectionDataset
+from dsod.data.voc import VOCDataset
 
 
 def coco_split_paths(root: str | Path, entry: str) -> tuple[Path, Path]:

@@ -12,12 +12,13 @@ network and the loss.
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from dsod.data.base import DetectionDataset
 from dsod.data.errors import DataError
 from dsod.data.transforms import TestTransform, TrainTransform
 from dsod.matching import TargetEncoder
@@ -27,16 +28,6 @@ logger = logging.getLogger(__name__)
 
 # How many following samples to try in place of an unreadable one before giving up.
 _MAX_SUBSTITUTES = 16
-
-
-class DetectionDataset(Protocol):
-    """What the VOC and COCO readers offer."""
-
-    class_names: Sequence[str]
-
-    def __len__(self) -> int: ...
-    def annotation(self, index: int) -> Annotation: ...
-    def load(self, index: int) -> tuple[np.ndarray, Annotation]: ...
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -52,13 +43,12 @@ class TrainingSamples(Dataset):
     """
 
     def __init__(self, dataset: DetectionDataset, transform: TrainTransform,
-                 encoder: TargetEncoder, seed: int = 0, keep_difficult: bool = True,
+                 encoder: TargetEncoder, seed: int = 0,
                  on_bad_sample: str = "skip") -> None:
         self.dataset = dataset
         self.transform = transform
         self.encoder = encoder
         self.seed = seed
-        self.keep_difficult = keep_difficult
         self.on_bad_sample = on_bad_sample
 
     def __len__(self) -> int:
@@ -81,11 +71,8 @@ class TrainingSamples(Dataset):
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         epoch, index = key
         image, annotation, skipped = self._load(index)
-        boxes, labels = annotation.boxes, annotation.labels
-        if not self.keep_difficult:
-            boxes, labels = boxes[~annotation.difficult], labels[~annotation.difficult]
         self.transform.set_seed(sample_seed(self.seed, epoch, index))
-        image, boxes, labels = self.transform(image, boxes, labels)
+        image, boxes, labels = self.transform(image, annotation.boxes, annotation.labels)
         offsets, prior_labels = self.encoder(torch.from_numpy(boxes), torch.from_numpy(labels))
         return torch.from_numpy(image), offsets, prior_labels, skipped
 

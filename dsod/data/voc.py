@@ -19,91 +19,12 @@ import numpy as np
 
 from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
                               SplitNotFoundError)
-from dsod.data.image_io import read_image, read_image_size
+from dsod.data.base import README_HINT, DetectionDataset, check_class_names
+from dsod.data.image_io import read_image_size
 from dsod.structures import Annotation
 
-README_HINT = "see data/README.md for how to download and lay out the data sets"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff",
                    ".webp")
-
-
-def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(class_names)
-    if not names:
-        raise DataError("class_names is empty: name at least one object class")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DataError(f"class_names lists {', '.join(duplicates)} more than once")
-    return names
-
-
-class DetectionDataset:
-    """What VOC and COCO readers share: a list of :class:`Annotation` plus image loading.
-
-    ``annotations`` / ``annotation(i)`` are the full ground truth, for evaluation: they keep
-    every box, ``difficult`` (VOC) or crowd (COCO) boxes flagged in ``Annotation.difficult``.
-    Their arrays are read-only, so augmentation cannot change them by accident.
-
-    ``training_targets(i)`` / ``load(i)`` are what training uses: a fresh, writable copy,
-    without the flagged boxes when the data set was made with ``keep_difficult=False``.
-    """
-
-    def __init__(self, class_names: Sequence[str], annotations: list[Annotation],
-                 problems: list[Problem], keep_difficult: bool = True) -> None:
-        self._class_names = _check_class_names(class_names)
-        self._annotations = annotations
-        self.problems: list[Problem] = problems
-        self.keep_difficult = keep_difficult
-        self._freeze()
-
-    def _freeze(self) -> None:
-        for ann in self._annotations:
-            for array in (ann.boxes, ann.labels, ann.difficult):
-                array.flags.writeable = False
-
-    def __setstate__(self, state: dict) -> None:  # unpickled arrays come back writable
-        self.__dict__.update(state)
-        self._freeze()
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """Object class names; label ``l`` (``1..C``) is ``class_names[l - 1]``."""
-        return self._class_names
-
-    @property
-    def annotations(self) -> list[Annotation]:
-        """The full ground truth of every image, in data-set order (do not modify)."""
-        return self._annotations
-
-    def __len__(self) -> int:
-        return len(self._annotations)
-
-    def annotation(self, index: int) -> Annotation:
-        """The full ground truth of image ``index``, without reading the image."""
-        return self._annotations[index]
-
-    def training_targets(self, index: int) -> Annotation:
-        """A writable copy of image ``index``'s annotation, for training.
-
-        With ``keep_difficult=False`` the boxes flagged ``difficult`` are left out.
-        """
-        ann = self._annotations[index]
-        keep = np.ones(len(ann), dtype=bool) if self.keep_difficult else ~ann.difficult
-        return Annotation(ann.image_id, ann.image_path, ann.width, ann.height,
-                          boxes=ann.boxes[keep].copy(), labels=ann.labels[keep].copy(),
-                          difficult=ann.difficult[keep].copy())
-
-    def load_image(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 BGR ``[H, W, 3]``; raises ImageReadError if unreadable."""
-        return read_image(self._annotations[index].image_path)
-
-    def load(self, index: int) -> tuple[np.ndarray, Annotation]:
-        """``(image, training_targets(index))``: uint8 BGR ``[H, W, 3]`` and its boxes.
-
-        Raises:
-            ImageReadError: the image is missing or unreadable (the message names it).
-        """
-        return self.load_image(index), self.training_targets(index)
 
 
 def _number(text: str | None) -> float | None:
@@ -297,7 +218,7 @@ class VOCDataset(DetectionDataset):
     def __init__(self, root: str | Path, splits: Sequence[str], class_names: Sequence[str],
                  keep_difficult: bool = True, strict: bool = False) -> None:
         root = Path(root)
-        names = _check_class_names(class_names)
+        names = check_class_names(class_names)
         if not root.is_dir():
             raise SplitNotFoundError(f"VOC data set root {root} (absolute: {root.absolute()}) "
                                      f"does not exist or is not a folder; {README_HINT}")

@@ -41,6 +41,6 @@ def build_training_samples(config: Config, dataset: DetectionDataset | None = No
     encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
                             config.loss.match_iou, config.loss.neg_iou)
     transform = TrainTransform(config.model.input_size, config.augment)
+    # The training set leaves out "difficult" boxes itself unless data.train_difficult.
     return TrainingSamples(dataset, transform, encoder, seed=config.train.seed,
-                           keep_difficult=config.data.train_difficult,
                            on_bad_sample=config.data.on_bad_sample)

@@ -32,7 +32,7 @@ from dsod.engine.builders import build_model, build_postprocessor
 from dsod.engine.checkpoint import load_checkpoint, load_model_weights
 from dsod.engine.evaluate import Scores, predict, score
 from dsod.evaluation.coco import coco_image_id_map, detections_to_coco_results
-from dsod.evaluation.voc import plot_pr_curves, read_voc_results, write_voc_results
+from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
 from dsod.structures import Detections
 
 logger = logging.getLogger(__name__)

@@ -9,15 +9,8 @@ from .coco import (
     evaluate_coco_with_summary,
     coco_image_id_map,
 )
-from .voc import (
-    VOCResult,
-    evaluate_voc,
-    format_voc_table,
-    plot_pr_curves,
-    read_voc_results,
-    voc_ap,
-    write_voc_results,
-)
+from .voc import VOCResult, evaluate_voc, format_voc_table, voc_ap
+from .voc_files import plot_pr_curves, read_voc_results, write_voc_results
 
 __all__ = [
     "COCO_METRIC_NAMES",

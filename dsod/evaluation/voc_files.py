@@ -1,0 +1,139 @@
+"""Reading and writing detections in the VOC devkit's results format, and plotting
+precision/recall curves of a :class:`~dsod.evaluation.voc.VOCResult`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dsod.evaluation.voc import VOCResult
+from dsod.structures import Annotation, Detections
+
+logger = logging.getLogger(__name__)
+
+
+def write_voc_results(
+    out_dir: str | Path,
+    annotations_or_image_ids: Sequence[Annotation] | Sequence[str],
+    detections: Mapping[str, Detections],
+    class_names: Sequence[str],
+    prefix: str = "comp4_det_test_",
+) -> list[Path]:
+    """Write detections in the devkit's results format, one file per class.
+
+    ``<out_dir>/<prefix><class>.txt`` holds lines ``image_id score xmin ymin xmax ymax`` with
+    the box in devkit 1-based pixels ``(x1 + 1, y1 + 1, x2, y2)``, ``%.6f`` score and
+    ``%.1f`` coordinates. Images are written in the given order (images without detections
+    are skipped), each image's detections in their stored order. Every class gets a file,
+    possibly empty.
+
+    Returns:
+        The ``C`` file paths, in class order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image_ids = [a.image_id if isinstance(a, Annotation) else str(a)
+                 for a in annotations_or_image_ids]
+    lines: list[list[str]] = [[] for _ in class_names]
+    for image_id in image_ids:
+        det = detections.get(image_id)
+        if det is None or len(det) == 0:
+            continue
+        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4) + [1.0, 1.0, 0.0, 0.0]
+        labels = np.asarray(det.labels, dtype=np.int64)
+        if labels.min() < 1 or labels.max() > len(class_names):
+            raise ValueError(f"image {image_id!r}: labels must be in 1..{len(class_names)}")
+        scores = np.asarray(det.scores, dtype=np.float64).tolist()
+        for label, score, (x1, y1, x2, y2) in zip(labels.tolist(), scores, boxes.tolist()):
+            lines[label - 1].append(
+                f"{image_id} {score:.6f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}\n")
+    paths = []
+    for name, class_lines in zip(class_names, lines):
+        path = out / f"{prefix}{name}.txt"
+        path.write_text("".join(class_lines))
+        paths.append(path)
+    return paths
+
+
+def read_voc_results(
+    results_dir: str | Path, class_names: Sequence[str], prefix: str = "comp4_det_test_"
+) -> dict[str, Detections]:
+    """Read devkit results files back into ``image_id -> Detections`` (internal ``xyxy``).
+
+    A missing class file means no detections for that class (a warning is logged). A line
+    that is not ``image_id score xmin ymin xmax ymax`` raises ``ValueError`` naming the file
+    and line. Images appear in order of first appearance; an image's detections are grouped
+    by class, each class in file order.
+    """
+    per_image: dict[str, tuple[list, list, list]] = {}
+    for label, name in enumerate(class_names, start=1):
+        path = Path(results_dir) / f"{prefix}{name}.txt"
+        if not path.is_file():
+            logger.warning("VOC results file %s is missing: no detections for class %r",
+                           path, name)
+            continue
+        with path.open() as f:
+            for lineno, line in enumerate(f, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                try:
+                    if len(fields) != 6:
+                        raise ValueError(f"{len(fields)} fields")
+                    values = [float(v) for v in fields[1:]]
+                    if not all(math.isfinite(v) for v in values):
+                        raise ValueError("non-finite value")
+                except ValueError as err:
+                    raise ValueError(
+                        f"{path}:{lineno}: expected 'image_id score xmin ymin xmax ymax', "
+                        f"got {line.rstrip()!r} ({err})") from None
+                boxes, scores, labels = per_image.setdefault(fields[0], ([], [], []))
+                score, x1, y1, x2, y2 = values
+                boxes.append((x1 - 1.0, y1 - 1.0, x2, y2))
+                scores.append(score)
+                labels.append(label)
+    return {
+        image_id: Detections(
+            boxes=np.asarray(b, dtype=np.float32).reshape(-1, 4),
+            scores=np.asarray(s, dtype=np.float32),
+            labels=np.asarray(lab, dtype=np.int64),
+        )
+        for image_id, (b, s, lab) in per_image.items()
+    }
+
+
+def plot_pr_curves(result: VOCResult, class_names: Sequence[str] | None, path: str | Path) -> Path:
+    """Write one PNG with a grid of precision/recall curves, one panel per class.
+
+    ``class_names`` defaults to ``result.class_names``. Uses matplotlib's Agg canvas (no
+    display, no pyplot state).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(class_names) if class_names is not None else result.class_names
+    if len(names) != len(result.recall):
+        raise ValueError(f"{len(names)} class names for {len(result.recall)} classes")
+    cols = max(1, math.ceil(math.sqrt(len(names))))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig = Figure(figsize=(2.6 * cols, 2.4 * rows))
+    FigureCanvasAgg(fig)
+    for c, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, c + 1)
+        if result.recall[c].size and result.num_gt[c] > 0:
+            ax.plot(result.recall[c], result.precision[c], lw=1.2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{name} AP={result.ap[c]:.3f}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.supxlabel("recall")
+    fig.supylabel("precision")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
