@@ -27,7 +27,8 @@ from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from dsod.models.detector import build_model
+from dsod.models.detector import DSOD, build_model
+from dsod.models.fuse import fuse_for_inference
 from dsod.structures import Detections
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -166,6 +167,8 @@ class Detector:
             config = config_from_dict(config_to_dict(config), "<config>", overrides)
         model = build_model(config)
         load_model_weights(model, state["model"], source=f"checkpoint {path}")
+        if isinstance(model, DSOD):  # inference only: fold BN into the convolutions before it
+            model = fuse_for_inference(model)
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
         return cls(model, config, device, score_threshold, names, batch_size)

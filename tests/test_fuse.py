@@ -1,0 +1,57 @@
+import torch
+from torch import nn
+
+from dsod.config import config_from_dict
+from dsod.engine.builders import build_postprocessor
+from dsod.models.detector import build_model
+from dsod.models.fuse import fold_bn_into_conv, fuse_for_inference
+
+from conftest import TINY_MODEL
+
+TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}}
+
+
+def trained_looking(model: nn.Module) -> nn.Module:
+    """Give every BN non-trivial statistics and affine parameters, as after training."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_fold_bn_into_conv_by_hand():
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    conv.weight.data.fill_(2.0)
+    norm = nn.BatchNorm2d(1, eps=0.0).eval()
+    norm.running_mean.fill_(1.0)
+    norm.running_var.fill_(4.0)
+    norm.weight.data.fill_(3.0)
+    norm.bias.data.fill_(0.5)
+    fused = fold_bn_into_conv(conv, norm)
+    # norm(conv(x)) = 3 * (2x - 1) / 2 + 0.5 = 3x - 1
+    assert fused.weight.item() == 3.0 and fused.bias.item() == -1.0
+
+
+def test_fused_model_gives_the_same_outputs_and_detections():
+    config = config_from_dict(TINY)
+    model = trained_looking(build_model(config))
+    fused = fuse_for_inference(model)
+    norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert norms(fused) < norms(model)
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        logits, offsets = model(images)
+        fused_logits, fused_offsets = fused(images)
+    torch.testing.assert_close(fused_logits, logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused_offsets, offsets, rtol=1e-4, atol=1e-4)
+    post = build_postprocessor(config)
+    sizes = [(64, 64), (100, 80), (50, 70)]
+    for a, b in zip(post(logits, offsets, sizes), post(fused_logits, fused_offsets, sizes)):
+        assert a.labels.tolist() == b.labels.tolist()
+        torch.testing.assert_close(torch.from_numpy(b.boxes), torch.from_numpy(a.boxes),
+                                   rtol=1e-4, atol=1e-3)
+    assert model.training is False and isinstance(model.heads.heads[0].conf_bn, nn.BatchNorm2d)
