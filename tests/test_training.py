@@ -142,3 +142,13 @@ def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
     result = trainer.train_step(iter(trainer._loader()))
     assert result.finite and torch.isfinite(torch.tensor(result.loss))
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+
+
+def test_train_tool_without_data_stops_at_once_and_says_where_to_read(tmp_path, capsys):
+    from conftest import load_tool
+    code = load_tool("train").main([str(ROOT / "configs" / "dsod300_voc.yaml"),
+                                    f"data.root={tmp_path / 'nothing'}", "--out",
+                                    str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nothing" in err and "data/README.md" in err and "Traceback" not in err

@@ -296,6 +296,7 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
     metrics on the main process."""
     device = dist.init_from_environment()
     out = Path(out_dir) if out_dir else default_out_dir(config)
+    handler = None
     if dist.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out / "train.log")
@@ -305,6 +306,9 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
         metrics = Trainer(config, out, device, resume=resume, progress=progress).run()
     finally:
         dist.cleanup()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     if metrics is not None:
         print(f"final: VOC07 mAP {metrics['voc']['mAP07']:.4f}, area mAP {metrics['voc']['mAP']:.4f}, "
               f"COCO AP {metrics['coco']['AP']:.4f}; outputs in {out}")
