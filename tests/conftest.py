@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 from dsod.config import Config, config_from_dict
+
+# In CI the property tests draw the same examples every run, so a red build always means a
+# change broke something; locally they explore new examples each run.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 
