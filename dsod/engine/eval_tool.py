@@ -30,8 +30,8 @@ from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_model, build_postprocessor
 from dsod.engine.checkpoint import load_checkpoint, load_model_weights
-from dsod.engine.evaluate import Scores, predict, score
-from dsod.evaluation.coco import coco_image_id_map, detections_to_coco_results
+from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
+from dsod.evaluation.coco import detections_to_coco_results
 from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
 from dsod.structures import Detections
 
@@ -61,16 +61,6 @@ def load_test_set(config: Config) -> DetectionDataset:
     return dataset
 
 
-def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, Any], list[int]]:
-    """``(image_id -> COCO image id, category id of each label 1..C)`` for results files:
-    a COCO data set's own ids, else ``1..N`` in data-set order and ``1..C``."""
-    real_ids = getattr(dataset, "image_id_to_coco_id", None)
-    if real_ids is not None:
-        return dict(real_ids), [int(c) for c in dataset.category_ids]
-    annotations = [dataset.annotation(i) for i in range(len(dataset))]
-    return coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
-
-
 def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
               device: str | torch.device | None = None, batch_size: int | None = None,
               workers: int | None = None, progress: bool = True
@@ -96,10 +86,6 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
         batch_size=batch_size or config.test.batch_size,
         workers=config.data.workers if workers is None else workers, amp=amp,
         channels_last=config.train.channels_last and device.type == "cuda", progress=progress)
-    if unreadable:
-        logger.warning("%d test images could not be read and count as missed: %s",
-                       len(unreadable), ", ".join(dataset.annotation(i).image_path
-                                                  for i in unreadable[:10]))
     return detections, unreadable
 
 

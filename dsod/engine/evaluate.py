@@ -70,6 +70,10 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
     for part, bad in dist.all_gather_objects((detections, unreadable)):
         merged.update(part)
         all_unreadable.extend(bad)
+    if all_unreadable and dist.is_main_process():
+        logger.warning("%d test images could not be read and count as missed: %s",
+                       len(all_unreadable), ", ".join(dataset.annotation(i).image_path
+                                                      for i in sorted(all_unreadable)[:10]))
     return merged, sorted(all_unreadable)
 
 
@@ -105,6 +109,16 @@ class Scores:
                           self.coco_summary])
 
 
+def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, int], list[int]]:
+    """``(image_id -> COCO image id, category id of each label 1..C)`` for results files:
+    a COCO data set's own ids, else ``1..N`` in data-set order and ``1..C``."""
+    real_ids = getattr(dataset, "image_id_to_coco_id", None)
+    if real_ids is not None:
+        return dict(real_ids), [int(c) for c in dataset.category_ids]
+    annotations = [dataset.annotation(i) for i in range(len(dataset))]
+    return coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
+
+
 def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], list[int]]:
     """pycocotools ground truth for a data set: a COCO data set's own annotation file, or the
     VOC annotations converted in memory. Returns ``(COCO, image_id -> coco id, category ids)``."""
@@ -112,7 +126,7 @@ def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], l
     if annotation_json is not None:  # score against the official file, as pycocotools does
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(annotation_json))
-        return coco, dict(dataset.image_id_to_coco_id), list(dataset.category_ids)
+        return (coco, *coco_id_maps(dataset))
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
     gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))
     return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
@@ -139,10 +153,6 @@ def evaluate_model(model: nn.Module, dataset: DetectionDataset, postprocessor: P
     samples = TestSamples(dataset, TestTransform(image_size, mean_bgr), on_bad_sample)
     detections, unreadable = predict(model, dataset, samples, postprocessor, device,
                                      batch_size, workers, amp, channels_last)
-    if unreadable:
-        logger.warning("%d test images could not be read and count as missed: %s",
-                       len(unreadable), ", ".join(dataset.annotation(i).image_path
-                                                  for i in unreadable[:10]))
     if not dist.is_main_process():
         return None, detections
     return score(dataset, detections), detections
