@@ -155,7 +155,7 @@ class TestSamples(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, tuple[int, int]]:
         try:
-            image, _ = self.dataset.load(index)
+            image = self.dataset.load_image(index)
         except DataError as error:
             if self.on_bad_sample == "error":
                 raise
