@@ -55,3 +55,34 @@ def test_fused_model_gives_the_same_outputs_and_detections():
         torch.testing.assert_close(torch.from_numpy(b.boxes), torch.from_numpy(a.boxes),
                                    rtol=1e-4, atol=1e-3)
     assert model.training is False and isinstance(model.heads.heads[0].conf_bn, nn.BatchNorm2d)
+
+
+def _detections(config, model, images, channels_last=False, grad=False):
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.set_grad_enabled(grad):
+        logits, offsets = model(images)
+    sizes = [(64, 64)] * len(images)
+    return logits.detach(), build_postprocessor(config)(logits.detach(), offsets.detach(), sizes)
+
+
+def test_every_fast_path_gives_the_same_detections():
+    """The reference is the training-time path (autograd on: dense blocks concatenate); the
+    fast paths are the shared-storage dense blocks (no autograd), channels_last and BN folded
+    into the convolutions, alone and together."""
+    config = config_from_dict(TINY)
+    model = trained_looking(build_model(config))
+    images = torch.randn(2, 3, 64, 64)
+    ref_logits, reference = _detections(config, model, images, grad=True)
+    fused = fuse_for_inference(model)
+    for name, (net, channels_last) in {"shared storage": (model, False),
+                                       "channels_last": (model, True),
+                                       "folded BN": (fused, False),
+                                       "folded BN + channels_last": (fused, True)}.items():
+        logits, detections = _detections(config, net, images.clone(), channels_last)
+        torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4, msg=name)
+        for a, b in zip(reference, detections):
+            assert a.labels.tolist() == b.labels.tolist(), name
+            assert abs(a.scores - b.scores).max() < 1e-4, name
+            assert abs(a.boxes - b.boxes).max() < 1e-3, name

@@ -47,7 +47,8 @@ def test_resume_gives_the_same_next_losses(tmp_path):
 
 
 def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, solver={"max_iter": 10}, train={"max_nonfinite_steps": 2})
+    config = tiny_config(tmp_path, solver={"max_iter": 10},
+                         train={"max_nonfinite_steps": 2, "log_every": 1})
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     criterion = trainer.criterion
@@ -63,6 +64,10 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monk
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k
                and "num_batches" not in k)
     assert trainer.checkpoints.step_files()
+    # The skipped step is logged with null losses (strict JSON), not as a loss of 0.
+    records = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps and all(r["loss"] is None and r["conf_loss"] is None for r in steps)
 
 
 def _ddp_worker(rank: int, root: str, rendezvous: str) -> None:

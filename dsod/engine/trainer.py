@@ -172,7 +172,7 @@ class Trainer:
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
         self.step += 1
-        totals = dist.all_reduce_mean(totals).tolist()
+        totals = dist.all_reduce_mean(totals).tolist() if finite else [math.nan] * 3
         return StepResult(*totals, skipped_samples=skipped, finite=finite)
 
     # -- the loop ------------------------------------------------------------------------
@@ -185,6 +185,9 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not dist.is_main_process():
             return
+        # A skipped (non-finite) step logs its losses as null: strict JSON has no NaN.
+        record = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                  for key, value in record.items()}
         with open(self.out_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self._writer is None:

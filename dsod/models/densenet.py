@@ -92,7 +92,7 @@ class DenseLayer(nn.Module):
                 x = self.norm1(x)
         else:
             x = self.norm1(x)
-        return self.conv1(F.relu(x))
+        return self.conv1(F.relu(x, inplace=True))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         needs_grad = any(f.requires_grad for f in features)
@@ -101,12 +101,20 @@ class DenseLayer(nn.Module):
                              context_fn=_checkpoint_contexts)
         else:
             out = self.bottleneck(*features)
-        return self.conv2(F.relu(self.norm2(out)))
+        # In place: BN's backward needs its input, not its output.
+        return self.conv2(F.relu(self.norm2(out), inplace=True))
 
 
 class DenseBlock(nn.Module):
     """``num_layers`` dense layers; output is the concatenation of the input and every
-    layer's new features: ``[B, C, H, W] -> [B, C + num_layers * growth_rate, H, W]``."""
+    layer's new features: ``[B, C, H, W] -> [B, C + num_layers * growth_rate, H, W]``.
+
+    Without autograd (inference, evaluation) the block writes every layer's features into
+    one preallocated output and each layer reads a channel slice of it, as in Pleiss et al.'s
+    shared storage: ``L`` copies of ``growth_rate`` channels instead of ``L`` ever-wider
+    concatenations. With autograd it concatenates (a buffer written in place would break
+    the saved tensors of earlier layers). Both give the same numbers.
+    """
 
     def __init__(self, num_layers: int, in_channels: int, growth_rate: int,
                  bottleneck_width: int, memory_efficient: bool = False) -> None:
@@ -116,13 +124,29 @@ class DenseBlock(nn.Module):
                        memory_efficient)
             for i in range(num_layers)
         )
+        self.in_channels = in_channels
+        self.growth_rate = growth_rate
         self.out_channels = in_channels + num_layers * growth_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_shared(x)
         features = [x]
         for layer in self.layers:
             features.append(layer(features))
         return torch.cat(features, 1)
+
+    def _forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                  and not x.is_contiguous() else torch.contiguous_format)
+        out = torch.empty((batch, self.out_channels, height, width), dtype=x.dtype,
+                          device=x.device, memory_format=layout)
+        out[:, :channels] = x
+        for layer in self.layers:
+            out[:, channels:channels + self.growth_rate] = layer([out[:, :channels]])
+            channels += self.growth_rate
+        return out
 
 
 class Transition(nn.Sequential):
