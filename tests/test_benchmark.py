@@ -126,3 +126,13 @@ def test_counts() -> None:
     assert full.voc_images == 5000 and full.voc_detections == 200
     with pytest.raises(ValueError, match="fp16"):
         BenchOptions(precisions=("fp16",)).resolve()
+
+
+def test_training_is_timed_in_the_fastest_mode(tmp_path: Path) -> None:
+    from dsod.benchmarks.suite import fastest_training_config
+
+    lean = tiny_config(tmp_path, model={"memory_efficient": True})
+    assert fastest_training_config(lean).model.memory_efficient is False
+    assert lean.model.memory_efficient is True  # the caller's config is left alone
+    ssd = dataclasses.replace(lean, model=dataclasses.replace(lean.model, arch="ssd300_vgg16"))
+    assert fastest_training_config(ssd) is ssd
