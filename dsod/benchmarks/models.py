@@ -16,15 +16,21 @@ from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer
 from dsod.matching import TargetEncoder
 from dsod.models.detector import build_model, build_priors, count_parameters
+from dsod.models.fuse import fuse_for_inference
 
 # Pixel values of the network input: BGR minus the mean, so roughly +-128; noise of this
 # spread exercises the same kernels as real images.
 _IMAGE_STD = 60.0
 
 
-def prepare_model(config: Config, device: torch.device, channels_last: bool) -> nn.Module:
-    """The config's detector, randomly initialised, on ``device`` in the chosen layout."""
+def prepare_model(config: Config, device: torch.device, channels_last: bool,
+                  for_inference: bool = False) -> nn.Module:
+    """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
+    ``for_inference``, in eval mode with its BNs folded into the convolutions before them
+    (:func:`fuse_for_inference`, as :class:`dsod.inference.Detector` runs it)."""
     model = build_model(config).to(device)
+    if for_inference:
+        model = fuse_for_inference(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

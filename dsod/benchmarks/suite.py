@@ -23,10 +23,10 @@ SECTIONS: tuple[str, ...] = ("inference", "training", "ceiling", "memory", "memo
 def inference_section(models: Mapping[str, Config], options: BenchOptions,
                       torchvision_full: bool = True) -> dict[str, Any]:
     """Per model: parameters, GFLOPs per image and, per precision, batch-1 latency and batch
-    throughput of the raw outputs; plus torchvision's complete SSD300 (fp32) if asked."""
+    throughput of the raw outputs of the inference model (BN folded); plus torchvision's complete SSD300 (fp32) if asked."""
     device, out = options.torch_device, {}
     for name, config in models.items():
-        model = prepare_model(config, device, options.channels_last)
+        model = prepare_model(config, device, options.channels_last, for_inference=True)
         entry: dict[str, Any] = {"params": parameter_count(config),
                                  "gflops_per_image": forward_gflops(config),
                                  "input_size": config.model.input_size}
@@ -79,7 +79,8 @@ def ceiling_section(config: Config, options: BenchOptions,
         if inference is not None and precision in inference:
             throughput = inference[precision]["throughput_img_s"]
         else:
-            model = model or prepare_model(config, device, options.channels_last)
+            model = model or prepare_model(config, device, options.channels_last,
+                                               for_inference=True)
             throughput = inference_metrics(model, config.model.input_size, device, precision,
                                            options.counts, options.channels_last
                                            )["throughput_img_s"]
