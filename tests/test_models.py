@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dsod.config import config_from_dict, load_config
-from dsod.models.densenet import DenseBlock
+from dsod.models.densenet import DenseBlock, Stem
 from dsod.models.detector import build_model, build_priors, count_parameters
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -99,6 +99,25 @@ def test_memory_efficient_mode_gives_same_outputs_gradients_and_statistics():
     # The recomputation in backward must not update BN running statistics twice.
     for (name, b1), b2 in zip(plain.named_buffers(), efficient.buffers()):
         torch.testing.assert_close(b1, b2, msg=name)
+
+
+def test_memory_efficient_stem_gives_same_outputs_gradients_and_statistics():
+    torch.manual_seed(0)
+    plain = Stem((8, 8, 16)).double()
+    efficient = Stem((8, 8, 16), memory_efficient=True).double()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
+    out1, out2 = plain(x), efficient(x)
+    assert out1.shape == (2, 16, 5, 5)
+    torch.testing.assert_close(out1, out2)
+    weight = torch.randn_like(out1)
+    (out1 * weight).sum().backward()
+    (out2 * weight).sum().backward()
+    for (name, p1), p2 in zip(plain.named_parameters(), efficient.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, msg=name)
+    for (name, b1), b2 in zip(plain.named_buffers(), efficient.buffers()):
+        torch.testing.assert_close(b1, b2, msg=name)
+    assert int(efficient.conv1.norm.num_batches_tracked) == 1
 
 
 def test_memory_efficient_whole_model_matches():

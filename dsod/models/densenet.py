@@ -48,13 +48,30 @@ def _running_stats_kept(norm: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-class Stem(nn.Sequential):
+def _normalise(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``, leaving its running statistics alone when this is a recomputation."""
+    if getattr(_recompute_state, "active", False):
+        with _running_stats_kept(norm):
+            return norm(x)
+    return norm(x)
+
+
+def _recomputed(function, *inputs: torch.Tensor) -> torch.Tensor:
+    """``function(*inputs)`` with its intermediate results recomputed in the backward pass
+    instead of stored (BN statistics are updated once, by the first pass)."""
+    return checkpoint(function, *inputs, use_reentrant=False, context_fn=_checkpoint_contexts)
+
+
+class Stem(nn.Module):
     """conv3x3 s2 - conv3x3 - conv3x3 (each conv-BN-ReLU), then a 2x2 ceil max pool.
 
-    ``[B, 3, 300, 300] -> [B, channels[-1], 75, 75]``.
+    ``[B, 3, 300, 300] -> [B, channels[-1], 75, 75]``. With ``memory_efficient`` its
+    intermediate maps (the largest of the network, at 150x150) are recomputed in the
+    backward pass instead of stored.
     """
 
-    def __init__(self, channels: Sequence[int] = (64, 64, 128), in_channels: int = 3) -> None:
+    def __init__(self, channels: Sequence[int] = (64, 64, 128), in_channels: int = 3,
+                 memory_efficient: bool = False) -> None:
         super().__init__()
         for index, out_channels in enumerate(channels):
             stride = 2 if index == 0 else 1
@@ -62,6 +79,20 @@ class Stem(nn.Sequential):
             in_channels = out_channels
         self.add_module("pool", max_pool())
         self.out_channels = in_channels
+        self.memory_efficient = memory_efficient
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.children():
+            if isinstance(unit, ConvBnRelu):
+                x = F.relu(_normalise(unit.norm, unit.conv(x)), inplace=True)
+            else:
+                x = unit(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            return _recomputed(self.layers, x)
+        return self.layers(x)
 
 
 class DenseLayer(nn.Module):
@@ -70,8 +101,8 @@ class DenseLayer(nn.Module):
     Takes the list of all earlier feature maps of its block (each ``[B, C_i, H, W]``) and
     returns only its new ``[B, growth_rate, H, W]`` features; the block concatenates.
 
-    With ``memory_efficient`` the concatenation, first BN, ReLU and 1x1 convolution are
-    recomputed in the backward pass instead of stored, so training memory grows linearly
+    With ``memory_efficient`` everything before the 3x3 convolution (concatenation, BNs,
+    ReLUs, 1x1 convolution) is recomputed in the backward pass instead of stored, so training memory grows linearly
     with depth instead of quadratically. Outputs and gradients are the same.
     """
 
@@ -85,24 +116,18 @@ class DenseLayer(nn.Module):
         self.memory_efficient = memory_efficient
 
     def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
-        """cat - BN - ReLU - conv1x1: ``[B, sum C_i, H, W] -> [B, bottleneck_width, H, W]``."""
+        """cat - BN - ReLU - conv1x1 - BN - ReLU: ``[B, sum C_i, H, W] ->
+        [B, bottleneck_width, H, W]``, the input of the 3x3 convolution."""
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        if getattr(_recompute_state, "active", False):
-            with _running_stats_kept(self.norm1):
-                x = self.norm1(x)
-        else:
-            x = self.norm1(x)
-        return self.conv1(F.relu(x, inplace=True))
+        x = self.conv1(F.relu(_normalise(self.norm1, x), inplace=True))
+        # In place: BN's backward needs its input, not its output.
+        return F.relu(_normalise(self.norm2, x), inplace=True)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         needs_grad = any(f.requires_grad for f in features)
         if self.memory_efficient and self.training and needs_grad:
-            out = checkpoint(self.bottleneck, *features, use_reentrant=False,
-                             context_fn=_checkpoint_contexts)
-        else:
-            out = self.bottleneck(*features)
-        # In place: BN's backward needs its input, not its output.
-        return self.conv2(F.relu(self.norm2(out), inplace=True))
+            return self.conv2(_recomputed(self.bottleneck, *features))
+        return self.conv2(self.bottleneck(*features))
 
 
 class DenseBlock(nn.Module):
@@ -187,7 +212,7 @@ class DSODBackbone(nn.Module):
         def compressed(channels: int) -> int:
             return int(channels * compression)
 
-        self.stem = Stem(stem_channels)
+        self.stem = Stem(stem_channels, memory_efficient=memory_efficient)
         self.block1 = block(block_layers[0], self.stem.out_channels)
         self.transition1 = Transition(self.block1.out_channels,
                                       compressed(self.block1.out_channels), pool=True)
