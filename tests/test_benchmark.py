@@ -70,6 +70,9 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
     for row in memory + results["memory_per_image"]["rows"]:
         assert {"peak_gib", "step_delta_gib", "step_s", "method"} <= set(row)
         assert row["peak_gib"] > 0
+    step_time = results["memory"]["step_time"]
+    assert step_time["ratio"] == pytest.approx(step_time["memory_efficient_s"] / step_time["plain_s"])
+    assert step_time["plain_s"] > 0 and step_time["rounds"] == 1
     assert results["memory_per_image"]["precision"] == "bf16"
     assert "gib_per_image" in results["memory_per_image"]  # may be ~0 for a tiny net
     assert results["postprocess"]["ms_per_image"] > 0

@@ -28,6 +28,7 @@ class Counts:
     latency_runs: int = 10  # batch-1 inference runs (median reported)
     throughput_runs: int = 3  # batch inference runs
     train_steps: int = 3  # training steps
+    step_time_rounds: int = 5  # alternating memory-efficient / plain steps (median reported)
     batch: int = 8  # throughput and training batch
     memory_batches: tuple[int, int] = (8, 16)  # training memory per image
     postprocess_batch: int = 8
@@ -45,7 +46,8 @@ def default_counts(device: str, quick: bool = False) -> Counts:
     one warm-up, two runs, batches of 2 (4), few images: a smoke run, not a measurement.
     Training batches stay at 2 or more, as batch norm needs two values per channel."""
     if quick:
-        return Counts(warmup=1, latency_runs=2, throughput_runs=2, train_steps=1, batch=2,
+        return Counts(warmup=1, latency_runs=2, throughput_runs=2, train_steps=1,
+                      step_time_rounds=1, batch=2,
                       memory_batches=(2, 4), postprocess_batch=2, postprocess_runs=2,
                       data_images=4, voc_images=100, voc_detections=20, voc_runs=1,
                       conv=(2, 64, 16), conv_runs=2)

@@ -35,7 +35,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from dsod.benchmarks.common import GIB, BenchOptions
+from dsod.benchmarks.common import GIB, BenchOptions, median, time_runs
+from dsod.benchmarks.models import TrainingStep
 from dsod.config import Config, config_to_dict
 
 CHILD_TIMEOUT_S = 3600
@@ -185,13 +186,35 @@ def training_memory(config: Config, options: BenchOptions, batch: int, precision
     return run_memory_children([spec])[0]
 
 
+def alternating_step_times(config: Config, options: BenchOptions,
+                           precision: str = "fp32") -> dict[str, Any]:
+    """Median training step time (s) at ``counts.batch`` with memory-efficient and with plain
+    dense layers, timed in alternation in this process after one warm-up step each, so that
+    both see the same machine load: ``{"memory_efficient_s", "plain_s", "ratio", "rounds"}``."""
+    steps = {}
+    for flag in (True, False):
+        variant = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, memory_efficient=flag))
+        steps[flag] = TrainingStep(variant, options.torch_device, options.counts.batch,
+                                   precision, options.channels_last)
+        steps[flag]()  # warm-up: momentum buffers, allocator pools
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(options.counts.step_time_rounds):
+        for flag, step in steps.items():
+            times[flag] += time_runs(step, 1, 0, options.torch_device)
+    efficient, plain = median(times[True]), median(times[False])
+    return {"memory_efficient_s": efficient, "plain_s": plain, "ratio": efficient / plain,
+            "rounds": options.counts.step_time_rounds, "precision": precision}
+
+
 def memory_section(config: Config, options: BenchOptions) -> dict[str, Any]:
-    """Training memory and step time at ``counts.batch`` in fp32, with and without the
-    memory-efficient (recomputing) dense layers."""
+    """Training memory at ``counts.batch`` in fp32, with and without the memory-efficient
+    (recomputing) dense layers, each in its own process (with the time of that one step),
+    and the step times of both timed side by side (:func:`alternating_step_times`)."""
     batch = options.counts.batch
     specs = [_memory_spec(config, options, batch, "fp32", flag) for flag in (True, False)]
     rows = run_memory_children(specs)
-    return {"batch": batch, "rows": rows}
+    return {"batch": batch, "rows": rows, "step_time": alternating_step_times(config, options)}
 
 
 def memory_per_image_section(config: Config, options: BenchOptions) -> dict[str, Any]:

@@ -131,6 +131,11 @@ def format_section(name: str, result: Mapping[str, Any]) -> str:
             lines.append(f"{str(r['memory_efficient']):<9}{r['precision']:<6}{r['batch']:>6}"
                          f"{_fmt(r['peak_gib'], 3):>10}{_fmt(r['step_delta_gib'], 3):>11}"
                          f"{_fmt(r['step_s'], 3):>9}  {r['method']}")
+        if name == "memory":
+            t = result["step_time"]
+            lines.append(f"step time side by side ({t['rounds']} rounds, {t['precision']}): "
+                         f"memory-efficient {_fmt(t['memory_efficient_s'], 3)} s, plain "
+                         f"{_fmt(t['plain_s'], 3)} s, ratio {_fmt(t['ratio'], 2)}")
         if name == "memory_per_image":
             lines.append(f"slope: {_fmt(result['gib_per_image'], 4)} GiB per image")
     elif name == "postprocess":
