@@ -23,7 +23,8 @@ SECTIONS: tuple[str, ...] = ("inference", "training", "ceiling", "memory", "memo
 def inference_section(models: Mapping[str, Config], options: BenchOptions,
                       torchvision_full: bool = True) -> dict[str, Any]:
     """Per model: parameters, GFLOPs per image and, per precision, batch-1 latency and batch
-    throughput of the raw outputs of the inference model (BN folded); plus torchvision's complete SSD300 (fp32) if asked."""
+    throughput of the raw outputs of the inference model (BN folded); plus torchvision's
+    complete SSD300 (fp32) if asked."""
     device, out = options.torch_device, {}
     for name, config in models.items():
         model = prepare_model(config, device, options.channels_last, for_inference=True)
@@ -80,7 +81,7 @@ def ceiling_section(config: Config, options: BenchOptions,
             throughput = inference[precision]["throughput_img_s"]
         else:
             model = model or prepare_model(config, device, options.channels_last,
-                                               for_inference=True)
+                                           for_inference=True)
             throughput = inference_metrics(model, config.model.input_size, device, precision,
                                            options.counts, options.channels_last
                                            )["throughput_img_s"]

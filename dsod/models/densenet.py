@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ def _normalise(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm(x)
 
 
-def _recomputed(function, *inputs: torch.Tensor) -> torch.Tensor:
+def _recomputed(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
     """``function(*inputs)`` with its intermediate results recomputed in the backward pass
     instead of stored (BN statistics are updated once, by the first pass)."""
     return checkpoint(function, *inputs, use_reentrant=False, context_fn=_checkpoint_contexts)
@@ -82,6 +82,7 @@ class Stem(nn.Module):
         self.memory_efficient = memory_efficient
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's computation, without the choice to recompute it."""
         for unit in self.children():
             if isinstance(unit, ConvBnRelu):
                 x = F.relu(_normalise(unit.norm, unit.conv(x)), inplace=True)
