@@ -31,7 +31,8 @@ def _recomputing() -> Iterator[None]:
         _recompute_state.active = previous
 
 
-def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager,
+                                    contextlib.AbstractContextManager]:
     return contextlib.nullcontext(), _recomputing()
 
 
@@ -103,8 +104,9 @@ class DenseLayer(nn.Module):
     returns only its new ``[B, growth_rate, H, W]`` features; the block concatenates.
 
     With ``memory_efficient`` everything before the 3x3 convolution (concatenation, BNs,
-    ReLUs, 1x1 convolution) is recomputed in the backward pass instead of stored, so training memory grows linearly
-    with depth instead of quadratically. Outputs and gradients are the same.
+    ReLUs, 1x1 convolution) is recomputed in the backward pass instead of stored, so
+    training memory grows linearly with depth instead of quadratically. Outputs and
+    gradients are the same.
     """
 
     def __init__(self, in_channels: int, growth_rate: int, bottleneck_width: int,
