@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from dsod.config import Config
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GIB = float(1 << 30)
@@ -146,6 +148,12 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int, device: torch.devic
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def with_memory_efficient(config: Config, memory_efficient: bool) -> Config:
+    """``config`` with ``model.memory_efficient`` set (the caller's config is left alone)."""
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, memory_efficient=memory_efficient))
 
 
 def median(values: list[float]) -> float:

@@ -24,7 +24,6 @@ step:
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import multiprocessing
 import resource
@@ -35,7 +34,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from dsod.benchmarks.common import GIB, BenchOptions, median, time_runs
+from dsod.benchmarks.common import (GIB, BenchOptions, median, time_runs,
+                                    with_memory_efficient)
 from dsod.benchmarks.models import TrainingStep
 from dsod.config import Config, config_to_dict
 
@@ -113,8 +113,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 def _memory_spec(config: Config, options: BenchOptions, batch: int, precision: str,
                  memory_efficient: bool | None) -> dict[str, Any]:
     if memory_efficient is not None:
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, memory_efficient=memory_efficient))
+        config = with_memory_efficient(config, memory_efficient)
     return {"config": config_to_dict(config), "device": options.device, "batch": batch,
             "precision": precision, "channels_last": options.channels_last,
             "threads": options.threads or 1}
@@ -193,10 +192,8 @@ def alternating_step_times(config: Config, options: BenchOptions,
     both see the same machine load: ``{"memory_efficient_s", "plain_s", "ratio", "rounds"}``."""
     steps = {}
     for flag in (True, False):
-        variant = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, memory_efficient=flag))
-        steps[flag] = TrainingStep(variant, options.torch_device, options.counts.batch,
-                                   precision, options.channels_last)
+        steps[flag] = TrainingStep(with_memory_efficient(config, flag), options.torch_device,
+                                   options.counts.batch, precision, options.channels_last)
         steps[flag]()  # warm-up: momentum buffers, allocator pools
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(options.counts.step_time_rounds):

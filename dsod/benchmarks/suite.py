@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import traceback
 from typing import Any, Callable, Mapping, Sequence
 
-from dsod.benchmarks.common import BenchOptions, machine_info, torch_threads
+from dsod.benchmarks.common import (BenchOptions, machine_info, torch_threads,
+                                    with_memory_efficient)
 from dsod.benchmarks.memory import memory_per_image_section, memory_section
 from dsod.benchmarks.models import (conv_ceiling, forward_gflops, inference_metrics,
                                     parameter_count, prepare_model, torchvision_full_latency,
@@ -48,8 +48,7 @@ def fastest_training_config(config: Config) -> Config:
     (the memory section times the memory-efficient mode)."""
     if config.model.arch != "dsod" or not config.model.memory_efficient:
         return config
-    return dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                 memory_efficient=False))
+    return with_memory_efficient(config, False)
 
 
 def training_section(models: Mapping[str, Config], options: BenchOptions) -> dict[str, Any]:
