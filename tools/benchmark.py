@@ -2,7 +2,8 @@
 
     python tools/benchmark.py [--device cpu|cuda] [--quick] [--only SECTION[,SECTION]]
                               [--json OUT] [--data-root DIR] [--threads N]
-                              [--precisions fp32,bf16] [--no-channels-last]
+                              [--precisions fp32,bf16] [--train-batches 32,64]
+                              [--batch 8] [--compile] [--no-channels-last]
 
 Sections: inference, training, ceiling, memory, memory_per_image, postprocess, data,
 voc_eval (docs/PERFORMANCE.md explains each). Each prints a table when it finishes; the
@@ -25,6 +26,17 @@ from dsod.config import ConfigError, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _batches(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise ValueError(f"--train-batches takes comma-separated integers, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -44,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default=None,
                         help="comma-separated from fp32,bf16,fp16 (default: fp32 and bf16 on "
                              "CPU, fp32 and fp16 on CUDA)")
+    parser.add_argument("--train-batches", default=None,
+                        help="comma-separated training batches to sweep, up to the first that "
+                             "fails (default: 32,64,128,256,512 on CUDA, none on CPU; "
+                             "'none' for none)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="the inference-throughput, training and memory batch (default 8)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the models through torch.compile (inference and training)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                         help="keep the default (NCHW) memory format")
     parser.add_argument("--no-torchvision-full", dest="torchvision_full", action="store_false",
@@ -57,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         options = BenchOptions(
             device=args.device, quick=args.quick, channels_last=args.channels_last,
             threads=args.threads, data_root=args.data_root,
-            precisions=tuple(args.precisions.split(",")) if args.precisions else None)
+            precisions=tuple(args.precisions.split(",")) if args.precisions else None,
+            train_batches=_batches(args.train_batches), batch=args.batch,
+            compile=args.compile)
         report = run_benchmarks(models, options, only,
                                 torchvision_full=args.torchvision_full and "ssd300_vgg16" in models)
     except (ConfigError, ValueError) as error:

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="on a GPU, run the network eagerly instead of replaying a "
+                             "recorded CUDA graph per batch shape")
     parser.add_argument("--show", action="store_true",
                         help="also show a window (needs a display and OpenCV with GUI support)")
     parser.add_argument("--max-frames", type=int, default=None,
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
-                                            args.score_threshold)
+                                            args.score_threshold, cuda_graphs=args.cuda_graphs)
         run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
 
     return run_guarded(demo)

@@ -32,6 +32,8 @@ class Counts:
     train_steps: int = 3  # training steps
     step_time_rounds: int = 5  # alternating memory-efficient / plain steps (median reported)
     batch: int = 8  # throughput and training batch
+    train_batches: tuple[int, ...] = ()  # training batch sweep, up to the first that fails
+    sweep_steps: int = 5  # training steps per sweep batch
     memory_batches: tuple[int, int] = (8, 16)  # training memory per image
     postprocess_batch: int = 8
     postprocess_runs: int = 10
@@ -55,7 +57,7 @@ def default_counts(device: str, quick: bool = False) -> Counts:
                       conv=(2, 64, 16), conv_runs=2)
     if device == "cuda":
         return Counts(warmup=5, latency_runs=50, throughput_runs=20, train_steps=10,
-                      postprocess_runs=20, conv_runs=50)
+                      train_batches=(32, 64, 128, 256, 512), postprocess_runs=20, conv_runs=50)
     return Counts()
 
 
@@ -77,6 +79,11 @@ class BenchOptions:
         data_root: BCCD (VOC layout) for the data-pipeline section; synthetic JPEGs when
             it does not exist.
         counts: None: :func:`default_counts`.
+        train_batches: replaces ``counts.train_batches`` (the training batch sweep; ``()``
+            for none); None keeps it.
+        batch: replaces ``counts.batch`` (inference throughput, training and memory batch);
+            None keeps it.
+        compile: run the inference and training models through ``torch.compile``.
     """
 
     device: str = "cpu"
@@ -86,22 +93,37 @@ class BenchOptions:
     threads: int | None = None
     data_root: str = "../shared/data/bccd"
     counts: Counts | None = None
+    train_batches: tuple[int, ...] | None = None
+    batch: int | None = None
+    compile: bool = False
 
     def resolve(self) -> "BenchOptions":
-        """A copy with every None filled in; checks the device and precisions."""
+        """A copy with every None filled in; checks the device and precisions. On CUDA it
+        also turns on cuDNN's autotuner (fixed input sizes: the best kernels for both models)."""
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda, but torch sees no CUDA device")
+        if self.device == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda, but torch sees no CUDA device")
+            torch.backends.cudnn.benchmark = True
         precisions = self.precisions or default_precisions(self.device)
         unknown = [p for p in precisions if p not in PRECISIONS]
         if unknown:
             raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
         if "fp16" in precisions and self.device == "cpu":
             raise ValueError("fp16 autocast is for CUDA; use bf16 on CPU")
+        counts = self.counts or default_counts(self.device, self.quick)
+        if self.train_batches is not None:
+            if any(b < 2 for b in self.train_batches):
+                raise ValueError(f"training batches must be 2 or more (batch norm), got "
+                                 f"{list(self.train_batches)}")
+            counts = dataclasses.replace(counts, train_batches=tuple(self.train_batches))
+        if self.batch is not None:
+            if self.batch < 2:
+                raise ValueError(f"the batch must be 2 or more (batch norm), got {self.batch}")
+            counts = dataclasses.replace(counts, batch=self.batch)
         return dataclasses.replace(
-            self, precisions=tuple(precisions),
-            counts=self.counts or default_counts(self.device, self.quick),
+            self, precisions=tuple(precisions), counts=counts, train_batches=None, batch=None,
             threads=self.threads or torch.get_num_threads())
 
     @property
@@ -113,6 +135,7 @@ class BenchOptions:
         return {"device": self.device, "quick": self.quick,
                 "precisions": list(self.precisions or ()),
                 "channels_last": self.channels_last, "threads": self.threads,
+                "compile": self.compile,
                 "data_root": self.data_root,
                 "counts": dataclasses.asdict(self.counts) if self.counts else None}
 
@@ -122,11 +145,16 @@ def amp_name(precision: str) -> str:
     return "none" if precision == "fp32" else precision
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision: None for fp32."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bf16/fp16, or nothing for fp32."""
-    if precision == "fp32":
+    dtype = autocast_dtype(precision)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

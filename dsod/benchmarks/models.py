@@ -3,18 +3,20 @@ the machine's convolution ceiling."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dsod.benchmarks.common import Counts, autocast, median, time_runs
+from dsod.benchmarks.common import Counts, autocast, autocast_dtype, median, time_runs
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer
 from dsod.matching import TargetEncoder
+from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
 from dsod.models.fuse import fuse_for_inference
 
@@ -24,16 +26,17 @@ _IMAGE_STD = 60.0
 
 
 def prepare_model(config: Config, device: torch.device, channels_last: bool,
-                  for_inference: bool = False) -> nn.Module:
+                  for_inference: bool = False, compile: bool = False) -> nn.Module:
     """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
     ``for_inference``, in eval mode with its BNs folded into the convolutions before them
-    (:func:`fuse_for_inference`, as :class:`dsod.inference.Detector` runs it)."""
+    (:func:`fuse_for_inference`, as :class:`dsod.inference.Detector` runs it); with
+    ``compile``, wrapped by ``torch.compile`` (compiled at its first call)."""
     model = build_model(config).to(device)
     if for_inference:
         model = fuse_for_inference(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return torch.compile(model) if compile else model
 
 
 def random_images(batch: int, size: int, device: torch.device, channels_last: bool,
@@ -76,11 +79,11 @@ class TrainingStep:
     """
 
     def __init__(self, config: Config, device: torch.device, batch: int, precision: str,
-                 channels_last: bool, seed: int = 0) -> None:
+                 channels_last: bool, seed: int = 0, compile: bool = False) -> None:
         torch.manual_seed(seed)
         self.device = device
         self.precision = precision
-        self.model = prepare_model(config, device, channels_last).train()
+        self.model = prepare_model(config, device, channels_last, compile=compile).train()
         self.optimizer = build_optimizer(self.model, config.solver)
         self.criterion = build_loss(config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -102,7 +105,9 @@ class TrainingStep:
 def inference_metrics(model: nn.Module, input_size: int, device: torch.device, precision: str,
                       counts: Counts, channels_last: bool) -> dict[str, float]:
     """Batch-1 latency (median and best, ms) and batch throughput (images/s) of raw network
-    outputs, in eval mode under ``torch.inference_mode``."""
+    outputs, in eval mode under ``torch.inference_mode``. On CUDA also both replayed from a
+    CUDA graph (:class:`CUDAGraphForward`; keys ending in ``_graph``), which removes the
+    host's kernel-launch time, and the largest difference between the two paths' outputs."""
     model.eval()
     single = random_images(1, input_size, device, channels_last)
     batch = random_images(counts.batch, input_size, device, channels_last, seed=1)
@@ -110,21 +115,63 @@ def inference_metrics(model: nn.Module, input_size: int, device: torch.device, p
         latency = time_runs(lambda: model(single), counts.latency_runs, counts.warmup, device)
         throughput = time_runs(lambda: model(batch), counts.throughput_runs,
                                min(counts.warmup, 1), device)
-    return {"latency_ms_b1": median(latency) * 1e3, "latency_ms_b1_best": min(latency) * 1e3,
-            "throughput_img_s": counts.batch / median(throughput),
-            "throughput_batch": counts.batch}
+        eager_outputs = model(single)
+    out = {"latency_ms_b1": median(latency) * 1e3, "latency_ms_b1_best": min(latency) * 1e3,
+           "throughput_img_s": counts.batch / median(throughput),
+           "throughput_batch": counts.batch}
+    if device.type == "cuda":
+        graphed = CUDAGraphForward(model, autocast_dtype=autocast_dtype(precision))
+        latency = time_runs(lambda: graphed(single), counts.latency_runs, counts.warmup, device)
+        throughput = time_runs(lambda: graphed(batch), counts.throughput_runs,
+                               min(counts.warmup, 1), device)
+        difference = max(float((a.float() - b.float()).abs().max())
+                         for a, b in zip(graphed(single), eager_outputs))
+        out.update({"latency_ms_b1_graph": median(latency) * 1e3,
+                    "latency_ms_b1_graph_best": min(latency) * 1e3,
+                    "throughput_img_s_graph": counts.batch / median(throughput),
+                    "graph_max_abs_difference": difference})
+    return out
 
 
 def training_metrics(config: Config, device: torch.device, precision: str, counts: Counts,
-                     channels_last: bool) -> dict[str, Any]:
-    """Training images per second at ``counts.batch`` (median step after one warm-up step,
-    which allocates the momentum buffers), on a freshly initialised model."""
-    step = TrainingStep(config, device, counts.batch, precision, channels_last)
+                     channels_last: bool, batch: int | None = None,
+                     steps: int | None = None, compile: bool = False) -> dict[str, Any]:
+    """Training images per second at ``batch`` (default ``counts.batch``; median of ``steps``,
+    default ``counts.train_steps``, after one warm-up step, which allocates the momentum
+    buffers and, with ``compile``, compiles), on a freshly initialised model."""
+    batch = batch or counts.batch
+    step = TrainingStep(config, device, batch, precision, channels_last, compile=compile)
     losses: list[torch.Tensor] = []
-    times = time_runs(lambda: losses.append(step()), counts.train_steps, 1, device)
+    times = time_runs(lambda: losses.append(step()), steps or counts.train_steps, 1, device)
     loss = float(losses[-1])
-    return {"train_img_s": counts.batch / median(times), "step_s": median(times),
-            "batch": counts.batch, "last_loss": loss, "finite": bool(torch.isfinite(losses[-1]))}
+    out = {"train_img_s": batch / median(times), "step_s": median(times), "batch": batch,
+           "last_loss": loss, "finite": bool(torch.isfinite(losses[-1]))}
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / float(1 << 30)
+    return out
+
+
+def training_sweep(config: Config, device: torch.device, precision: str, counts: Counts,
+                   channels_last: bool, compile: bool = False) -> list[dict[str, Any]]:
+    """Training images per second at each of ``counts.train_batches`` in increasing order,
+    stopping at the first batch that fails, as when it runs out of memory (its row holds
+    the error instead of figures)."""
+    rows: list[dict[str, Any]] = []
+    for batch in sorted(counts.train_batches):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            rows.append(training_metrics(config, device, precision, counts, channels_last,
+                                         batch, counts.sweep_steps, compile))
+        except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuDNN out of workspace
+            rows.append({"batch": batch, "error": f"{type(error).__name__}: {str(error)[:300]}"})
+            break
+        finally:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
 
 
 def forward_gflops(config: Config) -> float:

@@ -12,7 +12,7 @@ from dsod.benchmarks.common import (BenchOptions, machine_info, torch_threads,
 from dsod.benchmarks.memory import memory_per_image_section, memory_section
 from dsod.benchmarks.models import (conv_ceiling, forward_gflops, inference_metrics,
                                     parameter_count, prepare_model, torchvision_full_latency,
-                                    training_metrics)
+                                    training_metrics, training_sweep)
 from dsod.benchmarks.pipeline import data_section, postprocess_section, voc_eval_section
 from dsod.config import Config
 
@@ -27,7 +27,8 @@ def inference_section(models: Mapping[str, Config], options: BenchOptions,
     complete SSD300 (fp32) if asked."""
     device, out = options.torch_device, {}
     for name, config in models.items():
-        model = prepare_model(config, device, options.channels_last, for_inference=True)
+        model = prepare_model(config, device, options.channels_last, for_inference=True,
+                              compile=options.compile)
         entry: dict[str, Any] = {"params": parameter_count(config),
                                  "gflops_per_image": forward_gflops(config),
                                  "input_size": config.model.input_size}
@@ -53,13 +54,20 @@ def fastest_training_config(config: Config) -> Config:
 
 def training_section(models: Mapping[str, Config], options: BenchOptions) -> dict[str, Any]:
     """Per model and precision: training images per second (forward, loss, backward, SGD),
-    each model in its fastest mode (:func:`fastest_training_config`)."""
+    each model in its fastest mode (:func:`fastest_training_config`), at ``counts.batch``
+    and, under ``sweep``, at each batch of ``counts.train_batches`` that fits."""
     out: dict[str, Any] = {}
+    device, counts = options.torch_device, options.counts
     for name, config in models.items():
         config = fastest_training_config(config)
-        out[name] = {precision: training_metrics(config, options.torch_device, precision,
-                                                 options.counts, options.channels_last)
-                     for precision in options.precisions}
+        out[name] = {}
+        for precision in options.precisions:
+            entry = training_metrics(config, device, precision, counts, options.channels_last,
+                                     compile=options.compile)
+            if counts.train_batches:
+                entry["sweep"] = training_sweep(config, device, precision, counts,
+                                                options.channels_last, options.compile)
+            out[name][precision] = entry
         if config.model.arch == "dsod":
             out[name]["memory_efficient"] = config.model.memory_efficient
     return out
@@ -77,7 +85,9 @@ def ceiling_section(config: Config, options: BenchOptions,
     for precision in options.precisions:
         ceiling = conv_ceiling(device, precision, options.counts, options.channels_last)
         if inference is not None and precision in inference:
-            throughput = inference[precision]["throughput_img_s"]
+            measured = inference[precision]  # the faster of eager and CUDA-graph replay
+            throughput = max(measured["throughput_img_s"],
+                             measured.get("throughput_img_s_graph", 0.0))
         else:
             model = model or prepare_model(config, device, options.channels_last,
                                            for_inference=True)
@@ -107,14 +117,23 @@ def format_section(name: str, result: Mapping[str, Any]) -> str:
                     rate = (f"{_fmt(m['throughput_img_s'])} ({batch})" if batch else "-")
                     lines.append(f"{model:<26}{precision:<6}{_fmt(m['latency_ms_b1']):>15}"
                                  f"{rate:>16}")
+                    if "latency_ms_b1_graph" in m:
+                        lines.append(f"{'  CUDA graph':<26}{precision:<6}"
+                                     f"{_fmt(m['latency_ms_b1_graph'], 2):>15}"
+                                     f"{_fmt(m['throughput_img_s_graph']):>16}")
     elif name == "training":
         lines.append(f"{'model':<26}{'prec':<6}{'train img/s':>12}{'step s':>9}{'batch':>7}")
         for model, entry in result.items():
             for precision, m in entry.items():
                 if not isinstance(m, dict):
                     continue
-                lines.append(f"{model:<26}{precision:<6}{_fmt(m['train_img_s'], 2):>12}"
-                             f"{_fmt(m['step_s'], 3):>9}{m['batch']:>7}")
+                for row in [m, *m.get("sweep", [])]:
+                    if "error" in row:
+                        lines.append(f"{model:<26}{precision:<6}{'failed':>12}{'':>9}"
+                                     f"{row['batch']:>7}  {row['error'][:60]}")
+                        continue
+                    lines.append(f"{model:<26}{precision:<6}{_fmt(row['train_img_s'], 2):>12}"
+                                 f"{_fmt(row['step_s'], 3):>9}{row['batch']:>7}")
     elif name == "ceiling":
         lines.append(f"model {_fmt(result['gflops_per_image'], 2)} GFLOPs per image")
         for precision, m in result.items():

@@ -69,6 +69,8 @@ class Trainer:
         if run.sync_bn and dist.is_distributed():
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
+        if device.type == "cuda":  # fixed input size: let cuDNN time and pick its kernels
+            torch.backends.cudnn.benchmark = True
         if run.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
