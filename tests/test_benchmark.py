@@ -38,7 +38,8 @@ def _positive_numbers(value: object, where: str = "") -> list[str]:
 def test_quick_run_of_every_section(tmp_path: Path) -> None:
     tiny = tiny_config(tmp_path)
     plain = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, prediction="plain"))
-    options = BenchOptions(quick=True, threads=1, data_root=str(tmp_path / "no_data"))
+    options = BenchOptions(quick=True, threads=1, data_root=str(tmp_path / "no_data"),
+                           train_batches=(3, 2))
     printed: list[str] = []
     report = run_benchmarks({"tiny": tiny, "tiny_plain": plain}, options,
                             torchvision_full=False, echo=printed.append)
@@ -61,6 +62,11 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
             assert {"latency_ms_b1", "throughput_img_s"} <= set(inference)
             assert {"train_img_s", "step_s"} <= set(results["training"][name][precision])
             assert results["training"][name][precision]["finite"] is True
+            sweep = results["training"][name][precision]["sweep"]
+            assert [row["batch"] for row in sweep] == [2, 3]  # in increasing order
+            assert all(row["train_img_s"] > 0 and row["step_s"] > 0 for row in sweep)
+            # (bf16 on this CPU can give a NaN gradient for the tiny net's 1x1 maps: README)
+            assert precision != "fp32" or all(row["finite"] for row in sweep)
         assert results["inference"][name]["params"] > 0
     for precision in ("fp32", "bf16"):
         entry = results["ceiling"][precision]
@@ -80,6 +86,10 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
     assert results["voc_eval"]["seconds"] > 0
 
     without_slope = dict(results)
+    without_slope["training"] = {  # sweep rows are checked above (bf16 losses may be NaN)
+        name: {p: {k: v for k, v in m.items() if k != "sweep"} if isinstance(m, dict) else m
+               for p, m in entry.items()}
+        for name, entry in results["training"].items()}
     without_slope["memory_per_image"] = {k: v for k, v in results["memory_per_image"].items()
                                          if k != "gib_per_image"}
     memory_rows = [{k: v for k, v in r.items() if k != "step_delta_gib"}
@@ -99,6 +109,50 @@ def test_tool_writes_json(tmp_path: Path) -> None:
     assert set(report["results"]) == {"postprocess", "voc_eval"}
     assert report["results"]["postprocess"]["priors"] == 8744  # DSOD300's
     assert report["settings"]["models"] == ["dsod300", "ssd300_vgg16"]
+
+
+def test_report_names_models_by_architecture(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = benchmark_tool().main(["--quick", "--only", "postprocess", "--threads", "1",
+                                  "--dsod-config", "configs/ssd300_vgg16_voc.yaml",
+                                  "--ssd-config", "none", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["models"] == ["ssd300_vgg16"]
+    assert report["results"]["postprocess"]["priors"] == 8732  # SSD300's, not DSOD300's
+
+
+def test_bad_batches_are_errors(tmp_path: Path) -> None:
+    main = benchmark_tool().main
+    for bad in (["--train-batches", "32,x"], ["--train-batches", "1"], ["--batch", "1"]):
+        assert main(["--quick", "--only", "voc_eval", *bad]) == 2
+    assert BenchOptions(train_batches=(), batch=4).resolve().counts.train_batches == ()
+    assert BenchOptions(batch=4).resolve().counts.batch == 4
+
+
+def test_sweep_stops_at_the_first_batch_that_fails(monkeypatch, tmp_path: Path) -> None:
+    from dsod.benchmarks import models
+
+    def fake_metrics(config, device, precision, counts, channels_last, batch, steps, compile):
+        if batch >= 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return {"batch": batch, "train_img_s": float(batch)}
+
+    monkeypatch.setattr(models, "training_metrics", fake_metrics)
+    counts = dataclasses.replace(default_counts("cpu", quick=True), train_batches=(32, 8, 16))
+    rows = models.training_sweep(tiny_config(tmp_path), torch.device("cpu"), "fp32", counts,
+                                 channels_last=False)
+    assert [row["batch"] for row in rows] == [8, 16]
+    assert rows[0]["train_img_s"] == 8.0
+    assert rows[1]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+
+
+def test_training_step_uses_the_first_iterations_learning_rate(tmp_path: Path) -> None:
+    from dsod.benchmarks.models import TrainingStep
+
+    config = tiny_config(tmp_path, solver={"warmup_iters": 10, "warmup_factor": 0.25})
+    step = TrainingStep(config, torch.device("cpu"), 2, "fp32", channels_last=False)
+    assert {g["lr"] for g in step.optimizer.param_groups} == {config.solver.lr * 0.25}
 
 
 def test_unknown_section_is_an_error(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from torch import nn
 from dsod.config import config_from_dict
 from dsod.engine.builders import build_postprocessor
 from dsod.models.detector import build_model
-from dsod.models.fuse import fold_bn_into_conv, fuse_for_inference
+from dsod.models.fuse import FrozenBatchNorm, fold_bn_into_conv, fuse_for_inference
 
 from conftest import TINY_MODEL
 
@@ -36,12 +36,31 @@ def test_fold_bn_into_conv_by_hand():
     assert fused.weight.item() == 3.0 and fused.bias.item() == -1.0
 
 
+def test_frozen_batch_norm_by_hand_on_a_channel_slice():
+    norm = nn.BatchNorm2d(2, eps=0.0).eval()
+    norm.running_mean.copy_(torch.tensor([1.0, 0.0]))
+    norm.running_var.copy_(torch.tensor([4.0, 1.0]))
+    norm.weight.data.copy_(torch.tensor([3.0, -1.0]))
+    norm.bias.data.copy_(torch.tensor([0.5, 2.0]))
+    frozen = FrozenBatchNorm(norm)
+    # channel 0: 3 * (x - 1) / 2 + 0.5 = 1.5x - 1; channel 1: -x + 2
+    assert frozen.scale.flatten().tolist() == [1.5, -1.0]
+    assert frozen.shift.flatten().tolist() == [-1.0, 2.0]
+    shared = torch.randn(1, 5, 3, 4).contiguous(memory_format=torch.channels_last)
+    piece = shared[:, :2]  # a dense block's slice: not contiguous
+    expected = torch.stack([1.5 * piece[:, 0] - 1, -piece[:, 1] + 2], 1)
+    torch.testing.assert_close(frozen(piece), expected)
+    torch.testing.assert_close(frozen(piece), norm(piece))
+    assert frozen(piece.bfloat16()).dtype == torch.bfloat16
+
+
 def test_fused_model_gives_the_same_outputs_and_detections():
     config = config_from_dict(TINY)
     model = trained_looking(build_model(config))
     fused = fuse_for_inference(model)
     norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
-    assert norms(fused) < norms(model)
+    assert norms(model) > 0 and norms(fused) == 0  # each folded or frozen
+    assert any(isinstance(x, FrozenBatchNorm) for x in fused.modules())
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         logits, offsets = model(images)

@@ -21,9 +21,17 @@ from pathlib import Path
 
 from dsod.benchmarks.common import BenchOptions
 from dsod.benchmarks.suite import SECTIONS, run_benchmarks
-from dsod.config import ConfigError, load_config
+from dsod.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _model_name(config: Config, taken: dict[str, Config]) -> str:
+    """The report's name of a model: ``dsod300`` (DSOD at its input size) or ``ssd300_vgg16``;
+    a second model of the same name gets ``_2``."""
+    arch = config.model.arch
+    name = f"dsod{config.model.input_size}" if arch == "dsod" else arch
+    return name if name not in taken else f"{name}_2"
 
 
 def _batches(text: str | None) -> tuple[int, ...] | None:
@@ -71,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
-        models = {"dsod300": load_config(args.dsod_config)}
+        configs = [load_config(args.dsod_config)]
         if args.ssd_config.lower() != "none":
-            models["ssd300_vgg16"] = load_config(args.ssd_config)
+            configs.append(load_config(args.ssd_config))
+        models = {}
+        for config in configs:
+            models[_model_name(config, models)] = config
         options = BenchOptions(
             device=args.device, quick=args.quick, channels_last=args.channels_last,
             threads=args.threads, data_root=args.data_root,

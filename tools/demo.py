@@ -2,11 +2,12 @@
 
     python tools/demo.py INPUT [INPUT ...] --checkpoint CKPT [--out DIR] [--score-threshold 0.3]
                          [--config CONFIG] [--set key=value]... [--device cpu] [--show]
-                         [--max-frames N]
+                         [--max-frames N] [--no-cuda-graphs]
 
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
 (0). Images are written into DIR (default outputs/demo) under their own names, videos as
 DIR/<stem>.mp4. The config is the one saved in the checkpoint unless --config is given.
+On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
 """
 
 from __future__ import annotations

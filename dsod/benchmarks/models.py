@@ -14,7 +14,7 @@ from dsod.benchmarks.common import Counts, autocast, autocast_dtype, median, tim
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
 from dsod.engine.builders import build_loss
-from dsod.engine.optim import build_optimizer
+from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.matching import TargetEncoder
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
@@ -73,7 +73,7 @@ def random_targets(config: Config, batch: int, seed: int = 0) -> tuple[torch.Ten
 class TrainingStep:
     """One training step of the config's detector on a fixed batch, as the trainer does it:
     forward under autocast, MultiBox loss, backward (through a GradScaler for fp16), SGD with
-    the config's momentum and weight-decay groups.
+    the config's momentum and weight-decay groups at the trainer's first learning rate.
 
     Calling it runs one step and returns the loss tensor (not synchronised).
     """
@@ -85,6 +85,9 @@ class TrainingStep:
         self.precision = precision
         self.model = prepare_model(config, device, channels_last, compile=compile).train()
         self.optimizer = build_optimizer(self.model, config.solver)
+        # The learning rate of the trainer's first iteration (warm-up included), held there:
+        # a from-scratch network at its full rate can diverge within the timed steps.
+        build_scheduler(self.optimizer, config.solver)
         self.criterion = build_loss(config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.images = random_images(batch, config.model.input_size, device, channels_last, seed)
@@ -140,6 +143,8 @@ def training_metrics(config: Config, device: torch.device, precision: str, count
     default ``counts.train_steps``, after one warm-up step, which allocates the momentum
     buffers and, with ``compile``, compiles), on a freshly initialised model."""
     batch = batch or counts.batch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     step = TrainingStep(config, device, batch, precision, channels_last, compile=compile)
     losses: list[torch.Tensor] = []
     times = time_runs(lambda: losses.append(step()), steps or counts.train_steps, 1, device)
@@ -160,7 +165,6 @@ def training_sweep(config: Config, device: torch.device, precision: str, counts:
     for batch in sorted(counts.train_batches):
         if device.type == "cuda":
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
         try:
             rows.append(training_metrics(config, device, precision, counts, channels_last,
                                          batch, counts.sweep_steps, compile))
