@@ -27,6 +27,7 @@ from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from dsod.engine.evaluate import amp_dtype, autocast_context
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import DSOD, build_model
 from dsod.models.fuse import fuse_for_inference
@@ -108,17 +109,23 @@ class Detector:
             CUDA graph (:class:`~dsod.models.cuda_graph.CUDAGraphForward`): same detections,
             much less host time per image at small batches. The model must then stay in eval
             mode with its weights in place; ignored on the CPU.
+        amp: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``: run the network under autocast to
+            that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); post-processing
+            stays in fp32. Detections then differ from fp32 ones by rounding.
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
                  score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
-                 batch_size: int | None = None, cuda_graphs: bool = False) -> None:
+                 batch_size: int | None = None, cuda_graphs: bool = False,
+                 amp: str = "none") -> None:
         self.config = config
         if device is None:
             device = next(model.parameters(), torch.empty(0)).device
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self._graphed = (CUDAGraphForward(self.model)
+        dtype = amp_dtype(amp)  # raises ValueError for an unknown setting
+        self.amp = amp
+        self._graphed = (CUDAGraphForward(self.model, autocast_dtype=dtype)
                          if cuda_graphs and self.device.type == "cuda" else None)
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
@@ -148,7 +155,7 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, config: Config | str | Path | None = None,
                         overrides: Sequence[str] = (), device: str | torch.device = "cpu",
                         score_threshold: float = 0.3, batch_size: int | None = None,
-                        cuda_graphs: bool = False) -> "Detector":
+                        cuda_graphs: bool = False, amp: str = "none") -> "Detector":
         """Load a detector from a training checkpoint.
 
         Args:
@@ -156,7 +163,7 @@ class Detector:
             config: ``None`` takes the config saved in the checkpoint; a path is loaded with
                 :func:`~dsod.config.load_config`; a :class:`Config` is used as is.
             overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
-            device, score_threshold, batch_size, cuda_graphs: as for the constructor.
+            device, score_threshold, batch_size, cuda_graphs, amp: as for the constructor.
 
         Raises:
             CheckpointError: the file is unreadable, has no config (and none was given), or
@@ -179,7 +186,7 @@ class Detector:
             model = fuse_for_inference(model)
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
-        return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs)
+        return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp)
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -194,8 +201,12 @@ class Detector:
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start:start + self.batch_size]
                 batch = torch.from_numpy(np.stack([self.transform(im)[0] for im in chunk]))
-                forward = self._graphed or self.model
-                logits, offsets = forward(batch.to(self.device))
+                batch = batch.to(self.device)
+                if self._graphed is not None:
+                    logits, offsets = self._graphed(batch)
+                else:
+                    with autocast_context(self.device, self.amp):
+                        logits, offsets = self.model(batch)
                 sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
                 for det in self.postprocessor(logits, offsets, sizes):
                     keep = det.scores >= self._score_threshold

@@ -71,6 +71,26 @@ def test_score_threshold_filters_and_matches_in_memory_model(tmp_path):
     np.testing.assert_allclose(high.boxes, low.boxes[kept][: len(high)], atol=1e-4)
 
 
+def test_reduced_precision_runs_the_network_in_bf16_with_close_scores(tmp_path):
+    cfg, _ = save_tiny(tmp_path / "m.pth")
+    image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    seen = {}
+    for amp in ("none", "bf16"):
+        detector = Detector.from_checkpoint(tmp_path / "m.pth", score_threshold=0.0, amp=amp)
+        first_conv = next(m for m in detector.model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(
+            lambda m, i, out, amp=amp: seen.__setitem__(f"{amp} dtype", out.dtype))
+        detector.model.register_forward_hook(
+            lambda m, i, out, amp=amp: seen.__setitem__(amp, out[0].float().softmax(-1)))
+        result = detector(image)
+        assert len(result) > 0 and result.boxes.dtype == np.float32
+    assert seen["none dtype"] == torch.float32 and seen["bf16 dtype"] == torch.bfloat16
+    difference = (seen["bf16"] - seen["none"]).abs().max().item()
+    assert 0 < difference < 0.05  # rounded, not another function
+    with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16"):
+        Detector.from_checkpoint(tmp_path / "m.pth", amp="fp8")
+
+
 def test_checkpoint_of_another_config_names_keys(tmp_path):
     save_tiny(tmp_path / "m.pth", growth_rate=4)
     with pytest.raises(CheckpointError) as info:

@@ -2,7 +2,7 @@
 
     python tools/demo.py INPUT [INPUT ...] --checkpoint CKPT [--out DIR] [--score-threshold 0.3]
                          [--config CONFIG] [--set key=value]... [--device cpu] [--show]
-                         [--max-frames N] [--no-cuda-graphs]
+                         [--max-frames N] [--amp none|bf16|fp16] [--no-cuda-graphs]
 
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
 (0). Images are written into DIR (default outputs/demo) under their own names, videos as
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                        help="run the network in reduced precision: bf16 on a CPU with AMX or "
+                             "AVX-512 BF16 (about 2x faster), fp16 on a GPU (default: none, fp32)")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         help="on a GPU, run the network eagerly instead of replaying a "
                              "recorded CUDA graph per batch shape")
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
-                                            args.score_threshold, cuda_graphs=args.cuda_graphs)
+                                            args.score_threshold, cuda_graphs=args.cuda_graphs,
+                                            amp=args.amp)
         run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
 
     return run_guarded(demo)

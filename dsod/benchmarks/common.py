@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from dsod.config import Config
+from dsod.engine.evaluate import amp_dtype, autocast_context
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,15 +148,12 @@ def amp_name(precision: str) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a precision: None for fp32."""
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return amp_dtype(amp_name(precision))
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bf16/fp16, or nothing for fp32."""
-    dtype = autocast_dtype(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return autocast_context(device, amp_name(precision))
 
 
 def synchronize(device: torch.device) -> None:

@@ -26,11 +26,26 @@ from dsod.structures import Detections
 logger = logging.getLogger(__name__)
 
 
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
+                                              "fp16": torch.float16}
+
+
+def amp_dtype(amp: str) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting ("none", "bf16", "fp16"); None for "none".
+
+    Raises:
+        ValueError: another value.
+    """
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    return AMP_DTYPES[amp]
+
+
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for ``amp`` in {"bf16", "fp16"}; a no-op for "none"."""
-    if amp == "none":
+    dtype = amp_dtype(amp)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
