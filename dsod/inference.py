@@ -26,7 +26,8 @@ from dsod.config import Config, config_from_dict, config_to_dict, load_config
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
-from dsod.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, load_checkpoint,
+                                    load_model_weights)
 from dsod.engine.evaluate import amp_dtype, autocast_context
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import DSOD, build_model
@@ -166,8 +167,9 @@ class Detector:
             device, score_threshold, batch_size, cuda_graphs, amp: as for the constructor.
 
         Raises:
-            CheckpointError: the file is unreadable, has no config (and none was given), or
-                its weights do not fit the config's model (the message lists the keys).
+            CheckpointError: the file is unreadable, has no config (and none was given), its
+                weights do not fit the config's model (the message lists the keys), or it
+                was trained with other priors, input size or mean than the config gives.
             ConfigError: the config or an override is invalid.
         """
         state = load_checkpoint(path)
@@ -180,6 +182,7 @@ class Detector:
             config = load_config(config, overrides)
         elif overrides:
             config = config_from_dict(config_to_dict(config), "<config>", overrides)
+        check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
         model = build_model(config)
         load_model_weights(model, state["model"], source=f"checkpoint {path}")
         if isinstance(model, DSOD):  # inference only: fold BN into the convolutions before it

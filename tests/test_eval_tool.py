@@ -164,6 +164,27 @@ def test_checkpoint_of_another_config_is_one_line_error(setup, capsys):
     assert "does not fit" in err and "mismatched shapes" in err and "Traceback" not in err
 
 
+def test_checkpoint_trained_with_other_priors_is_refused(setup, capsys):
+    tmp_path, config = setup
+    raw = tiny_raw(tmp_path / "voc")
+    raw["priors"] = {**raw["priors"], "min_sizes": [5, 12, 24, 35, 45, 56]}
+    other = config_from_dict(raw)  # same weights' shapes, other priors
+    save_atomic({"model": build_model(other).state_dict(), "config": config_to_dict(other)},
+                tmp_path / "other.pth")
+    code = load_tool("eval").main([config, "--checkpoint", str(tmp_path / "other.pth"),
+                                   "--out", str(tmp_path / "o"), "--device", "cpu",
+                                   "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "priors.min_sizes: trained with [5.0, 12.0" in err and "Traceback" not in err
+    assert "priors.max_sizes" not in err  # only what differs
+    # With the training run's setting as an override it runs.
+    assert load_tool("eval").main([config, "priors.min_sizes=[5,12,24,35,45,56]",
+                                   "--checkpoint", str(tmp_path / "other.pth"),
+                                   "--out", str(tmp_path / "o"), "--device", "cpu",
+                                   "--workers", "0", "--no-progress"]) == 0
+
+
 def test_coco_results_on_a_coco_data_set_use_its_own_ids(tmp_path):
     images = tmp_path / "coco" / "val"
     images.mkdir(parents=True)

@@ -91,6 +91,16 @@ def test_reduced_precision_runs_the_network_in_bf16_with_close_scores(tmp_path):
         Detector.from_checkpoint(tmp_path / "m.pth", amp="fp8")
 
 
+def test_checkpoint_decoded_with_other_priors_or_input_is_refused(tmp_path):
+    save_tiny(tmp_path / "m.pth")
+    for override, named in (("priors.min_sizes=[8,13,24,35,45,56]", "priors.min_sizes"),
+                            ("augment.mean_bgr=[0,0,0]", "augment.mean_bgr")):
+        with pytest.raises(CheckpointError, match=named):
+            Detector.from_checkpoint(tmp_path / "m.pth", overrides=[override])
+    # The same settings spelled in a config of one's own are accepted.
+    assert len(Detector.from_checkpoint(tmp_path / "m.pth", config=tiny_config()).class_names) == 2
+
+
 def test_checkpoint_of_another_config_names_keys(tmp_path):
     save_tiny(tmp_path / "m.pth", growth_rate=4)
     with pytest.raises(CheckpointError) as info:

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from dsod.config import Config, config_to_dict
+
 logger = logging.getLogger(__name__)
 
 _STEP_FILE = re.compile(r"checkpoint_(\d+)\.pth$")
@@ -82,6 +84,46 @@ def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                 lines.append(f"  {title}:\n    " + "\n    ".join(shown))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state_dict)
+
+
+# Settings that change what a trained network's outputs mean without changing the shape of
+# any weight (so loading the weights cannot catch them): the priors its offsets are
+# encoded against, and the input size and mean it was trained with. None: every key.
+PREDICTION_SETTINGS: tuple[tuple[str, str | None], ...] = (
+    ("priors", None), ("model", "input_size"), ("augment", "mean_bgr"))
+
+
+def check_prediction_settings(trained_with: Any, config: Config, source: str) -> None:
+    """Refuse to run a checkpoint under a config that reads its outputs differently.
+
+    Args:
+        trained_with: the config saved in the checkpoint (``state["config"]``, plain data);
+            nothing is checked when it is missing.
+        config: the config the model is about to be built and decoded with.
+        source: names the checkpoint in the message.
+
+    Raises:
+        CheckpointError: a setting of :data:`PREDICTION_SETTINGS` differs; the message lists
+            each with both values. Otherwise the detections would be silently wrong, e.g.
+            decoded against other priors.
+    """
+    if not isinstance(trained_with, Mapping):
+        return
+    current = config_to_dict(config)
+    differences = []
+    for section, only in PREDICTION_SETTINGS:
+        saved = trained_with.get(section)
+        if not isinstance(saved, Mapping):
+            continue
+        for key in [only] if only else sorted(current[section]):
+            if key in saved and saved[key] != current[section][key]:
+                differences.append(f"{section}.{key}: trained with {saved[key]}, the config "
+                                   f"gives {current[section][key]}")
+    if differences:
+        raise CheckpointError(
+            f"{source} was trained with other settings than this config, and its detections "
+            f"would be decoded wrongly:\n  " + "\n  ".join(differences) + "\nUse the training "
+            f"run's config (its output folder holds config.yaml) or the same overrides.")
 
 
 class CheckpointManager:

@@ -29,7 +29,8 @@ from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_model, build_postprocessor
-from dsod.engine.checkpoint import load_checkpoint, load_model_weights
+from dsod.engine.checkpoint import (check_prediction_settings, load_checkpoint,
+                                    load_model_weights)
 from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
 from dsod.evaluation.coco import detections_to_coco_results
 from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
@@ -68,13 +69,15 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
     """Detections of the checkpoint's model on every image of ``dataset``.
 
     The model is built from ``config``; a checkpoint made for another config raises a
-    CheckpointError listing the keys that do not fit. ``config.train.amp`` is used on GPUs.
+    CheckpointError listing the keys that do not fit, or the settings that would decode its
+    outputs differently (:func:`check_prediction_settings`). ``config.train.amp`` is used on GPUs.
 
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(checkpoint)
+    check_prediction_settings(state.get("config"), config, f"checkpoint {checkpoint}")
     model = build_model(config)
     load_model_weights(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
