@@ -118,11 +118,12 @@ def inference_metrics(model: nn.Module, input_size: int, device: torch.device, p
         latency = time_runs(lambda: model(single), counts.latency_runs, counts.warmup, device)
         throughput = time_runs(lambda: model(batch), counts.throughput_runs,
                                min(counts.warmup, 1), device)
-        eager_outputs = model(single)
     out = {"latency_ms_b1": median(latency) * 1e3, "latency_ms_b1_best": min(latency) * 1e3,
            "throughput_img_s": counts.batch / median(throughput),
            "throughput_batch": counts.batch}
     if device.type == "cuda":
+        with torch.inference_mode(), autocast(device, precision):
+            eager_outputs = model(single)
         graphed = CUDAGraphForward(model, autocast_dtype=autocast_dtype(precision))
         latency = time_runs(lambda: graphed(single), counts.latency_runs, counts.warmup, device)
         throughput = time_runs(lambda: graphed(batch), counts.throughput_runs,
