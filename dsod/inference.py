@@ -31,6 +31,7 @@ from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, 
 from dsod.engine.evaluate import amp_dtype, autocast_context
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import DSOD, build_model
+from dsod.models.compiled import compile_for_inference
 from dsod.models.fuse import fuse_for_inference
 from dsod.structures import Detections
 
@@ -113,12 +114,18 @@ class Detector:
         amp: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``: run the network under autocast to
             that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); post-processing
             stays in fp32. Detections then differ from fp32 ones by rounding.
+        compile: run the network through Inductor with frozen weights
+            (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
+            rounding, about 10% faster in fp32 and 35% in bf16 for DSOD300 on a 2-core CPU,
+            after 30-60 s of compiling at the first batch of each size; worth it for videos
+            and folders. The model's weights must then stay as they are. Ignored where CUDA
+            graphs replay the network (they already remove most of the per-call cost).
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
                  score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
                  batch_size: int | None = None, cuda_graphs: bool = False,
-                 amp: str = "none") -> None:
+                 amp: str = "none", compile: bool = False) -> None:
         self.config = config
         if device is None:
             device = next(model.parameters(), torch.empty(0)).device
@@ -128,6 +135,8 @@ class Detector:
         self.amp = amp
         self._graphed = (CUDAGraphForward(self.model, autocast_dtype=dtype)
                          if cuda_graphs and self.device.type == "cuda" else None)
+        self._compiled = (compile_for_inference(self.model)
+                          if compile and self._graphed is None else None)
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
         self.batch_size = max(1, int(batch_size or config.test.batch_size))
@@ -156,7 +165,8 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, config: Config | str | Path | None = None,
                         overrides: Sequence[str] = (), device: str | torch.device = "cpu",
                         score_threshold: float = 0.3, batch_size: int | None = None,
-                        cuda_graphs: bool = False, amp: str = "none") -> "Detector":
+                        cuda_graphs: bool = False, amp: str = "none",
+                        compile: bool = False) -> "Detector":
         """Load a detector from a training checkpoint.
 
         Args:
@@ -164,7 +174,8 @@ class Detector:
             config: ``None`` takes the config saved in the checkpoint; a path is loaded with
                 :func:`~dsod.config.load_config`; a :class:`Config` is used as is.
             overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
-            device, score_threshold, batch_size, cuda_graphs, amp: as for the constructor.
+            device, score_threshold, batch_size, cuda_graphs, amp, compile: as for the
+                constructor.
 
         Raises:
             CheckpointError: the file is unreadable, has no config (and none was given), its
@@ -189,7 +200,8 @@ class Detector:
             model = fuse_for_inference(model)
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
-        return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp)
+        return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp,
+                   compile)
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -208,8 +220,9 @@ class Detector:
                 if self._graphed is not None:
                     logits, offsets = self._graphed(batch)
                 else:
+                    network = self._compiled if self._compiled is not None else self.model
                     with autocast_context(self.device, self.amp):
-                        logits, offsets = self.model(batch)
+                        logits, offsets = network(batch)
                 sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
                 for det in self.postprocessor(logits, offsets, sizes):
                     keep = det.scores >= self._score_threshold

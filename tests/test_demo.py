@@ -12,6 +12,7 @@ import torch
 from dsod.config import config_from_dict, config_to_dict
 from dsod.demo import DemoError, collect_sources, gui_support
 from dsod.engine.checkpoint import save_atomic
+from dsod.models.compiled import compile_for_inference
 from dsod.models.detector import build_model
 
 from conftest import TINY_MODEL, load_tool
@@ -82,6 +83,29 @@ def test_folder_of_images_gives_annotated_images(tmp_path, checkpoint):
     original = cv2.imread(str(images / "two.png"))
     annotated = cv2.imread(str(out / "two.png"))
     assert annotated.shape == original.shape and not np.array_equal(annotated, original)
+
+
+def test_compiled_demo_draws_what_the_eager_demo_draws(tmp_path, checkpoint, monkeypatch):
+    import dsod.inference
+    compiled_models = []
+
+    def spy(model):
+        compiled_models.append(model)
+        return compile_for_inference(model)
+
+    monkeypatch.setattr(dsod.inference, "compile_for_inference", spy)
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), np.random.default_rng(2).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+    drawn = {}
+    for flags in ([], ["--compile"]):
+        out = tmp_path / ("compiled" if flags else "eager")
+        assert load_tool("demo").main([str(image), "--checkpoint", checkpoint, "--out", str(out),
+                                       "--score-threshold", "0.0", "--device", "cpu", *flags]) == 0
+        drawn[bool(flags)] = cv2.imread(str(out / "one.png")).astype(int)
+    assert len(compiled_models) == 1  # by the --compile run only
+    assert not np.array_equal(drawn[False], cv2.imread(str(image)))
+    # The same boxes (up to float rounding, which may move a line by a pixel).
+    assert np.mean(drawn[True] != drawn[False]) < 0.01
 
 
 @pytest.mark.parametrize("case", ["missing", "zero bytes", "garbage", "no frames"])

@@ -84,7 +84,9 @@ class BenchOptions:
             for none); None keeps it.
         batch: replaces ``counts.batch`` (inference throughput, training and memory batch);
             None keeps it.
-        compile: run the inference and training models through ``torch.compile``.
+        compile: run the inference models through ``torch.compile`` with frozen weights
+            (:func:`dsod.models.compiled.compile_for_inference`) and the training models
+            through plain ``torch.compile``.
     """
 
     device: str = "cpu"

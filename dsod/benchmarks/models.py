@@ -16,6 +16,7 @@ from dsod.config import Config
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.matching import TargetEncoder
+from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
 from dsod.models.fuse import fuse_for_inference
@@ -30,13 +31,16 @@ def prepare_model(config: Config, device: torch.device, channels_last: bool,
     """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
     ``for_inference``, in eval mode with its BNs folded into the convolutions before them
     (:func:`fuse_for_inference`, as :class:`dsod.inference.Detector` runs it); with
-    ``compile``, wrapped by ``torch.compile`` (compiled at its first call)."""
+    ``compile``, wrapped by ``torch.compile`` (compiled at its first call; for inference
+    with frozen weights, :func:`compile_for_inference`)."""
     model = build_model(config).to(device)
     if for_inference:
         model = fuse_for_inference(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    if not compile:
+        return model
+    return compile_for_inference(model) if for_inference else torch.compile(model)
 
 
 def random_images(batch: int, size: int, device: torch.device, channels_last: bool,
