@@ -116,9 +116,9 @@ class Detector:
             stays in fp32. Detections then differ from fp32 ones by rounding.
         compile: run the network through Inductor with frozen weights
             (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
-            rounding, about 10% faster in fp32 and 35% in bf16 for DSOD300 on a 2-core CPU,
-            after 30-60 s of compiling at the first batch of each size; worth it for videos
-            and folders. The model's weights must then stay as they are. Ignored where CUDA
+            rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
+            up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
+            size; worth it for videos and folders. The model's weights must then stay as they are. Ignored where CUDA
             graphs replay the network (they already remove most of the per-call cost).
     """
 
