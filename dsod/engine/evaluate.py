@@ -20,6 +20,7 @@ from dsod.engine import distributed as dist
 from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
                                   detections_to_coco_results, evaluate_coco_with_summary)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
+from dsod.models.fuse import fuse_for_inference
 from dsod.postprocess import PostProcessor
 from dsod.structures import Detections
 
@@ -56,12 +57,19 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
             progress: bool = True) -> tuple[dict[str, Detections], list[int]]:
     """Detections for every image of ``samples`` (this process's share under DDP).
 
+    The network runs as :class:`~dsod.inference.Detector` runs it: an eval-mode copy with
+    its BNs folded (:func:`fuse_for_inference`; ``model`` itself is left as it is), in the
+    channels-last layout when ``channels_last`` is set and always on the CPU, where it is
+    faster (a DSOD300 evaluation on 2 cores: 8.1 s plain, 5.8 s channels-last, 5.4 s both).
+
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``,
         gathered from all processes.
     """
-    was_training = model.training
-    model.eval()
+    network = fuse_for_inference(model)
+    channels_last = channels_last or device.type == "cpu"
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
     loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_test)
@@ -76,10 +84,9 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, amp):
-            logits, offsets = model(images)
+            logits, offsets = network(images)
         for index, det in zip(batch_indices, postprocessor(logits, offsets, sizes)):
             detections[dataset.annotation(index).image_id] = det
-    model.train(was_training)
     merged: dict[str, Detections] = {}
     all_unreadable: list[int] = []
     for part, bad in dist.all_gather_objects((detections, unreadable)):
