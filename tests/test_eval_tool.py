@@ -178,6 +178,7 @@ def test_checkpoint_trained_with_other_priors_is_refused(setup, capsys):
     err = capsys.readouterr().err
     assert "priors.min_sizes: trained with [5.0, 12.0" in err and "Traceback" not in err
     assert "priors.max_sizes" not in err  # only what differs
+    assert not (tmp_path / "o").exists()  # refused before anything was written
     # With the training run's setting as an override it runs.
     assert load_tool("eval").main([config, "priors.min_sizes=[5,12,24,35,45,56]",
                                    "--checkpoint", str(tmp_path / "other.pth"),

@@ -216,18 +216,20 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
     if len(sources) != 1:
         raise ValueError("give exactly one of checkpoint, voc_results and coco_results")
     out = Path(out_dir) if out_dir is not None else default_eval_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
     dataset = load_test_set(config)
     unreadable: list[int] = []
     if checkpoint is not None:
         detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
                                            workers, progress)
-        voc_dir, coco_path = write_results(out, dataset, detections)
-        print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
     elif voc_results is not None:
         detections = read_voc_result_dir(voc_results, dataset)
     else:
         detections = read_coco_results(coco_results, dataset)
+    # Only now: a refused checkpoint or unreadable results leave no empty folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        voc_dir, coco_path = write_results(out, dataset, detections)
+        print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
     try:
         scores = score(dataset, detections)
     except ValueError as error:  # e.g. pycocotools rejecting the results
