@@ -15,7 +15,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from dsod.data.errors import DataError
     from dsod.engine.checkpoint import CheckpointError
     from dsod.engine.trainer import NonFiniteLossError
-    return ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError
+    from dsod.models.compiled import CompileError
+    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError,
+            FileNotFoundError)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

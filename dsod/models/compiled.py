@@ -14,7 +14,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._dynamo.exc import TorchDynamoException
 from torch._inductor import config as inductor_config
+
+
+class CompileError(RuntimeError):
+    """``torch.compile`` could not compile the network (no C++ compiler, no Triton, ...)."""
 
 
 class FrozenCompiled(nn.Module):
@@ -31,8 +36,20 @@ class FrozenCompiled(nn.Module):
         self.compiled = torch.compile(model, dynamic=False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with inductor_config.patch(freezing=True):
-            return self.compiled(*args, **kwargs)
+        """The compiled model's outputs; compiles at the first call with each input shape.
+
+        Raises:
+            CompileError: compiling failed; the message holds torch's reason (for example
+                "No working C++ compiler found").
+        """
+        try:
+            with inductor_config.patch(freezing=True):
+                return self.compiled(*args, **kwargs)
+        except TorchDynamoException as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CompileError(f"torch.compile could not compile the network: {reason} "
+                               f"(run without compiling: compile=False, or no --compile)"
+                               ) from error
 
 
 def compile_for_inference(model: nn.Module) -> FrozenCompiled:
