@@ -161,7 +161,7 @@ class TrainConfig:
 
     out_dir: str | None = None  # None: outputs/<config name>
     amp: str = "none"  # "none", "bf16" or "fp16"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: channels-last on the CPU, NCHW on GPUs
     sync_bn: bool = False
     seed: int = 0
     log_every: int = 20

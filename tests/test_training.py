@@ -154,6 +154,16 @@ def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
 
 
+@pytest.mark.parametrize("setting, expected", [(None, True), (False, False), (True, True)])
+def test_layout_is_channels_last_on_the_cpu_unless_the_config_says_otherwise(tmp_path, setting,
+                                                                            expected):
+    config = tiny_config(tmp_path, train={"channels_last": setting})
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    weight = trainer.model.backbone.stem.conv1.conv.weight
+    assert trainer.channels_last is expected
+    assert weight.is_contiguous(memory_format=torch.channels_last) is expected
+
+
 def test_train_tool_without_data_stops_at_once_and_says_where_to_read(tmp_path, capsys):
     from conftest import load_tool
     code = load_tool("train").main([str(ROOT / "configs" / "dsod300_voc.yaml"),

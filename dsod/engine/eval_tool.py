@@ -31,7 +31,7 @@ from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_model, build_postprocessor
 from dsod.engine.checkpoint import (check_prediction_settings, load_checkpoint,
                                     load_model_weights)
-from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
+from dsod.engine.evaluate import Scores, channels_last_for, coco_id_maps, predict, score
 from dsod.evaluation.coco import detections_to_coco_results
 from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
 from dsod.structures import Detections
@@ -88,7 +88,7 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
         model, dataset, samples, build_postprocessor(config), device,
         batch_size=batch_size or config.test.batch_size,
         workers=config.data.workers if workers is None else workers, amp=amp,
-        channels_last=config.train.channels_last and device.type == "cuda", progress=progress)
+        channels_last=channels_last_for(config.train.channels_last, device), progress=progress)
     return detections, unreadable
 
 

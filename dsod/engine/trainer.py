@@ -27,7 +27,7 @@ from dsod.engine import distributed as dist
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
 from dsod.engine.checkpoint import CheckpointManager, load_model_weights
-from dsod.engine.evaluate import autocast_context, evaluate_model
+from dsod.engine.evaluate import autocast_context, channels_last_for, evaluate_model
 from dsod.engine.optim import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class Trainer:
         model.to(device)
         if device.type == "cuda":  # fixed input size: let cuDNN time and pick its kernels
             torch.backends.cudnn.benchmark = True
-        if run.channels_last:
+        self.channels_last = channels_last_for(run.channels_last, device)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
         self.criterion = build_loss(config)
@@ -146,7 +147,7 @@ class Trainer:
             images, target_offsets, target_labels, bad = next(batches)
             skipped += bad
             images = images.to(self.device, non_blocking=True)
-            if run.channels_last:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             target_offsets = target_offsets.to(self.device, non_blocking=True)
             target_labels = target_labels.to(self.device, non_blocking=True)
@@ -211,7 +212,7 @@ class Trainer:
         scores, _ = evaluate_model(
             self.model, self._test_set, build_postprocessor(c), c.model.input_size,
             c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, c.train.amp,
-            c.train.channels_last, c.data.on_bad_sample)
+            self.channels_last, c.data.on_bad_sample)
         if scores is None:
             return None
         logger.info("step %d\n%s", self.step, scores.report())
