@@ -29,9 +29,9 @@ from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, load_checkpoint,
                                     load_model_weights)
 from dsod.engine.evaluate import amp_dtype, autocast_context
+from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import DSOD, build_model
-from dsod.models.compiled import compile_for_inference
 from dsod.models.fuse import fuse_for_inference
 from dsod.structures import Detections
 
@@ -118,8 +118,9 @@ class Detector:
             (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
             rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
             up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
-            size; worth it for videos and folders. The model's weights must then stay as they are. Ignored where CUDA
-            graphs replay the network (they already remove most of the per-call cost).
+            size; worth it for videos and folders. The model's weights must then stay as
+            they are. Ignored where CUDA graphs replay the network (they already remove
+            most of the per-call cost).
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,

@@ -32,7 +32,6 @@ class FrozenCompiled(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
         self.compiled = torch.compile(model, dynamic=False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
