@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from dsod.config import config_from_dict
-from dsod.engine.builders import build_postprocessor
 from dsod.inference import Detector
 from dsod.models.compiled import compile_for_inference
 from dsod.models.detector import build_model
 from dsod.models.fuse import fuse_for_inference
 
-from test_fuse import TINY, trained_looking
+from test_fuse import TINY, assert_same_outputs_and_detections, trained_looking
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
                                 reason="torch.compile on the CPU needs a C++ compiler")
@@ -25,18 +24,8 @@ def test_compiled_inference_gives_the_eager_detections():
     model = fuse_for_inference(trained_looking(build_model(config)))
     model = model.to(memory_format=torch.channels_last)
     images = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    compiled = compile_for_inference(model)
-    with torch.inference_mode():
-        logits, offsets = model(images)
-        compiled_logits, compiled_offsets = compiled(images)
-    torch.testing.assert_close(compiled_logits, logits, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(compiled_offsets, offsets, rtol=1e-4, atol=1e-4)
-    post = build_postprocessor(config)
-    sizes = [(64, 64), (90, 70)]
-    for a, b in zip(post(logits, offsets, sizes), post(compiled_logits, compiled_offsets, sizes)):
-        assert a.labels.tolist() == b.labels.tolist()
-        assert np.abs(a.scores - b.scores).max(initial=0.0) < 1e-4
-        assert np.abs(a.boxes - b.boxes).max(initial=0.0) < 1e-3
+    assert_same_outputs_and_detections(config, model, compile_for_inference(model), images,
+                                       [(64, 64), (90, 70)])
 
 
 def test_detector_with_compile_finds_what_the_eager_detector_finds():
