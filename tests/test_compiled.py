@@ -40,14 +40,14 @@ def test_detector_with_compile_finds_what_the_eager_detector_finds():
     np.testing.assert_allclose(found.boxes, eager.boxes, atol=1e-3)
 
 
-def test_a_failed_compilation_is_one_clear_error(monkeypatch):
+def test_a_failed_compilation_is_one_clear_error():
     from torch._inductor import config as inductor_config
 
     from dsod.models.compiled import CompileError
 
-    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
     config = config_from_dict(TINY)
     compiled = compile_for_inference(fuse_for_inference(build_model(config)))
-    with torch.inference_mode(), pytest.raises(CompileError, match="No working C\\+\\+ compiler"):
-        compiled(torch.randn(3, 3, 64, 64))
+    no_compiler = {"force_disable_caches": True, "cpp.cxx": (None, "/nonexistent/g++")}
+    with inductor_config.patch(no_compiler), torch.inference_mode():
+        with pytest.raises(CompileError, match="No working C\\+\\+ compiler"):
+            compiled(torch.randn(3, 3, 64, 64))

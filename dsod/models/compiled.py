@@ -45,10 +45,23 @@ class FrozenCompiled(nn.Module):
             with inductor_config.patch(freezing=True):
                 return self.compiled(*args, **kwargs)
         except TorchDynamoException as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise CompileError(f"torch.compile could not compile the network: {reason} "
-                               f"(run without compiling: compile=False, or no --compile)"
-                               ) from error
+            raise CompileError(f"torch.compile could not compile the network: "
+                               f"{_root_cause(error)} (run without compiling: compile=False, "
+                               f"or no --compile)") from error
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: first line`` of the innermost exception behind ``error`` (Dynamo wraps the
+    backend's error, and its own message starts with boilerplate)."""
+    seen = {id(error)}
+    while True:
+        inner = getattr(error, "inner_exception", None) or error.__cause__
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def compile_for_inference(model: nn.Module) -> FrozenCompiled:
