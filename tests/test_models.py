@@ -6,6 +6,7 @@ import torch
 from dsod.config import config_from_dict, load_config
 from dsod.models.densenet import DenseBlock, Stem
 from dsod.models.detector import build_model, build_priors, count_parameters
+from dsod.models.layers import L2Norm
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -134,3 +135,38 @@ def test_memory_efficient_whole_model_matches():
     (c.sum() + d.sum()).backward()
     for (name, p1), p2 in zip(model.named_parameters(), eff.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_l2norm_by_hand():
+    norm = L2Norm(2, initial_scale=2.0)
+    x = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # |x| = 5
+    with torch.no_grad():
+        assert norm(x).flatten().tolist() == pytest.approx([1.2, 1.6])
+    x.requires_grad_(True)
+    y = norm(x)
+    assert y.flatten().tolist() == pytest.approx([1.2, 1.6])
+    # d(sum y)/dx = w (1 - n <1, n>) / |x| with n = (0.6, 0.8): 2 * (1 - 1.4 * n) / 5
+    y.sum().backward()
+    assert x.grad.flatten().tolist() == pytest.approx([0.064, -0.048])
+    assert norm.weight.grad.tolist() == pytest.approx([0.6, 0.8])
+
+
+def test_l2norm_backward_matches_autograd_of_the_formula():
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    norm = L2Norm(6).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 3.0)
+    assert torch.autograd.gradcheck(norm, (x,))
+    grad = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    formula = x / x.pow(2).sum(1, keepdim=True).sqrt() * norm.weight.view(1, -1, 1, 1)
+    expected = torch.autograd.grad(formula, (x, norm.weight), grad)
+    got = torch.autograd.grad(norm(x), (x, norm.weight), grad)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e)
+    # Channels-last fp32, with and without autograd: the same values.
+    x32 = x.detach().float().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    norm32 = norm.float()
+    with torch.no_grad():
+        plain = norm32(x32)
+    torch.testing.assert_close(norm32(x32), plain)
+    torch.testing.assert_close(plain, formula.detach().float())
