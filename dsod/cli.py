@@ -1,5 +1,6 @@
-"""What every tool does around its work: load the config, set up logging, and turn the
-errors a user can fix into one clear line instead of a stack trace."""
+"""What every tool does around its work: load the config, set up logging, tune the C
+allocator for large CPU tensors, and turn the errors a user can fix into one clear line
+instead of a stack trace."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def run_guarded(work: Callable[[], int | None]) -> int:
     """Call ``work()`` and return its exit code (0 for None); a config, data, checkpoint or
-    divergence problem prints ``error: ...`` and returns 2, Ctrl-C returns 130."""
+    divergence problem prints ``error: ...`` and returns 2, Ctrl-C returns 130.
+
+    First it lets the C allocator keep freed memory for reuse
+    (:func:`~dsod.engine.host_memory.reuse_freed_memory`; ``DSOD_SYSTEM_MALLOC=1`` opts
+    out): large CPU tensors then cost no fresh page faults at every layer."""
+    from dsod.engine.host_memory import reuse_freed_memory
+    reuse_freed_memory()
     try:
         code = work()
     except user_errors() as error:

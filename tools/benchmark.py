@@ -22,6 +22,7 @@ from pathlib import Path
 from dsod.benchmarks.common import BenchOptions
 from dsod.benchmarks.suite import SECTIONS, run_benchmarks
 from dsod.config import Config, ConfigError, load_config
+from dsod.engine.host_memory import reuse_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip timing torchvision's complete SSD300 model")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    reuse_freed_memory()  # as the other tools do; the memory sections measure in fresh processes
     try:
         configs = [load_config(args.dsod_config)]
         if args.ssd_config.lower() != "none":

@@ -17,6 +17,7 @@ import torch
 
 from dsod.config import Config
 from dsod.engine.evaluate import amp_dtype, autocast_context
+from dsod.engine.host_memory import allocator_mode
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -247,6 +248,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "numpy": numpy.__version__, "cv2": cv2.__version__},
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "malloc": allocator_mode(),
         "git_commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
