@@ -4,8 +4,8 @@ With ``freezing`` Inductor treats the parameters and buffers as constants: it fo
 reorders the convolution weights once into oneDNN's blocked layouts (instead of at every
 call) and fuses each frozen BN with the ReLU and the concatenation that feed a convolution
 into one pass. On a 2-core Xeon with AMX, DSOD300's bf16 inference ran 1.5-2 times as fast
-and its fp32 inference 13% faster at batch 8 (about the same at batch 1); compiling took
-15-30 s per input shape and precision there (docs/PERFORMANCE.md).
+and its fp32 inference 0-13% faster (two runs, batch 1 and 8); compiling took 15-30 s per
+input shape and precision there (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
