@@ -152,6 +152,40 @@ def test_model_run_writes_results_and_figures(setup, capsys):
                              "--out", str(out)]) == 0
 
 
+def test_amp_and_compile_reach_the_network_and_keep_the_figures(setup, monkeypatch):
+    import dsod.engine.evaluate as evaluate
+    tmp_path, config = setup
+    cfg = config_from_dict(tiny_raw(tmp_path / "voc"))
+    save_atomic({"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)},
+                tmp_path / "m.pth")
+    used = {"amp": [], "compiled": 0}
+    real_autocast, real_compile = evaluate.autocast_context, evaluate.compile_for_inference
+
+    def autocast_spy(device, amp):
+        used["amp"].append(amp)
+        return real_autocast(device, amp)
+
+    def compile_spy(model):
+        used["compiled"] += 1
+        return real_compile(model)
+
+    monkeypatch.setattr(evaluate, "autocast_context", autocast_spy)
+    monkeypatch.setattr(evaluate, "compile_for_inference", compile_spy)
+    figures = {}
+    for name, flags in {"plain": [], "compiled": ["--compile"], "bf16": ["--amp", "bf16"]}.items():
+        path = tmp_path / f"{name}.json"
+        assert load_tool("eval").main([config, "--checkpoint", str(tmp_path / "m.pth"),
+                                       "--out", str(tmp_path / name), "--json", str(path),
+                                       "--workers", "0", "--device", "cpu", "--no-progress",
+                                       *flags]) == 0
+        figures[name] = json.loads(path.read_text())
+    assert used["compiled"] == 1 and set(used["amp"]) == {"none", "bf16"}
+    assert figures["compiled"]["voc"]["mAP"] == pytest.approx(figures["plain"]["voc"]["mAP"],
+                                                               abs=1e-6)
+    assert figures["compiled"]["coco"]["AP"] == pytest.approx(figures["plain"]["coco"]["AP"],
+                                                              abs=1e-6)
+
+
 def test_checkpoint_of_another_config_is_one_line_error(setup, capsys):
     tmp_path, config = setup
     other = config_from_dict(tiny_raw(tmp_path / "voc", growth_rate=4))

@@ -2,6 +2,7 @@
 
     python tools/eval.py CONFIG --checkpoint CKPT [key=value ...] [--out DIR] [--json FILE]
                          [--workers N] [--batch-size N] [--device cuda]
+                         [--amp none|bf16|fp16] [--compile]
     python tools/eval.py CONFIG --voc-results DIR [key=value ...]    # score existing files
     python tools/eval.py CONFIG --coco-results FILE [key=value ...]
 
@@ -35,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int,
                         help="images per batch (default: test.batch_size)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None,
+                        help="run the network in this precision (default: train.amp on a GPU, "
+                             "none = fp32 on the CPU; bf16 is about 2x faster on a CPU with "
+                             "AMX, with figures that differ by rounding)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the network (torch.compile, frozen weights) first: "
+                             "15-30 s per batch size on a CPU, then faster, above all in bf16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)
 
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_command(config, checkpoint=args.checkpoint, voc_results=args.voc_results,
                          coco_results=args.coco_results, out_dir=args.out, json_path=args.json,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, amp=args.amp, compile=args.compile)
 
     return run_tool(args.config, args.overrides, evaluate)
 

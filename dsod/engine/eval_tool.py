@@ -64,13 +64,15 @@ def load_test_set(config: Config) -> DetectionDataset:
 
 def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
               device: str | torch.device | None = None, batch_size: int | None = None,
-              workers: int | None = None, progress: bool = True
-              ) -> tuple[dict[str, Detections], list[int]]:
+              workers: int | None = None, progress: bool = True, amp: str | None = None,
+              compile: bool = False) -> tuple[dict[str, Detections], list[int]]:
     """Detections of the checkpoint's model on every image of ``dataset``.
 
     The model is built from ``config``; a checkpoint made for another config raises a
     CheckpointError listing the keys that do not fit, or the settings that would decode its
-    outputs differently (:func:`check_prediction_settings`). ``config.train.amp`` is used on GPUs.
+    outputs differently (:func:`check_prediction_settings`). ``amp`` ("none", "bf16",
+    "fp16"; None: ``config.train.amp`` on GPUs, fp32 on the CPU) and ``compile`` are as
+    for :func:`predict`.
 
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
@@ -83,12 +85,14 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
     model.to(device)
     samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
                           config.data.on_bad_sample)
-    amp = config.train.amp if device.type == "cuda" else "none"
+    if amp is None:
+        amp = config.train.amp if device.type == "cuda" else "none"
     detections, unreadable = predict(
         model, dataset, samples, build_postprocessor(config), device,
         batch_size=batch_size or config.test.batch_size,
         workers=config.data.workers if workers is None else workers, amp=amp,
-        channels_last=channels_last_for(config.train.channels_last, device), progress=progress)
+        channels_last=channels_last_for(config.train.channels_last, device), progress=progress,
+        compile=compile)
     return detections, unreadable
 
 
@@ -209,7 +213,8 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
                      coco_results: str | Path | None = None, out_dir: str | Path | None = None,
                      json_path: str | Path | None = None, device: str | None = None,
                      batch_size: int | None = None, workers: int | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, amp: str | None = None,
+                     compile: bool = False) -> dict[str, Any]:
     """Everything ``tools/eval.py`` does; exactly one of ``checkpoint``, ``voc_results`` and
     ``coco_results`` says where the detections come from. Returns the figures."""
     sources = [s for s in (checkpoint, voc_results, coco_results) if s is not None]
@@ -220,7 +225,7 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
     unreadable: list[int] = []
     if checkpoint is not None:
         detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
-                                           workers, progress)
+                                           workers, progress, amp, compile)
     elif voc_results is not None:
         detections = read_voc_result_dir(voc_results, dataset)
     else:
