@@ -258,12 +258,15 @@ def _build_section(cls: type, values: dict[str, Any], source: str, section: str)
     return cls(**kwargs)
 
 
+AMP_SETTINGS: tuple[str, ...] = ("none", "bf16", "fp16")
+"""The precisions a network can run in: fp32, or autocast to bfloat16 or float16."""
+
 _CHOICES = {
     ("model", "arch"): ("dsod", "ssd300_vgg16"),
     ("model", "prediction"): ("dense", "plain"),
     ("data", "format"): ("voc", "coco", "shapes"),
     ("data", "on_bad_sample"): ("skip", "error"),
-    ("train", "amp"): ("none", "bf16", "fp16"),
+    ("train", "amp"): AMP_SETTINGS,
 }
 
 

@@ -71,3 +71,16 @@ def test_save_and_reload_round_trip(tmp_path):
     again = load_config(tmp_path / "resolved.yaml")
     assert again == cfg
     assert config_to_dict(again)["model"]["growth_rate"] == 16
+
+
+def test_every_amp_setting_has_a_dtype_and_unknown_ones_are_refused():
+    import torch
+
+    from dsod.config import AMP_SETTINGS
+    from dsod.engine.evaluate import amp_dtype
+
+    assert [amp_dtype(amp) for amp in AMP_SETTINGS] == [None, torch.bfloat16, torch.float16]
+    with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16"):
+        amp_dtype("fp8")
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(CONFIGS / "dsod300_voc.yaml", ["train.amp=fp8"])

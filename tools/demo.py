@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dsod.config import AMP_SETTINGS
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+    parser.add_argument("--amp", choices=AMP_SETTINGS, default="none",
                         help="run the network in reduced precision: bf16 on a CPU with AMX or "
                              "AVX-512 BF16 (about 2x faster), fp16 on a GPU (default: none, fp32)")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",

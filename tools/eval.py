@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from dsod.cli import run_tool
+from dsod.config import AMP_SETTINGS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int,
                         help="images per batch (default: test.batch_size)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None,
+    parser.add_argument("--amp", choices=AMP_SETTINGS, default=None,
                         help="run the network in this precision (default: train.amp on a GPU, "
                              "none = fp32 on the CPU; bf16 is about 2x faster on a CPU with "
                              "AMX, with figures that differ by rounding)")
