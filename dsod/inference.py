@@ -31,7 +31,7 @@ from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, 
 from dsod.engine.evaluate import amp_dtype, autocast_context
 from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
-from dsod.models.detector import DSOD, build_model
+from dsod.models.detector import build_model
 from dsod.models.fuse import fuse_for_inference
 from dsod.structures import Detections
 
@@ -197,8 +197,7 @@ class Detector:
         check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
         model = build_model(config)
         load_model_weights(model, state["model"], source=f"checkpoint {path}")
-        if isinstance(model, DSOD):  # inference only: fold BN into the convolutions before it
-            model = fuse_for_inference(model)
+        model = fuse_for_inference(model)  # as evaluation runs it: BNs folded or frozen
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
         return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp,
