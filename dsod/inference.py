@@ -28,11 +28,11 @@ from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, load_checkpoint,
                                     load_model_weights)
-from dsod.engine.evaluate import amp_dtype, autocast_context
+from dsod.engine.evaluate import amp_dtype, autocast_context, channels_last_for
 from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model
-from dsod.models.fuse import fuse_for_inference
+from dsod.models.fuse import inference_network
 from dsod.structures import Detections
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -121,17 +121,24 @@ class Detector:
             size; worth it for videos and folders. The model's weights must then stay as
             they are. Ignored where CUDA graphs replay the network (they already remove
             most of the per-call cost).
+        channels_last: run the network in the channels-last (NHWC) layout; the model is
+            converted in place. :meth:`from_checkpoint` chooses as training does
+            (``train.channels_last``; unset: on the CPU, where it is faster).
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
                  score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
                  batch_size: int | None = None, cuda_graphs: bool = False,
-                 amp: str = "none", compile: bool = False) -> None:
+                 amp: str = "none", compile: bool = False, channels_last: bool = False
+                 ) -> None:
         self.config = config
         if device is None:
             device = next(model.parameters(), torch.empty(0)).device
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         dtype = amp_dtype(amp)  # raises ValueError for an unknown setting
         self.amp = amp
         self._graphed = (CUDAGraphForward(self.model, autocast_dtype=dtype)
@@ -176,7 +183,10 @@ class Detector:
                 :func:`~dsod.config.load_config`; a :class:`Config` is used as is.
             overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
             device, score_threshold, batch_size, cuda_graphs, amp, compile: as for the
-                constructor.
+                constructor. The network is built as evaluation runs it
+                (:func:`~dsod.models.fuse.inference_network`: BNs folded, the layout
+                training chose for the device, weights stored in the ``amp`` dtype, so
+                it then runs only under that autocast, as :meth:`detect_arrays` runs it).
 
         Raises:
             CheckpointError: the file is unreadable, has no config (and none was given), its
@@ -197,11 +207,13 @@ class Detector:
         check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
         model = build_model(config)
         load_model_weights(model, state["model"], source=f"checkpoint {path}")
-        model = fuse_for_inference(model)  # as evaluation runs it: BNs folded or frozen
+        # As evaluation runs it: BNs folded, the training layout, weights in the amp dtype.
+        channels_last = channels_last_for(config.train.channels_last, torch.device(device))
+        model = inference_network(model, channels_last, amp_dtype(amp))
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
         return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp,
-                   compile)
+                   compile, channels_last)
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -217,6 +229,8 @@ class Detector:
                 chunk = images[start:start + self.batch_size]
                 batch = torch.from_numpy(np.stack([self.transform(im)[0] for im in chunk]))
                 batch = batch.to(self.device)
+                if self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
                 if self._graphed is not None:
                     logits, offsets = self._graphed(batch)
                 else:

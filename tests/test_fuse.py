@@ -4,7 +4,8 @@ from torch import nn
 from dsod.config import config_from_dict
 from dsod.engine.builders import build_postprocessor
 from dsod.models.detector import build_model
-from dsod.models.fuse import FrozenBatchNorm, fold_bn_into_conv, fuse_for_inference
+from dsod.models.fuse import (ClampedConv1x1, FoldedDenseLayer, FrozenBatchNorm, fold_bn_into_conv,
+                              fuse_for_inference, store_weights_in)
 
 from conftest import TINY_MODEL
 
@@ -74,7 +75,8 @@ def test_fused_model_gives_the_same_outputs_and_detections():
     fused = fuse_for_inference(model)
     norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
     assert norms(model) > 0 and norms(fused) == 0  # each folded or frozen
-    assert any(isinstance(x, FrozenBatchNorm) for x in fused.modules())
+    kinds = {type(x) for x in fused.modules()}
+    assert {ClampedConv1x1, FoldedDenseLayer} <= kinds and FrozenBatchNorm not in kinds
     assert_same_outputs_and_detections(config, model, fused, torch.randn(3, 3, 64, 64),
                                        [(64, 64), (100, 80), (50, 70)])
     assert model.training is False and isinstance(model.heads.heads[0].conf_bn, nn.BatchNorm2d)
@@ -109,3 +111,70 @@ def test_every_fast_path_gives_the_same_detections():
             assert a.labels.tolist() == b.labels.tolist(), name
             assert abs(a.scores - b.scores).max() < 1e-4, name
             assert abs(a.boxes - b.boxes).max() < 1e-3, name
+
+
+def _bn(scale: list[float], shift: list[float]) -> nn.BatchNorm2d:
+    """An eval-mode BN computing ``x * scale + shift`` per channel."""
+    norm = nn.BatchNorm2d(len(scale), eps=0.0).eval()
+    norm.weight.data.copy_(torch.tensor(scale))
+    norm.bias.data.copy_(torch.tensor(shift))
+    return norm
+
+
+def test_clamped_conv_by_hand():
+    # Channel 0: relu(2x - 4) switches on at x = 2 (lower bound); channel 1: relu(-x + 1)
+    # is on below x = 1 (upper bound); channel 2: relu(0x + 3) is the constant 3.
+    norm = _bn([2.0, -1.0, 0.0], [-4.0, 1.0, 3.0])
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    conv.weight.data.copy_(torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1))
+    unit = ClampedConv1x1(norm, conv)
+    assert unit.lower.flatten().tolist() == [2.0, float("-inf"), float("-inf")]
+    assert unit.upper.flatten().tolist() == [float("inf"), 1.0, float("inf")]
+    assert not unit.lower_only
+    # weights s * w = [2, -10, 0]; bias w . t = -4 + 10 + 300
+    assert unit.conv.weight.flatten().tolist() == [2.0, -10.0, 0.0]
+    assert unit.conv.bias.item() == 306.0
+    x = torch.tensor([[3.0, 0.0, 7.0], [0.0, 5.0, -7.0]]).view(2, 3, 1, 1)
+    # first pixel: relu(2) + 10 relu(1) + 300 = 312; second: 0 + 0 + 300
+    assert unit(x).flatten().tolist() == [312.0, 300.0]
+
+
+def test_clamped_conv_with_switch_points_out_of_fp16_range():
+    # relu(1e-5 x - 1): on only above x = 1e5, beyond fp16's 65504: always off;
+    # relu(1e-5 x + 1): always on. fp16 must give finite numbers, not inf * 0.
+    norm = _bn([1e-5, 1e-5], [-1.0, 1.0])
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    conv.weight.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1))
+    unit = ClampedConv1x1(norm, conv)
+    x = torch.tensor([[100.0, -100.0]]).view(1, 2, 1, 1)
+    expected = conv(torch.relu(norm(x)))
+    torch.testing.assert_close(unit(x), expected)
+    half = ClampedConv1x1(norm, conv).half()
+    out = half(x.half())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_clamped_conv_matches_bn_relu_conv_on_random_units():
+    torch.manual_seed(1)
+    for positive_only in (True, False):
+        norm = trained_looking(nn.Sequential(nn.BatchNorm2d(16)))[0]
+        if not positive_only:
+            norm.weight.data[::3] *= -1
+        conv = nn.Conv2d(16, 8, 1, stride=2, bias=False)
+        unit = ClampedConv1x1(norm, conv)
+        assert unit.lower_only is positive_only
+        shared = torch.randn(2, 20, 9, 9).contiguous(memory_format=torch.channels_last)
+        x = shared[:, :16]  # a dense block's slice: not contiguous
+        torch.testing.assert_close(unit(x), conv(torch.relu(norm(x))), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_stored_in_the_autocast_dtype_give_the_same_outputs():
+    config = config_from_dict(TINY)
+    fused = fuse_for_inference(trained_looking(build_model(config)))
+    stored = store_weights_in(fuse_for_inference(fused), torch.bfloat16)  # folding twice: a no-op
+    assert stored.heads.heads[0].conf.weight.dtype == torch.bfloat16
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        expected, got = fused(images), stored(images)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))

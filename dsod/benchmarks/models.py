@@ -19,7 +19,7 @@ from dsod.matching import TargetEncoder
 from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
-from dsod.models.fuse import fuse_for_inference
+from dsod.models.fuse import inference_network
 
 # Pixel values of the network input: BGR minus the mean, so roughly +-128; noise of this
 # spread exercises the same kernels as real images.
@@ -27,16 +27,17 @@ _IMAGE_STD = 60.0
 
 
 def prepare_model(config: Config, device: torch.device, channels_last: bool,
-                  for_inference: bool = False, compile: bool = False) -> nn.Module:
+                  for_inference: bool = False, compile: bool = False,
+                  precision: str = "fp32") -> nn.Module:
     """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
-    ``for_inference``, in eval mode with its BNs folded into the convolutions before them
-    (:func:`fuse_for_inference`, as :class:`dsod.inference.Detector` runs it); with
-    ``compile``, wrapped by ``torch.compile`` (compiled at its first call; for inference
-    with frozen weights, :func:`compile_for_inference`)."""
+    ``for_inference``, as :class:`dsod.inference.Detector` runs it under ``precision``
+    (:func:`inference_network`: eval mode, BNs folded, weights stored in the autocast
+    dtype); with ``compile``, wrapped by ``torch.compile`` (compiled at its first call; for
+    inference with frozen weights, :func:`compile_for_inference`)."""
     model = build_model(config).to(device)
     if for_inference:
-        model = fuse_for_inference(model)
-    if channels_last:
+        model = inference_network(model, channels_last, autocast_dtype(precision))
+    elif channels_last:
         model = model.to(memory_format=torch.channels_last)
     if not compile:
         return model

@@ -27,16 +27,16 @@ def inference_section(models: Mapping[str, Config], options: BenchOptions,
     complete SSD300 (fp32) if asked."""
     device, out = options.torch_device, {}
     for name, config in models.items():
-        model = prepare_model(config, device, options.channels_last, for_inference=True,
-                              compile=options.compile)
         entry: dict[str, Any] = {"params": parameter_count(config),
                                  "gflops_per_image": forward_gflops(config),
                                  "input_size": config.model.input_size}
         for precision in options.precisions:
+            model = prepare_model(config, device, options.channels_last, for_inference=True,
+                                  compile=options.compile, precision=precision)
             entry[precision] = inference_metrics(model, config.model.input_size, device,
                                                  precision, options.counts, options.channels_last)
+            del model
         out[name] = entry
-        del model
     if torchvision_full:
         num_classes = next(iter(models.values())).num_classes
         out["torchvision_ssd300_full"] = {"fp32": torchvision_full_latency(
@@ -81,7 +81,6 @@ def ceiling_section(config: Config, options: BenchOptions,
     device = options.torch_device
     gflops = forward_gflops(config)
     out: dict[str, Any] = {"gflops_per_image": gflops}
-    model = None
     for precision in options.precisions:
         ceiling = conv_ceiling(device, precision, options.counts, options.channels_last)
         if inference is not None and precision in inference:
@@ -89,8 +88,8 @@ def ceiling_section(config: Config, options: BenchOptions,
             throughput = max(measured["throughput_img_s"],
                              measured.get("throughput_img_s_graph", 0.0))
         else:
-            model = model or prepare_model(config, device, options.channels_last,
-                                           for_inference=True)
+            model = prepare_model(config, device, options.channels_last, for_inference=True,
+                                  precision=precision)
             throughput = inference_metrics(model, config.model.input_size, device, precision,
                                            options.counts, options.channels_last
                                            )["throughput_img_s"]

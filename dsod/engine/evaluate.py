@@ -21,7 +21,7 @@ from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_imag
                                   detections_to_coco_results, evaluate_coco_with_summary)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
 from dsod.models.compiled import compile_for_inference
-from dsod.models.fuse import fuse_for_inference
+from dsod.models.fuse import inference_network
 from dsod.postprocess import PostProcessor
 from dsod.structures import Detections
 
@@ -68,9 +68,10 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
     """Detections for every image of ``samples`` (this process's share under DDP).
 
     The network runs as :class:`~dsod.inference.Detector` runs it: an eval-mode copy with
-    its BNs folded (:func:`fuse_for_inference`; ``model`` itself is left as it is), in the
-    channels-last layout with ``channels_last`` (see :func:`channels_last_for`; a DSOD300
-    evaluation on 2 CPU cores: 8.1 s plain, 5.8 s channels-last, 5.4 s with both); with
+    its BNs folded (:func:`~dsod.models.fuse.inference_network`; ``model`` itself is left
+    as it is), in the channels-last layout with ``channels_last`` (see
+    :func:`channels_last_for`; a DSOD300 evaluation on 2 CPU cores: 8.1 s plain, 5.8 s
+    channels-last, 5.4 s with both), its weights stored in the ``amp`` dtype; with
     ``compile``, through :func:`compile_for_inference` (compiled at the first batch of each
     size).
 
@@ -78,9 +79,7 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``,
         gathered from all processes.
     """
-    network = fuse_for_inference(model)
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)
+    network = inference_network(model, channels_last, amp_dtype(amp))
     if compile:
         network = compile_for_inference(network)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
