@@ -17,7 +17,7 @@ from conftest import load_tool
 GOOD = ("<annotation><size><width>100</width><height>80</height></size><object><name>cat"
         "</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax>"
         "<ymax>40</ymax></bndbox></object></annotation>")
-ZERO_BOX = GOOD.replace("<xmax>50</xmax>", "<xmax>1</xmax>")
+ZERO_BOX = GOOD.replace("<xmax>50</xmax>", "<xmax>0</xmax>")  # xmax < xmin
 
 
 def tool_main():

@@ -121,6 +121,29 @@ def test_coco_results_scored_and_bad_ids_rejected(setup, capsys):
     assert "99" in err and str(path) in err and "Traceback" not in err
 
 
+def test_coco_results_are_scored_exactly_as_pycocotools_scores_the_file(setup):
+    # Two detections of class a whose scores differ only in the 7th decimal (rounded to 6
+    # they tie, and a tie ranks img1 first): the lower one hits img1's object, the higher
+    # one misses on img3. Ranked by the file's own numbers, the miss comes first.
+    tmp_path, config = setup
+    entries = [{"image_id": 1, "category_id": 1, "bbox": [4, 5, 36, 45], "score": 0.5000001},
+               {"image_id": 3, "category_id": 1, "bbox": [40, 70, 20, 20], "score": 0.5000004}]
+    path, figures = tmp_path / "coco_results.json", tmp_path / "figures.json"
+    path.write_text(json.dumps(entries))
+    assert load_tool("eval").main([config, "--coco-results", str(path), "--out",
+                                   str(tmp_path / "o"), "--json", str(figures)]) == 0
+    from pycocotools.cocoeval import COCOeval
+
+    from dsod.data.datasets import build_dataset
+    dataset = build_dataset(config_from_dict(tiny_raw(tmp_path / "voc")).data, "test")
+    gt = coco_from_dict(annotations_to_coco(dataset.annotations, CLASSES))
+    evaluator = COCOeval(gt, gt.loadRes(str(path)), iouType="bbox")
+    evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
+    assert 0 < evaluator.stats[0] < 1
+    assert json.loads(figures.read_text())["coco"]["AP"] == pytest.approx(evaluator.stats[0],
+                                                                          abs=1e-12)
+
+
 def test_model_run_writes_results_and_figures(setup, capsys):
     tmp_path, config = setup
     cfg = config_from_dict(tiny_raw(tmp_path / "voc"))

@@ -63,14 +63,24 @@ def test_parse_exact_boxes_and_labels(tmp_path):
     assert ann.image_path == str(tmp_path.parent / "JPEGImages" / "a.jpg")
 
 
-@pytest.mark.parametrize("box", [(504, 337, 504, 337), (30, 20, 10, 40), (10, 40, 30, 40)])
-def test_zero_or_negative_size_box_reported_and_dropped(tmp_path, box):
+@pytest.mark.parametrize("box", [(504, 337, 503, 337), (30, 20, 10, 40), (10, 40, 30, 39)])
+def test_negative_size_box_reported_and_dropped(tmp_path, box):
     (tmp_path / "z.xml").write_text(xml([obj("cat", (1, 1, 10, 10)), obj("cat", box)],
                                         size=(640, 480)))
     ann, problems = parse_voc_xml(tmp_path / "z.xml", CLASSES)
     assert len(ann) == 1 and ann.boxes[0].tolist() == [0, 0, 10, 10]
     assert [(p.kind, p.severity) for p in problems] == [("zero_size_box", "warning")]
     assert problems[0].file == str(tmp_path / "z.xml")
+
+
+@pytest.mark.parametrize("box", [(504, 337, 504, 337), (10, 40, 30, 40)])
+def test_one_pixel_box_is_kept_with_a_warning(tmp_path, box):
+    # VOC boxes include both edges: xmin == xmax is one pixel wide, and the devkit counts it.
+    (tmp_path / "p.xml").write_text(xml([obj("cat", box)], size=(640, 480)))
+    ann, problems = parse_voc_xml(tmp_path / "p.xml", CLASSES)
+    x1, y1, x2, y2 = box
+    assert ann.boxes.tolist() == [[x1 - 1, y1 - 1, x2, y2]]
+    assert [(p.kind, p.severity) for p in problems] == [("one_pixel_box", "warning")]
 
 
 def test_unknown_class_and_bad_coordinates_reported(tmp_path):
@@ -126,7 +136,7 @@ def test_malformed_xml_names_file(tmp_path):
 def test_dataset_subdir_splits_difficult_and_load(tmp_path):
     write_voc(tmp_path / "VOC2007", {
         "000001": xml([obj("cat", (1, 1, 50, 40)), obj("dog", (10, 10, 60, 70), 1)]),
-        "000002": xml([obj("dog", (504, 337, 504, 337))]),
+        "000002": xml([obj("dog", (504, 337, 503, 337))]),
         "000003": "<annotation><broken",
     })
     with pytest.raises(AnnotationError, match="000003.xml"):

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsod.evaluation.voc import evaluate_voc, format_voc_table, voc_ap
-from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
+from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results,
+                                        read_voc_results_in_file_order, write_voc_results)
 from dsod.structures import Annotation, Detections
 
 
@@ -150,22 +151,47 @@ def test_results_round_trip(tmp_path, caplog):
     dets["b"] = det([[0, 0, 10, 10], [1.5, 2.25, 7, 8]], [0.7, 0.3], [1, 2])
     paths = write_voc_results(tmp_path, anns, dets, ["obj", "other"])
     assert [p.name for p in paths] == ["comp4_det_test_obj.txt", "comp4_det_test_other.txt"]
-    # internal (1.5, 2.25, 7, 8) -> devkit (2.5, 3.25, 7, 8) -> "%.1f" -> 2.5 3.2 7.0 8.0
-    assert paths[1].read_text() == "b 0.300000 2.5 3.2 7.0 8.0\n"
+    # internal (1.5, 2.25, 7, 8) -> devkit (2.5, 3.25, 7, 8); the float32 score 0.3 is
+    # 0.30000001192092896, written in full so that the devkit reads the same number
+    assert paths[1].read_text() == "b 0.30000001192092896 2.5 3.25 7 8\n"
     back = read_voc_results(tmp_path, ["obj", "other"])
     assert set(back) == {"a", "b"}
-    for key in dets:
-        np.testing.assert_allclose(back[key].boxes, dets[key].boxes, atol=0.051)
-        np.testing.assert_allclose(back[key].scores, dets[key].scores, atol=1e-6)
+    for key in dets:  # exactly the numbers that were written
+        assert back[key].boxes.tolist() == dets[key].boxes.astype(np.float64).tolist()
+        assert back[key].scores.tolist() == dets[key].scores.astype(np.float64).tolist()
         assert back[key].labels.tolist() == dets[key].labels.tolist()
     r1 = evaluate_voc(anns, dets, ["obj", "other"])
     r2 = evaluate_voc(anns, back, ["obj", "other"])
-    assert r2.ap[0] == pytest.approx(r1.ap[0]) == pytest.approx(HAND_AP)
+    assert r2.ap[0] == r1.ap[0] == pytest.approx(HAND_AP)
     paths[1].unlink()
     with caplog.at_level(logging.WARNING):
         back = read_voc_results(tmp_path, ["obj", "other"])
     assert "comp4_det_test_other.txt" in caplog.text
     assert back["b"].labels.tolist() == [1]
+
+
+def test_results_keep_iou_and_score_differences_that_rounding_would_erase(tmp_path):
+    # A box edge at 10.04 would be written 10.0 at 0.1 px, and the scores 0.50000006 and
+    # 0.5 would both be written 0.500000 at 6 decimals: the devkit would score other data.
+    anns = [ann("a", [[0, 0, 10, 20]]), ann("b", [[50, 50, 60, 60]])]
+    dets = {"a": det([[0, 0, 10, 10.04]], [0.50000006]), "b": det([[0, 0, 5, 5]], [0.5])}
+    write_voc_results(tmp_path, anns, dets, ["obj"])
+    back = read_voc_results(tmp_path, ["obj"])
+    assert back["a"].scores[0] > back["b"].scores[0]
+    assert back["a"].boxes.tolist() == dets["a"].boxes.astype(np.float64).tolist()
+    assert evaluate_voc(anns, back, ["obj"]).ap.tolist() == evaluate_voc(anns, dets, ["obj"]).ap.tolist()
+
+
+def test_equal_scores_from_files_rank_in_line_order_as_the_devkit(tmp_path):
+    # gts: one box in "a", one in "b" (npos = 2). Both lines score 0.7; the file lists the
+    # miss on "b" first. The devkit ranks FP (b) then TP (a): precision 0, 1/2 at recall
+    # 0, 1/2 -> area AP 0.5 * 0.5 = 0.25. In image-list order (a first) it would be 0.5.
+    anns = [ann("a", [[0, 0, 10, 10]]), ann("b", [[0, 0, 10, 10]])]
+    (tmp_path / "comp4_det_test_obj.txt").write_text("b 0.7 31 31 40 40\na 0.7 1 1 10 10\n")
+    back, order = read_voc_results_in_file_order(tmp_path, ["obj"])
+    assert {key: value.tolist() for key, value in order.items()} == {"b": [0], "a": [1]}
+    assert evaluate_voc(anns, back, ["obj"], tie_break=order).ap[0] == pytest.approx(0.25)
+    assert evaluate_voc(anns, back, ["obj"]).ap[0] == pytest.approx(0.5)
 
 
 def test_malformed_results_line_names_file(tmp_path):

@@ -137,10 +137,16 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
             warn("bad_coordinates", "missing or non-numeric <bndbox> coordinates; box dropped")
             continue
         xmin, ymin, xmax, ymax = raw  # type: ignore[misc]
-        if xmax <= xmin or ymax <= ymin:
-            warn("zero_size_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has zero or "
-                                  f"negative size; box dropped")
+        # VOC boxes include both edge pixels: xmin == xmax is one pixel wide, which the
+        # devkit counts as an object like any other.
+        if xmax < xmin or ymax < ymin:
+            warn("zero_size_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has negative "
+                                  f"size; box dropped")
             continue
+        if xmax == xmin or ymax == ymin:
+            warn("one_pixel_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} is one pixel "
+                                  f"wide or high (VOC boxes include both edges); kept, as the "
+                                  f"devkit keeps it")
         box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
         clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
                    min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]

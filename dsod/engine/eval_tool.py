@@ -33,7 +33,8 @@ from dsod.engine.checkpoint import (check_prediction_settings, load_checkpoint,
                                     load_model_weights)
 from dsod.engine.evaluate import Scores, channels_last_for, coco_id_maps, predict, score
 from dsod.evaluation.coco import detections_to_coco_results
-from dsod.evaluation.voc_files import plot_pr_curves, read_voc_results, write_voc_results
+from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results_in_file_order,
+                                        write_voc_results)
 from dsod.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,11 @@ def _check_known(detections: Mapping[str, Detections], dataset: DetectionDataset
 
 
 def read_voc_result_dir(directory: str | Path, dataset: DetectionDataset,
-                        prefix: str = VOC_PREFIX) -> dict[str, Detections]:
-    """Detections from devkit results files ``<directory>/<prefix><class>.txt``.
+                        prefix: str = VOC_PREFIX
+                        ) -> tuple[dict[str, Detections], dict[str, np.ndarray]]:
+    """Detections from devkit results files ``<directory>/<prefix><class>.txt``, and each
+    one's line position (the devkit's order for equal scores; see
+    :func:`read_voc_results_in_file_order`).
 
     Raises:
         DataError: the folder is missing, holds none of the class files, has a malformed
@@ -136,16 +140,19 @@ def read_voc_result_dir(directory: str | Path, dataset: DetectionDataset,
         raise DataError(f"VOC results folder {directory} holds no results file "
                         f"{prefix}<class>.txt for any class, e.g. {prefix}{names[0]}.txt")
     try:
-        detections = read_voc_results(directory, names, prefix)
+        detections, order = read_voc_results_in_file_order(directory, names, prefix)
     except ValueError as error:
         raise DataError(str(error)) from None
     _check_known(detections, dataset, str(directory))
-    return detections
+    return detections, order
 
 
-def read_coco_results(path: str | Path, dataset: DetectionDataset) -> dict[str, Detections]:
+def read_coco_results(path: str | Path, dataset: DetectionDataset
+                      ) -> tuple[dict[str, Detections], list[dict[str, Any]]]:
     """Detections from a COCO results JSON (``[{"image_id", "category_id", "bbox": [x, y, w,
-    h], "score"}]``); ids are mapped back as :func:`coco_id_maps` assigns them.
+    h], "score"}]``); ids are mapped back as :func:`coco_id_maps` assigns them. Also the
+    checked entries as they are (only those four keys), for pycocotools to score exactly
+    what the file says.
 
     Raises:
         DataError: the file is missing or malformed, or names an image or category the
@@ -164,6 +171,7 @@ def read_coco_results(path: str | Path, dataset: DetectionDataset) -> dict[str, 
     image_of = {coco_id: image_id for image_id, coco_id in image_ids.items()}
     label_of = {cat: label for label, cat in enumerate(category_ids, start=1)}
     per_image: dict[str, tuple[list, list, list]] = {}
+    checked: list[dict[str, Any]] = []
     for number, entry in enumerate(entries):
         try:
             coco_image, category = entry["image_id"], entry["category_id"]
@@ -187,9 +195,12 @@ def read_coco_results(path: str | Path, dataset: DetectionDataset) -> dict[str, 
         boxes.append((x, y, x + w, y + h))
         scores.append(value)
         labels.append(label_of[category])
-    return {image_id: Detections(np.asarray(b, np.float32).reshape(-1, 4),
-                                 np.asarray(s, np.float32), np.asarray(lab, np.int64))
-            for image_id, (b, s, lab) in per_image.items()}
+        checked.append({"image_id": coco_image, "category_id": category,
+                        "bbox": [x, y, w, h], "score": value})
+    detections = {image_id: Detections(np.asarray(b, np.float64).reshape(-1, 4),
+                                       np.asarray(s, np.float64), np.asarray(lab, np.int64))
+                  for image_id, (b, s, lab) in per_image.items()}
+    return detections, checked
 
 
 def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = None,
@@ -223,20 +234,21 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
     out = Path(out_dir) if out_dir is not None else default_eval_dir(config)
     dataset = load_test_set(config)
     unreadable: list[int] = []
+    tie_break, coco_entries = None, None
     if checkpoint is not None:
         detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
                                            workers, progress, amp, compile)
     elif voc_results is not None:
-        detections = read_voc_result_dir(voc_results, dataset)
+        detections, tie_break = read_voc_result_dir(voc_results, dataset)
     else:
-        detections = read_coco_results(coco_results, dataset)
+        detections, coco_entries = read_coco_results(coco_results, dataset)
     # Only now: a refused checkpoint or unreadable results leave no empty folder behind.
     out.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         voc_dir, coco_path = write_results(out, dataset, detections)
         print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
     try:
-        scores = score(dataset, detections)
+        scores = score(dataset, detections, tie_break, coco_entries)
     except ValueError as error:  # e.g. pycocotools rejecting the results
         raise DataError(f"cannot score the detections: {error}") from None
     details = {

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torch import nn
@@ -166,13 +167,22 @@ def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], l
     return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
 
 
-def score(dataset: DetectionDataset, detections: Mapping[str, Detections]) -> Scores:
-    """VOC (11-point and area, IoU 0.5) and COCO figures for detections on ``dataset``."""
+def score(dataset: DetectionDataset, detections: Mapping[str, Detections],
+          voc_tie_break: Mapping[str, np.ndarray] | None = None,
+          coco_results: Sequence[Mapping[str, Any]] | None = None) -> Scores:
+    """VOC (11-point and area, IoU 0.5) and COCO figures for detections on ``dataset``.
+
+    ``voc_tie_break`` ranks equal scores for the VOC metric (see
+    :func:`~dsod.evaluation.voc.evaluate_voc`; for detections read from devkit files).
+    ``coco_results``, the same detections as a COCO results list (read from a results
+    JSON), is scored as it is instead of converting ``detections``, so the COCO figures are
+    pycocotools' own on that file."""
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
-    voc = evaluate_voc(annotations, detections, dataset.class_names)
+    voc = evaluate_voc(annotations, detections, dataset.class_names, tie_break=voc_tie_break)
     gt, image_ids, category_ids = coco_ground_truth(dataset)
-    results = detections_to_coco_results(detections, image_ids, category_ids)
-    coco, summary = evaluate_coco_with_summary(gt, results)
+    if coco_results is None:
+        coco_results = detections_to_coco_results(detections, image_ids, category_ids)
+    coco, summary = evaluate_coco_with_summary(gt, coco_results)
     return Scores(voc, coco, summary)
 
 

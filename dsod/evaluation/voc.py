@@ -9,7 +9,8 @@ Devkit rules reproduced here, per class:
 
 * detections are ranked by descending score with a *stable* sort; ties keep the order of
   ``annotations`` (the image list) and, within an image, the order of its ``Detections``
-  (which is the line order :func:`write_voc_results` produces);
+  (which is the line order :func:`write_voc_results` produces), or the order given by
+  ``tie_break`` (the line order of results files that were read);
 * a detection is compared with all ground truths of its image and class (difficult ones
   included) and only its best-overlap ground truth (first one on ties) decides:
   ``IoU >= threshold`` (the devkit's ``ovmax >= minoverlap``) on a difficult box -> ignored
@@ -115,7 +116,7 @@ def _devkit_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _match(
     gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_difficult: np.ndarray, gt_image: np.ndarray,
     det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, det_image: np.ndarray,
-    iou_threshold: float,
+    iou_threshold: float, det_tie_key: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised devkit matching over all classes at once.
 
@@ -124,7 +125,8 @@ def _match(
     of its (image, class) are laid out flat, so the cost is the number of such pairs.
 
     Returns ``(tp, ignored, order)``: ``order`` ranks all detections by (label, descending
-    score, input position); ``tp``/``ignored`` are bool ``[D]`` in that ranked order.
+    score, ``det_tie_key`` ``[D]`` ascending, input position); ``tp``/``ignored`` are bool
+    ``[D]`` in that ranked order.
     """
     num_groups = int(max(gt_labels.max(initial=0), det_labels.max(initial=0))) + 1
     gt_key = gt_image * num_groups + gt_labels
@@ -151,7 +153,9 @@ def _match(
         best_gt[with_gt] = pair_gt[first]  # first gt reaching the max, as the devkit's ">"
         best_iou[with_gt] = seg_max
 
-    order = np.lexsort((-det_scores, det_labels))  # lexsort is stable
+    keys = (-det_scores, det_labels) if det_tie_key is None else (
+        det_tie_key, -det_scores, det_labels)
+    order = np.lexsort(keys)  # lexsort is stable
     best_gt, best_iou = best_gt[order], best_iou[order]
     matched = best_iou >= iou_threshold
     ignored = np.zeros(order.shape, dtype=bool)
@@ -175,6 +179,7 @@ def evaluate_voc(
     detections: Mapping[str, Detections],
     class_names: Sequence[str],
     iou_threshold: float = 0.5,
+    tie_break: Mapping[str, np.ndarray] | None = None,
 ) -> VOCResult:
     """Score detections against ground truth with the VOC devkit's rules (module docstring).
 
@@ -185,6 +190,11 @@ def evaluate_voc(
             images may be missing (no detections); unknown image ids raise ``ValueError``.
         class_names: the ``C`` class names.
         iou_threshold: minimum devkit IoU for a match (``>=``), in ``[0, 1]``.
+        tie_break: ``image_id -> [K]`` numbers, one per detection of that image (every
+            image of ``detections``): detections of equal score rank by them, lowest first,
+            e.g. their line positions in devkit results files, which is how the devkit
+            ranks the lines it reads (:func:`~dsod.evaluation.voc_files.read_voc_results`
+            gives them). None: the order of ``annotations``, then of each image's detections.
 
     Returns:
         A :class:`VOCResult`.
@@ -224,6 +234,13 @@ def evaluate_voc(
         raise ValueError("annotation boxes, labels and difficult flags differ in length")
     if not (det_boxes.shape[0] == det_scores.size == det_labels.size):
         raise ValueError("detection boxes, scores and labels differ in length")
+    det_tie_key = None
+    if tie_break is not None:
+        det_tie_key = np.concatenate([np.zeros(0)] + [
+            np.asarray(tie_break.get(anns[i].image_id, ()), dtype=np.float64).ravel()
+            for i, _ in dets])
+        if det_tie_key.size != det_scores.size:
+            raise ValueError("tie_break needs one number per detection")
     for name, labels in (("ground-truth", gt_labels), ("detection", det_labels)):
         if labels.size and (labels.min() < 1 or labels.max() > num_classes):
             raise ValueError(f"{name} labels must be in 1..{num_classes}")
@@ -234,7 +251,7 @@ def evaluate_voc(
     shift = np.array([1.0, 1.0, 0.0, 0.0])
     tp, ignored, order = _match(
         gt_boxes + shift, gt_labels, gt_difficult, gt_image,
-        det_boxes + shift, det_scores, det_labels, det_image, iou_threshold,
+        det_boxes + shift, det_scores, det_labels, det_image, iou_threshold, det_tie_key,
     )
 
     sorted_labels = det_labels[order]

@@ -26,10 +26,12 @@ def write_voc_results(
     """Write detections in the devkit's results format, one file per class.
 
     ``<out_dir>/<prefix><class>.txt`` holds lines ``image_id score xmin ymin xmax ymax`` with
-    the box in devkit 1-based pixels ``(x1 + 1, y1 + 1, x2, y2)``, ``%.6f`` score and
-    ``%.1f`` coordinates. Images are written in the given order (images without detections
-    are skipped), each image's detections in their stored order. Every class gets a file,
-    possibly empty.
+    the box in devkit 1-based pixels ``(x1 + 1, y1 + 1, x2, y2)``. Numbers are written in
+    full (the shortest decimal that reads back as the same double, never in exponent
+    notation), so the devkit scores exactly what :func:`~dsod.evaluation.voc.evaluate_voc`
+    scores: rounding would move IoUs across 0.5 and merge distinct scores into ties. Images
+    are written in the given order (images without detections are skipped), each image's
+    detections in their stored order. Every class gets a file, possibly empty.
 
     Returns:
         The ``C`` file paths, in class order.
@@ -47,10 +49,10 @@ def write_voc_results(
         labels = np.asarray(det.labels, dtype=np.int64)
         if labels.min() < 1 or labels.max() > len(class_names):
             raise ValueError(f"image {image_id!r}: labels must be in 1..{len(class_names)}")
-        scores = np.asarray(det.scores, dtype=np.float64).tolist()
-        for label, score, (x1, y1, x2, y2) in zip(labels.tolist(), scores, boxes.tolist()):
-            lines[label - 1].append(
-                f"{image_id} {score:.6f} {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}\n")
+        scores = np.asarray(det.scores, dtype=np.float64)
+        for label, score, box in zip(labels.tolist(), scores, boxes):
+            numbers = " ".join(_exact(v) for v in (score, *box))
+            lines[label - 1].append(f"{image_id} {numbers}\n")
     paths = []
     for name, class_lines in zip(class_names, lines):
         path = out / f"{prefix}{name}.txt"
@@ -59,17 +61,36 @@ def write_voc_results(
     return paths
 
 
+def _exact(value: float) -> str:
+    """``value`` in the fewest digits that read back as the same double, without an
+    exponent (the devkit reads its results files with ``%f``)."""
+    return np.format_float_positional(value, unique=True, trim="-")
+
+
 def read_voc_results(
     results_dir: str | Path, class_names: Sequence[str], prefix: str = "comp4_det_test_"
 ) -> dict[str, Detections]:
-    """Read devkit results files back into ``image_id -> Detections`` (internal ``xyxy``).
+    """Read devkit results files back into ``image_id -> Detections`` (internal ``xyxy``,
+    float64 boxes and scores: the files' numbers exactly).
 
     A missing class file means no detections for that class (a warning is logged). A line
     that is not ``image_id score xmin ymin xmax ymax`` raises ``ValueError`` naming the file
     and line. Images appear in order of first appearance; an image's detections are grouped
-    by class, each class in file order.
+    by class, each class in file order. :func:`read_voc_results_in_file_order` also gives
+    the line order, which the devkit uses to rank equal scores.
     """
-    per_image: dict[str, tuple[list, list, list]] = {}
+    return read_voc_results_in_file_order(results_dir, class_names, prefix)[0]
+
+
+def read_voc_results_in_file_order(
+    results_dir: str | Path, class_names: Sequence[str], prefix: str = "comp4_det_test_"
+) -> tuple[dict[str, Detections], dict[str, np.ndarray]]:
+    """:func:`read_voc_results` and, per image, each detection's line position over all
+    files (int64 ``[K]``, classes in order): pass it as ``tie_break`` to
+    :func:`~dsod.evaluation.voc.evaluate_voc` to rank equal scores as the devkit does, in
+    file order."""
+    per_image: dict[str, tuple[list, list, list, list]] = {}
+    position = 0
     for label, name in enumerate(class_names, start=1):
         path = Path(results_dir) / f"{prefix}{name}.txt"
         if not path.is_file():
@@ -91,19 +112,25 @@ def read_voc_results(
                     raise ValueError(
                         f"{path}:{lineno}: expected 'image_id score xmin ymin xmax ymax', "
                         f"got {line.rstrip()!r} ({err})") from None
-                boxes, scores, labels = per_image.setdefault(fields[0], ([], [], []))
+                boxes, scores, labels, positions = per_image.setdefault(
+                    fields[0], ([], [], [], []))
                 score, x1, y1, x2, y2 = values
                 boxes.append((x1 - 1.0, y1 - 1.0, x2, y2))
                 scores.append(score)
                 labels.append(label)
-    return {
+                positions.append(position)
+                position += 1
+    detections = {
         image_id: Detections(
-            boxes=np.asarray(b, dtype=np.float32).reshape(-1, 4),
-            scores=np.asarray(s, dtype=np.float32),
+            boxes=np.asarray(b, dtype=np.float64).reshape(-1, 4),
+            scores=np.asarray(s, dtype=np.float64),
             labels=np.asarray(lab, dtype=np.int64),
         )
-        for image_id, (b, s, lab) in per_image.items()
+        for image_id, (b, s, lab, _) in per_image.items()
     }
+    order = {image_id: np.asarray(pos, dtype=np.int64)
+             for image_id, (_, _, _, pos) in per_image.items()}
+    return detections, order
 
 
 def plot_pr_curves(result: VOCResult, class_names: Sequence[str] | None, path: str | Path) -> Path:
