@@ -112,3 +112,19 @@ def test_build_dataset_coco_entries(tmp_path):
     assert isinstance(train, ConcatDetectionDataset) and len(train) == 6
     assert train.category_ids == (1, 5, 90) and not train.keep_difficult
     assert train.annotation(3).image_path == str(tmp_path / "val2017" / "a.jpg")
+
+
+def test_integral_float_category_ids_are_read(tmp_path):
+    data = coco_json()
+    for category in data["categories"]:
+        category["id"] = float(category["id"])  # 90.0, 1.0, 5.0: as pandas writes them
+    for annotation in data["annotations"]:
+        annotation["category_id"] = float(annotation["category_id"])
+    floats = COCODataset(write_coco(tmp_path, data), tmp_path / "val2017")
+    ints = COCODataset(write_coco(tmp_path / "i", coco_json()), tmp_path / "i" / "val2017")
+    assert floats.category_ids == ints.category_ids == (1, 5, 90)
+    assert [a.labels.tolist() for a in floats.annotations] == \
+        [a.labels.tolist() for a in ints.annotations]
+    data["categories"][0]["id"] = 2.5
+    with pytest.raises(AnnotationError, match="lacks an integer id"):
+        COCODataset(write_coco(tmp_path, data), tmp_path / "val2017")

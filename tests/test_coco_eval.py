@@ -15,6 +15,7 @@ from dsod.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     evaluate_coco_with_summary,
+    load_coco_ground_truth,
 )
 from dsod.structures import Annotation, Detections
 
@@ -103,6 +104,44 @@ def test_empty_results_are_zero():
     coco_gt = coco_from_dict(annotations_to_coco(ANNS, NAMES))
     assert detections_to_coco_results({}, coco_image_id_map(ANNS), [1, 2]) == []
     assert evaluate_coco(coco_gt, []) == {k: 0.0 for k in COCO_METRIC_NAMES}
+
+
+def test_empty_results_follow_pycocotools_where_an_area_range_has_no_ground_truth():
+    # No large box here: pycocotools says -1 for APl and ARl, 0 elsewhere; the same as one
+    # detection that matches nothing, which loadRes can take.
+    small = [ann("img_a", [[10, 10, 50, 60], [5, 100, 20, 118]], [1, 2])]
+    coco_gt = coco_from_dict(annotations_to_coco(small, NAMES))
+    miss = [{"image_id": 1, "category_id": 1, "bbox": [150, 0, 10, 10], "score": 0.5}]
+    expected = evaluate_coco(coco_gt, miss)
+    assert expected["APl"] == expected["ARl"] == -1.0 and expected["AP"] == 0.0
+    assert evaluate_coco(coco_gt, []) == expected
+
+
+def test_string_image_ids_are_written_as_the_ground_truth_has_them():
+    results = detections_to_coco_results(perfect(ANNS[:1]), {"img_a": "img_0002"}, [1, 2])
+    assert {r["image_id"] for r in results} == {"img_0002"}
+    results = detections_to_coco_results(perfect(ANNS[:1]), {"img_a": np.int64(7)}, [1, 2])
+    assert {type(r["image_id"]) for r in results} == {int}
+
+
+def test_ground_truth_file_without_area_or_iscrowd_is_completed(tmp_path, caplog):
+    gt = annotations_to_coco(ANNS, NAMES)
+    for annotation in gt["annotations"]:
+        del annotation["area"]
+    del gt["annotations"][0]["iscrowd"]
+    gt["annotations"].append({"id": 99, "image_id": 3, "category_id": 1,
+                              "segmentation": [[1, 1, 5, 1, 5, 5]]})  # no bbox
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    with caplog.at_level("WARNING"):
+        coco_gt = load_coco_ground_truth(path)
+    assert "without area" in caplog.text and "without iscrowd" in caplog.text
+    assert "without a usable bbox" in caplog.text and str(path) in caplog.text
+    first = coco_gt.loadAnns(1)[0]
+    assert first["area"] == 40 * 50 and first["iscrowd"] == 0
+    complete = coco_from_dict(annotations_to_coco(ANNS, NAMES))
+    results = detections_to_coco_results(perfect(ANNS), coco_image_id_map(ANNS), [1, 2])
+    assert evaluate_coco(coco_gt, results) == evaluate_coco(complete, results)
 
 
 def test_unknown_image_and_bad_label():

@@ -49,14 +49,29 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _integer_id(value: Any) -> int | None:
+    """A COCO category id as an int: an int, or a float with an integral value (``1.0``, as
+    pandas-based converters write them; pycocotools compares them equal); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _categories(path: Path, data: dict[str, Any],
                 class_names: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """``(class_names, category_ids)``; label ``l`` is category ``category_ids[l - 1]``."""
-    try:
-        cats = sorted(((int(c["id"]), str(c["name"])) for c in data["categories"]),
-                      key=lambda c: c[0])
-    except (KeyError, TypeError, ValueError) as error:
-        raise AnnotationError(path, f"a category lacks an integer id or a name ({error!r})")
+    cats = []
+    for category in data["categories"]:
+        number = _integer_id(category.get("id")) if isinstance(category, dict) else None
+        if number is None or "name" not in category:
+            raise AnnotationError(path, f"category {str(category)[:80]} lacks an integer id "
+                                        f"or a name")
+        cats.append((number, str(category["name"])))
+    cats.sort(key=lambda c: c[0])
     if not cats:
         raise AnnotationError(path, "the categories list is empty")
     ids = [c[0] for c in cats]
@@ -151,7 +166,7 @@ class COCODataset(DetectionDataset):
                 box = self._box(ann, width, height, label_of, file, problems)
                 if box is not None:
                     boxes.append(box)
-                    labels.append(label_of[ann["category_id"]])
+                    labels.append(label_of[_integer_id(ann["category_id"])])
                     crowd.append(bool(ann.get("iscrowd", 0)))
             annotations.append(Annotation(
                 image_id=str(coco_id), image_path=str(image_path), width=width, height=height,
@@ -182,7 +197,8 @@ class COCODataset(DetectionDataset):
              file: str, problems: list[Problem]) -> list[float] | None:
         """The clipped ``xyxy`` box of one COCO annotation, or None (problem recorded)."""
         where = f"annotation {ann.get('id', '?')} (image {ann['image_id']})"
-        if not isinstance(ann.get("category_id"), int) or ann["category_id"] not in label_of:
+        category = _integer_id(ann.get("category_id"))
+        if category not in label_of:
             problems.append(Problem(file, f"{where}: unknown category_id "
                                           f"{ann.get('category_id')!r}; box dropped",
                                     "warning", "unknown_class"))

@@ -54,6 +54,43 @@ class ConcatDetectionDataset(DetectionDataset):
                 self.image_id_to_coco_id.update(part.image_id_to_coco_id)  # type: ignore
 
 
+def check_classes(dataset: DetectionDataset, num_classes: int,
+                  expected_names: Sequence[str] | None = None, source: str = "the data set",
+                  expected_from: str = "the model") -> None:
+    """Raise a DataError unless ``dataset`` has ``num_classes - 1`` classes (the model's
+    count, background included) and, when ``expected_names`` is given, exactly those names
+    in that order: labels are positions in the class list, so data whose classes come in
+    another order (a COCO JSON with other category ids) would silently swap them."""
+    names = list(dataset.class_names)
+    if len(names) != num_classes - 1:
+        raise DataError(f"{source} has {len(names)} classes but {expected_from} has "
+                        f"{num_classes - 1} (model.num_classes = {num_classes} with the "
+                        f"background): set model.num_classes to {len(names) + 1} or name the "
+                        f"classes in data.class_names")
+    if expected_names is not None and list(expected_names) != names:
+        differ = next(i for i, (a, b) in enumerate(zip(names, expected_names)) if a != b) \
+            if len(names) == len(expected_names) else 0
+        raise DataError(f"{source} orders its classes differently from {expected_from}: label "
+                        f"{differ + 1} is {names[differ]!r} there but "
+                        f"{list(expected_names)[differ]!r} in {expected_from} (the classes: "
+                        f"{names} against {list(expected_names)}); set data.class_names to "
+                        f"fix the order")
+
+
+def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test split") -> None:
+    """Raise a DataError if two images share an ``image_id``: detections are kept per id,
+    so a test split needs each once (splits that number their images alike, such as two
+    COCO JSONs counting from 0, collide when concatenated)."""
+    seen: dict[str, str] = {}
+    for index in range(len(dataset)):
+        annotation = dataset.annotation(index)
+        if annotation.image_id in seen:
+            raise DataError(f"{source}: image id {annotation.image_id!r} names both "
+                            f"{seen[annotation.image_id]} and {annotation.image_path}; a test "
+                            f"split needs unique image ids (score the splits one at a time)")
+        seen[annotation.image_id] = annotation.image_path
+
+
 def build_dataset(data_config: DataConfig, split: str, strict: bool | None = None
                   ) -> VOCDataset | COCODataset | ConcatDetectionDataset:
     """The ``"train"`` or ``"test"`` data set the config names.

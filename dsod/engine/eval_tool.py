@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dsod.config import Config, ConfigError
-from dsod.data.datasets import build_dataset
+from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
 from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
@@ -56,6 +56,7 @@ def load_test_set(config: Config) -> DetectionDataset:
     if len(dataset) == 0:
         raise DataError(f"the test split {list(config.data.test)} under {config.data.root} "
                         f"has no usable image")
+    check_unique_image_ids(dataset, f"the test split {list(config.data.test)}")
     errors = [p for p in getattr(dataset, "problems", []) if p.severity == "error"]
     if errors:
         logger.warning("%d test images were left out for unusable annotations (first: %s); "
@@ -81,6 +82,10 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(checkpoint)
     check_prediction_settings(state.get("config"), config, f"checkpoint {checkpoint}")
+    trained_names = state.get("class_names")
+    check_classes(dataset, config.num_classes,
+                  list(trained_names) if isinstance(trained_names, (list, tuple)) else None,
+                  f"the test split {list(config.data.test)}", f"checkpoint {checkpoint}")
     model = build_model(config)
     load_model_weights(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)

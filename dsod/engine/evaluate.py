@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -19,7 +17,8 @@ from tqdm import tqdm
 from dsod.data.loader import DetectionDataset, TestSamples, collate_test
 from dsod.engine import distributed as dist
 from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
-                                  detections_to_coco_results, evaluate_coco_with_summary)
+                                  detections_to_coco_results, evaluate_coco_with_summary,
+                                  load_coco_ground_truth)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
 from dsod.models.compiled import compile_for_inference
 from dsod.models.fuse import inference_network
@@ -159,9 +158,7 @@ def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], l
     VOC annotations converted in memory. Returns ``(COCO, image_id -> coco id, category ids)``."""
     annotation_json = getattr(dataset, "annotation_json", None)
     if annotation_json is not None:  # score against the official file, as pycocotools does
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(annotation_json))
-        return (coco, *coco_id_maps(dataset))
+        return (load_coco_ground_truth(annotation_json), *coco_id_maps(dataset))
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
     gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))
     return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))

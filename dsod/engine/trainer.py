@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dsod.config import Config, config_to_dict, save_config
-from dsod.data.datasets import build_dataset
+from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
 from dsod.data.errors import summarize_problems
-from dsod.data.loader import IterationBatchSampler, collate_training
+from dsod.data.loader import DetectionDataset, IterationBatchSampler, collate_training
 from dsod.engine import distributed as dist
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
@@ -204,13 +204,23 @@ class Trainer:
                 if isinstance(value, (int, float)) and key != "step":
                     self._writer.add_scalar(key, value, record["step"])
 
+    def test_split(self) -> DetectionDataset:
+        """The test split, read at the first call; it must name the training classes in
+        the same order (:func:`check_classes`)."""
+        if self._test_set is None:
+            test_set = build_dataset(self.config.data, "test")
+            source = f"the test split {list(self.config.data.test)}"
+            check_classes(test_set, self.config.num_classes, self.samples.dataset.class_names,
+                          source, "the training split")
+            check_unique_image_ids(test_set, source)
+            self._test_set = test_set
+        return self._test_set
+
     def evaluate(self) -> dict[str, Any] | None:
         """Score the current model on the test split (main process returns the figures)."""
-        if self._test_set is None:
-            self._test_set = build_dataset(self.config.data, "test")
         c = self.config
         scores, _ = evaluate_model(
-            self.model, self._test_set, build_postprocessor(c), c.model.input_size,
+            self.model, self.test_split(), build_postprocessor(c), c.model.input_size,
             c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, c.train.amp,
             self.channels_last, c.data.on_bad_sample)
         if scores is None:
@@ -224,6 +234,7 @@ class Trainer:
         if dist.is_main_process():
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, self.out_dir / "config.yaml")
+        self.test_split()  # a test split that cannot be scored fails now, not after training
         batches = iter(self._loader())
         bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
                    disable=not self.progress, dynamic_ncols=True)

@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from dsod.structures import Annotation, Detections
+
+logger = logging.getLogger(__name__)
 
 #: Names of the 12 numbers of ``COCOeval.summarize()`` for boxes, in its order.
 COCO_METRIC_NAMES: tuple[str, ...] = (
@@ -88,23 +94,68 @@ def coco_from_dict(dataset: Mapping[str, Any]) -> COCO:
 
     The dict is deep-copied so later changes to it do not reach the index.
     """
+    return _index(copy.deepcopy(dict(dataset)))
+
+
+def _index(dataset: dict[str, Any]) -> COCO:
+    """A COCO object indexing ``dataset`` itself (not a copy), without its prints."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = copy.deepcopy(dict(dataset))
+        coco.dataset = dataset
         coco.createIndex()
     return coco
 
 
+def load_coco_ground_truth(path: str | Path) -> COCO:
+    """pycocotools ground truth from an instances JSON, as ``COCO(path)`` reads it, with the
+    fields ``COCOeval`` needs filled in where a converter left them out: ``iscrowd`` 0 and
+    ``area`` the bbox's ``w * h``; annotations without a usable ``bbox`` (segmentation only)
+    are left out, since ``COCOeval`` cannot score them. A warning counts each change; a
+    complete file (every official one) is used as it is.
+
+    Raises:
+        ValueError: the file is not a JSON object with ``images``, ``categories`` and
+            ``annotations`` lists (the message names the file).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(key), list) for key in ("images", "categories", "annotations")):
+        raise ValueError(f"COCO ground truth {path}: expected a JSON object with images, "
+                         f"categories and annotations lists")
+    changed: Counter[str] = Counter()
+    kept = []
+    for annotation in data["annotations"]:
+        bbox = annotation.get("bbox") if isinstance(annotation, dict) else None
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) for v in bbox)):
+            changed["without a usable bbox, left out"] += 1
+            continue
+        if "iscrowd" not in annotation:
+            annotation["iscrowd"] = 0
+            changed["without iscrowd, taken as 0"] += 1
+        if "area" not in annotation:
+            annotation["area"] = float(bbox[2]) * float(bbox[3])
+            changed["without area, taken as the bbox's w * h"] += 1
+        kept.append(annotation)
+    data["annotations"] = kept
+    for what, count in changed.items():
+        logger.warning("COCO ground truth %s: %d annotation(s) %s", path, count, what)
+    return _index(data)
+
+
 def detections_to_coco_results(
     detections: Mapping[str, Detections],
-    image_id_map: Mapping[str, int],
+    image_id_map: Mapping[str, int | str],
     category_ids: Sequence[int],
 ) -> list[dict[str, Any]]:
     """Convert detections to the COCO results JSON format.
 
     Args:
         detections: ``image_id -> Detections`` (boxes internal ``xyxy``, labels ``1..C``).
-        image_id_map: ``image_id -> integer COCO image id``.
+        image_id_map: ``image_id -> COCO image id`` (as the ground truth has it: usually an
+            integer, a string in some data sets).
         category_ids: label ``l`` maps to ``category_ids[l - 1]``.
 
     Returns:
@@ -118,7 +169,9 @@ def detections_to_coco_results(
             continue
         if key not in image_id_map:
             raise KeyError(f"image id {key!r} is not in image_id_map")
-        coco_image = int(image_id_map[key])
+        coco_image = image_id_map[key]
+        if isinstance(coco_image, np.integer):
+            coco_image = int(coco_image)  # JSON-ready; string ids stay strings
         labels = np.asarray(det.labels, dtype=np.int64)
         if labels.min() < 1 or labels.max() > cat_ids.size:
             raise ValueError(f"image {key!r}: labels must be in 1..{cat_ids.size}")
@@ -135,18 +188,22 @@ def evaluate_coco_with_summary(
 ) -> tuple[dict[str, float], str]:
     """Run COCOeval (boxes) and return its 12 stats by name plus its printed summary.
 
-    An empty ``results`` list gives all zeros (``loadRes`` cannot take it) and a one-line
-    summary saying so. Stats are pycocotools' own, so ``-1`` marks an area range without
-    ground truth. ``results`` is not modified (``loadRes`` edits the dicts it gets).
+    Stats are pycocotools' own, so ``-1`` marks an area range without ground truth; an
+    empty ``results`` list (which ``loadRes`` cannot take) is scored as an empty result
+    set: 0 wherever there is ground truth. ``results`` is not modified (``loadRes`` edits
+    the dicts it gets).
     """
-    if len(results) == 0:
-        return {name: 0.0 for name in COCO_METRIC_NAMES}, "no detections: all COCO metrics are 0"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        try:
-            coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        except AssertionError as err:
-            raise ValueError(f"pycocotools rejected the results: {err}") from err
+        if len(results) == 0:  # loadRes cannot take an empty list: an empty result set
+            coco_dt = _index({"images": list(coco_gt.dataset.get("images", [])),
+                              "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+                              "annotations": []})
+        else:
+            try:
+                coco_dt = coco_gt.loadRes([dict(r) for r in results])
+            except AssertionError as err:
+                raise ValueError(f"pycocotools rejected the results: {err}") from err
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
