@@ -95,6 +95,26 @@ def test_exif_orientation_applied(tmp_path, orientation):
     assert read_image_size(path) == (out.shape[1], out.shape[0])
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_annotation_drawn_on_stored_pixels_keeps_them(tmp_path, orientation):
+    # Orientation 6 turns the 24x16 stored picture to 16x24. An annotation that says 24x16
+    # was drawn on the stored pixels: those come back, unturned. Orientation 3 (180 degrees)
+    # keeps the size, so nothing tells the frames apart: EXIF applies as always.
+    rgb = _pattern(16, 24)[..., ::-1].copy()
+    rgb[:4, :6] = (255, 255, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(rgb).save(path, exif=exif, quality=98)
+    stored = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    out = read_image(path, annotated_size=(24, 16))
+    if orientation == 6:
+        assert out.shape == (16, 24, 3) and np.array_equal(out, stored)
+        assert read_image(path, annotated_size=(16, 24)).shape == (24, 16, 3)  # the EXIF frame
+    else:
+        assert np.array_equal(out, read_image(path)) and not np.array_equal(out, stored)
+
+
 def test_non_ascii_path(tmp_path):
     path = tmp_path / "bild_äöü_画像.jpg"
     cv2.imencode(".jpg", _pattern())[1].tofile(str(path))

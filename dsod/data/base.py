@@ -81,8 +81,10 @@ class DetectionDataset:
                           difficult=ann.difficult[keep].copy())
 
     def load_image(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 BGR ``[H, W, 3]``; raises ImageReadError if unreadable."""
-        return read_image(self._annotations[index].image_path)
+        """Image ``index`` as uint8 BGR ``[H, W, 3]`` in the frame its boxes were drawn on
+        (see :func:`read_image`); raises ImageReadError if unreadable."""
+        ann = self._annotations[index]
+        return read_image(ann.image_path, (ann.width, ann.height))
 
     def load(self, index: int) -> tuple[np.ndarray, Annotation]:
         """``(image, training_targets(index))``: uint8 BGR ``[H, W, 3]`` and its boxes.

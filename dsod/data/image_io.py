@@ -104,11 +104,17 @@ def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as uint8 BGR ``[H, W, 3]``, EXIF orientation applied.
 
     ``H`` and ``W`` are the size of the picture as it is meant to be viewed, i.e. after the
     EXIF rotation; :func:`read_image_size` gives the same size without decoding.
+
+    ``annotated_size``, the ``(width, height)`` the image's annotation gives: some tools
+    draw boxes on the stored pixels and ignore the EXIF tag. When the EXIF rotation turns
+    the picture away from that size (90 degrees: width and height swap) and the stored
+    pixels have it, the stored pixels are returned, so that boxes and pixels share one
+    frame (``tools/check_dataset.py`` reports every size that does not match).
 
     Raises:
         ImageReadError: the file is missing, empty, truncated or cannot be decoded; the
@@ -126,6 +132,11 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, f"decoded to an unusable array of shape {image.shape}")
     if image.dtype != np.uint8:
         image = _to_uint8(image)
+    if annotated_size is not None and image.shape[1::-1] != tuple(annotated_size) \
+            and image.shape[:2] == tuple(annotated_size):
+        stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if stored is not None and stored.shape[1::-1] == tuple(annotated_size):
+            image = stored
     return image
 
 
