@@ -21,6 +21,37 @@ def user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def user_message(error: BaseException) -> str:
+    """The message of a user error. One raised in a DataLoader worker comes back wrapped in
+    the worker's whole traceback; only its last line, the original message, is kept."""
+    text = str(error)
+    if "Original Traceback (most recent call last):" not in text:
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    name, sep, message = last.partition(": ")
+    return message if sep and " " not in name else last
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``text`` if torch knows that device and it is
+    there (``cpu``, ``cuda``, ``cuda:1``, ...), else a usage error saying why."""
+    import argparse
+
+    import torch
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; expected cpu, cuda, "
+                                         f"cuda:N, ...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has "
+                                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -38,7 +69,11 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     try:
         code = work()
     except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. --out names a file, a read-only or full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

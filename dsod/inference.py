@@ -212,6 +212,9 @@ class Detector:
         model = inference_network(model, channels_last, amp_dtype(amp))
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
+        if names is not None and len(names) != config.num_classes - 1:
+            raise CheckpointError(f"checkpoint {path} names {len(names)} classes {names} for a "
+                                  f"model with {config.num_classes - 1}")
         return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp,
                    compile, channels_last)
 

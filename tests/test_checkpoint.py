@@ -15,7 +15,8 @@ def test_save_is_atomic_and_failed_save_keeps_previous(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*c\.pth: disk full "
+                                              r"\(.*MiB free.*previous file is intact"):
         save_atomic({"model": {"w": torch.zeros(2)}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
@@ -29,18 +30,25 @@ def test_code_in_a_checkpoint_is_not_run(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match="evil.pth"):
+    with pytest.raises(CheckpointError, match=r"evil.pth: it holds objects other than") as info:
         load_checkpoint(path)
+    assert "weights_only" not in str(info.value)  # no advice to load it unsafely
 
 
 def test_truncated_and_missing_files_are_clear_errors(tmp_path):
     path = tmp_path / "c.pth"
     save_atomic({"model": {"w": torch.ones(1000)}}, path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="c.pth"):
+    with pytest.raises(CheckpointError, match=r"c.pth: it is not a PyTorch checkpoint"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth")
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"c.pth: the file is empty"):
+        load_checkpoint(path)
+    (tmp_path / "d.pth").mkdir()
+    with pytest.raises(CheckpointError, match=r"d.pth is a directory"):
+        load_checkpoint(tmp_path / "d.pth")
 
 
 def test_mismatched_model_lists_keys_and_shapes():

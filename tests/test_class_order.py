@@ -64,8 +64,8 @@ def test_training_refuses_a_test_json_with_other_category_order_before_training(
 
 def test_training_refuses_a_class_count_the_model_does_not_have(tmp_path):
     write_coco(tmp_path, coco_json(), "train2017")
-    with pytest.raises(DataError, match=r"training split \['train2017'\] has 3 classes but the "
-                                        r"config has 80"):
+    with pytest.raises(DataError, match=r"training split \['train2017'\] under .* has 3 "
+                                        r"classes but the config has 80"):
         Trainer(coco_config(tmp_path, num_classes=81), tmp_path / "out", torch.device("cpu"),
                 progress=False)
 
@@ -98,3 +98,15 @@ def test_a_test_split_with_repeated_image_ids_is_refused_before_training(tmp_pat
     with pytest.raises(DataError, match=r"image id '7' names both .*val2017.*train2017"):
         trainer.run()
     assert trainer.step == 0
+
+
+def test_detector_refuses_a_checkpoint_naming_another_number_of_classes(tmp_path):
+    from dsod.engine.checkpoint import CheckpointError, save_atomic
+    from dsod.inference import Detector
+    from dsod.models.detector import build_model
+
+    config = coco_config(tmp_path)  # 3 classes
+    save_atomic({"model": build_model(config).state_dict(), "config": config_to_dict(config),
+                 "class_names": ["person", "airplane"]}, tmp_path / "m.pth")
+    with pytest.raises(CheckpointError, match=r"m.pth names 2 classes .* for a model with 3"):
+        Detector.from_checkpoint(tmp_path / "m.pth")

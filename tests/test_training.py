@@ -122,6 +122,10 @@ def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
                    capture_output=True)
     whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "killed")
     assert resumed[6] == whole[6] and resumed[5] == whole[5]
+    records = [json.loads(line) for line in
+               (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in records if "loss" in r]
+    assert logged == list(range(1, 7))  # the steps redone after the kill are logged once
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["step"] == 6
 
 
@@ -172,3 +176,69 @@ def test_train_tool_without_data_stops_at_once_and_says_where_to_read(tmp_path, 
     err = capsys.readouterr().err
     assert code == 2
     assert "nothing" in err and "data/README.md" in err and "Traceback" not in err
+
+
+def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, solver={"max_iter": 10_000},
+                         train={"log_every": 1, "checkpoint_every": 1000})
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(_train_command(path, out), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(losses(out) if (out / "log.jsonl").is_file() else {}) < 3:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGINT)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130 and "Traceback" not in err
+    saved = sorted((out / "checkpoints").glob("checkpoint_*.pth"))
+    assert len(saved) == 1  # checkpoint_every is 1000: this one is the interrupt's
+    step = torch.load(saved[0], weights_only=True)["step"]
+    assert step >= 3 and step == max(losses(out))  # the last complete, logged step
+
+
+def test_a_folder_with_checkpoints_needs_resume(tmp_path):
+    from dsod.engine.checkpoint import CheckpointError
+    config = tiny_config(tmp_path, solver={"max_iter": 2})
+    Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False).run()
+    with pytest.raises(CheckpointError, match=r"already holds the checkpoints of a run \(up to "
+                                              r"step 2\): pass --resume"):
+        Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+
+
+def test_resume_with_another_optimizer_layout_is_a_clear_error(tmp_path):
+    from dsod.engine.checkpoint import CheckpointError
+    Trainer(tiny_config(tmp_path, solver={"max_iter": 2}), tmp_path / "out",
+            torch.device("cpu"), progress=False).run()
+    other = tiny_config(tmp_path, solver={"max_iter": 4, "decay_backbone_bn": False})
+    with pytest.raises(CheckpointError, match=r"cannot resume from .*: its optimizer state does "
+                                              r"not fit this config"):
+        Trainer(other, tmp_path / "out", torch.device("cpu"), progress=False, resume=True)
+
+
+def test_training_set_without_boxes_is_refused(tmp_path):
+    from dsod.data.errors import DataError
+    config = tiny_config(tmp_path, data={"class_names": ["Circle", "Square", "Triangle"]})
+    with pytest.raises(DataError, match=r"has no box in its 16 images \(problems found: "
+                                        r"\d+ unknown_class"):
+        Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+
+
+def test_too_many_unreadable_samples_stop_the_run_with_a_checkpoint(tmp_path):
+    from dsod.data.datasets import build_dataset
+    from dsod.data.errors import DataError
+    config = tiny_config(tmp_path, solver={"max_iter": 50})
+    images = sorted((tmp_path / "shapes" / "JPEGImages").glob("*.jpg")) or None
+    if images is None:
+        build_dataset(config.data, "train")
+        images = sorted((tmp_path / "shapes" / "JPEGImages").glob("*.jpg"))
+    for image in images[:4]:  # 4 of the 16 training images (and maybe test ones)
+        image.write_bytes(b"not an image")
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    with pytest.raises(DataError, match=r"training samples .* could not be read, more than "
+                                        r"train.max_bad_sample_fraction = 0.01"):
+        trainer.run()
+    assert 4 <= trainer.step < 50
+    assert (tmp_path / "out" / "checkpoints" / f"checkpoint_{trainer.step:08d}.pth").is_file()

@@ -201,6 +201,9 @@ def test_malformed_results_line_names_file(tmp_path):
     (tmp_path / "comp4_det_test_obj.txt").write_text("a 0.5 1 1 5\n")
     with pytest.raises(ValueError, match=r"comp4_det_test_obj\.txt:1"):
         read_voc_results(tmp_path, ["obj"])
+    (tmp_path / "comp4_det_test_obj.txt").write_bytes(b"a 0.5 1 1 5 5\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"comp4_det_test_obj\.txt: not a text results file"):
+        read_voc_results(tmp_path, ["obj"])
 
 
 def test_plot_pr_curves_writes_png(tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsod.cli import run_tool
+from dsod.cli import device_name, run_tool
 from dsod.config import AMP_SETTINGS
 
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="image-loading processes (default: data.workers)")
     parser.add_argument("--batch-size", type=int,
                         help="images per batch (default: test.batch_size)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--device", type=device_name,
+                        help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--amp", choices=AMP_SETTINGS, default=None,
                         help="run the network in this precision (default: train.amp on a GPU, "
                              "none = fp32 on the CPU; bf16 is about 2x faster on a CPU with "

@@ -28,37 +28,37 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not compare ONNX Runtime's outputs with PyTorch's")
     args = parser.parse_intermixed_args(argv)
 
-    from dsod.cli import setup_logging, user_errors
+    from dsod.cli import run_guarded, setup_logging
     setup_logging()
+    return run_guarded(lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> int:
+    """Export, and check the file with ONNX Runtime when it is installed; the exit code."""
+    from pathlib import Path
+
+    from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
+    from dsod.inference import Detector
+
+    detector = Detector.from_checkpoint(args.checkpoint, args.config, args.overrides)
+    config, model = detector.config, detector.model
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    export_onnx(model, config.model.input_size, out, args.opset, not args.static_batch,
+                args.dynamo, config_metadata(config, detector.class_names))
+    size = config.model.input_size
+    print(f"wrote {out}: input images [{'1' if args.static_batch else 'N'}, 3, {size}, "
+          f"{size}] -> logits, offsets")
+    if args.no_verify:
+        return 0
     try:
-        from pathlib import Path
-
-        from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
-        from dsod.inference import Detector
-
-        detector = Detector.from_checkpoint(args.checkpoint, args.config, args.overrides)
-        config, model = detector.config, detector.model
-        out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-        export_onnx(model, config.model.input_size, out, args.opset, not args.static_batch,
-                    args.dynamo, config_metadata(config, detector.class_names))
-        size = config.model.input_size
-        print(f"wrote {out}: input images [{'1' if args.static_batch else 'N'}, 3, {size}, "
-              f"{size}] -> logits, offsets")
-        if not args.no_verify:
-            try:
-                diff = compare_with_onnxruntime(out, model, size,
-                                                batch_size=1 if args.static_batch else 2)
-            except ImportError:
-                print("note: onnxruntime is not installed; the export was not checked")
-            else:
-                print(f"ONNX Runtime vs PyTorch: max abs difference {diff:.3g}")
-                if diff > 1e-3:
-                    print("error: the exported model's outputs differ from PyTorch's",
-                          file=sys.stderr)
-                    return 1
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        diff = compare_with_onnxruntime(out, model, size, batch_size=1 if args.static_batch else 2)
+    except ImportError:
+        print("note: onnxruntime is not installed; the export was not checked")
+        return 0
+    print(f"ONNX Runtime vs PyTorch: max abs difference {diff:.3g}")
+    if diff > 1e-3:
+        print("error: the exported model's outputs differ from PyTorch's", file=sys.stderr)
+        return 1
     return 0
 
 

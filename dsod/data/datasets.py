@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -67,14 +68,31 @@ def check_classes(dataset: DetectionDataset, num_classes: int,
                         f"{num_classes - 1} (model.num_classes = {num_classes} with the "
                         f"background): set model.num_classes to {len(names) + 1} or name the "
                         f"classes in data.class_names")
-    if expected_names is not None and list(expected_names) != names:
-        differ = next(i for i, (a, b) in enumerate(zip(names, expected_names)) if a != b) \
-            if len(names) == len(expected_names) else 0
+    expected = None if expected_names is None else list(expected_names)
+    if expected is not None and len(expected) != len(names):
+        raise DataError(f"{source} has {len(names)} classes {names} but {expected_from} was "
+                        f"trained on {len(expected)}: {expected}")
+    if expected is not None and expected != names:
+        differ = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
         raise DataError(f"{source} orders its classes differently from {expected_from}: label "
-                        f"{differ + 1} is {names[differ]!r} there but "
-                        f"{list(expected_names)[differ]!r} in {expected_from} (the classes: "
-                        f"{names} against {list(expected_names)}); set data.class_names to "
-                        f"fix the order")
+                        f"{differ + 1} is {names[differ]!r} there but {expected[differ]!r} in "
+                        f"{expected_from} (the classes: {names} against {expected}); set "
+                        f"data.class_names to fix the order")
+
+
+def check_trainable(dataset: DetectionDataset, source: str = "the training split") -> None:
+    """Raise a DataError if ``dataset`` has no image, or no box to learn from (every box
+    dropped, e.g. class names that the annotations spell otherwise), with the most common
+    problems the readers recorded."""
+    annotations = [dataset.training_targets(i) for i in range(len(dataset))]
+    boxes = sum(len(a) for a in annotations)
+    if annotations and boxes:
+        return
+    kinds = Counter(p.kind for p in getattr(dataset, "problems", []))
+    found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))
+    what = "no usable image" if not annotations else f"no box in its {len(annotations)} images"
+    raise DataError(f"{source} has {what}" + (f" (problems found: {found}; "
+                                             f"tools/check_dataset.py lists them)" if found else ""))
 
 
 def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test split") -> None:

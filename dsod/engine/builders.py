@@ -7,7 +7,7 @@ from torch import nn
 
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
-from dsod.data.datasets import build_dataset, check_classes
+from dsod.data.datasets import build_dataset, check_classes, check_trainable
 from dsod.data.loader import DetectionDataset, TrainingSamples
 from dsod.data.transforms import TrainTransform
 from dsod.loss import MultiBoxLoss
@@ -38,8 +38,9 @@ def build_training_samples(config: Config, dataset: DetectionDataset | None = No
     """The training set with SSD augmentation and prior matching."""
     if dataset is None:
         dataset = build_dataset(config.data, "train")
-    check_classes(dataset, config.num_classes, source=f"the training split {list(config.data.train)}",
-                  expected_from="the config")
+    source = f"the training split {list(config.data.train)} under {config.data.root}"
+    check_classes(dataset, config.num_classes, source=source, expected_from="the config")
+    check_trainable(dataset, source)
     encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
                             config.loss.match_iou, config.loss.neg_iou)
     transform = TrainTransform(config.model.input_size, config.augment)

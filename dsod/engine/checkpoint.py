@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,17 +34,44 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename, so that a crash
     while saving leaves the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(dict(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: "
+                              f"{getattr(error, 'strerror', None) or error} "
+                              f"({_free_space(path.parent)}; the previous file is intact)") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on its disk"
+    except OSError:
+        return "free space unknown"
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a user's words."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        return ("it holds objects other than tensors and plain values, which are refused "
+                "because loading them could run code (dsod checkpoints hold none)")
+    if not zipfile.is_zipfile(path):
+        return "it is not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)"
+    return f"{type(error).__name__}: {error}"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -52,12 +82,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             objects other than tensors and plain values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: "
+                              f"{_unreadable_reason(path, error)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a dsod checkpoint (no 'model' entry)")
     return state

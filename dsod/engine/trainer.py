@@ -7,6 +7,8 @@ import json
 import logging
 import math
 import re
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,12 +23,13 @@ from tqdm import tqdm
 
 from dsod.config import Config, config_to_dict, save_config
 from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
-from dsod.data.errors import summarize_problems
+from dsod.data.errors import DataError, summarize_problems
 from dsod.data.loader import DetectionDataset, IterationBatchSampler, collate_training
 from dsod.engine import distributed as dist
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
-from dsod.engine.checkpoint import CheckpointManager, load_model_weights
+from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
+                                   check_prediction_settings, load_model_weights)
 from dsod.engine.evaluate import autocast_context, channels_last_for, evaluate_model
 from dsod.engine.optim import build_optimizer, build_scheduler
 
@@ -83,8 +86,14 @@ class Trainer:
         self.step = 0
         self.best_map = -math.inf
         self.nonfinite_in_a_row = 0
+        self._stop_signal: int | None = None
         if resume:
             self._resume()
+        elif self.checkpoints.step_files():
+            raise CheckpointError(
+                f"{self.checkpoints.directory} already holds the checkpoints of a run (up to "
+                f"step {self.checkpoints.step_files()[-1][0]}): pass --resume to continue it, "
+                f"or give another --out for a new run")
         self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.is_distributed() else model)
         self.sampler = IterationBatchSampler(
@@ -114,14 +123,44 @@ class Trainer:
                            self.checkpoints.directory)
             return
         path, state = found
+        check_prediction_settings(state.get("config"), self.config, f"checkpoint {path}")
         load_model_weights(self.model, state["model"], str(path))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        for name, part in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+            try:
+                part.load_state_dict(state[name])
+            except (KeyError, ValueError, RuntimeError, TypeError) as error:
+                raise CheckpointError(
+                    f"cannot resume from {path}: its {name} state does not fit this config "
+                    f"({type(error).__name__}: {error}); resume with the run's own config "
+                    f"(config.yaml in {self.out_dir}) or start a new run") from None
+        scaler_state = state.get("scaler") or {}
+        if self.scaler.is_enabled() and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+        elif self.scaler.is_enabled() != bool(scaler_state):
+            logger.warning("--resume: the run used train.amp=%s loss scaling differently; the "
+                           "scaler starts afresh", self.config.train.amp)
         self.step = int(state["step"])
         self.best_map = float(state.get("best_map", -math.inf))
-        torch.set_rng_state(state["torch_rng"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        self._drop_log_after(self.step)
         logger.info("resumed from %s at step %d", path, self.step)
+
+    def _drop_log_after(self, step: int) -> None:
+        """Remove ``log.jsonl`` records of steps after ``step``: the resumed run logs them
+        again, and curves would go back and forth."""
+        log = self.out_dir / "log.jsonl"
+        if not dist.is_main_process() or not log.is_file():
+            return
+        kept = []
+        for line in log.read_text().splitlines(keepends=True):
+            try:
+                record_step = json.loads(line).get("step", 0)
+            except (ValueError, AttributeError):
+                record_step = 0  # keep what cannot be read
+            if not isinstance(record_step, int) or record_step <= step:
+                kept.append(line)
+        log.write_text("".join(kept))
 
     def save_checkpoint(self) -> None:
         if dist.is_main_process():
@@ -238,31 +277,36 @@ class Trainer:
         batches = iter(self._loader())
         bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
-        images_per_step = c.solver.batch_size
-        tic, skipped_total = time.perf_counter(), 0
-        while self.step < c.solver.max_iter:
-            result = self.train_step(batches)
-            skipped_total += result.skipped_samples
-            self._check_finite(result)
-            lr = self.optimizer.param_groups[0]["lr"]
-            elapsed = time.perf_counter() - tic
-            tic = time.perf_counter()
-            bar.update(1)
-            bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}",
-                            img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}")
-            if self.step % c.train.log_every == 0 or self.step == c.solver.max_iter:
-                self._log({"step": self.step, "loss": result.loss, "loc_loss": result.loc_loss,
-                           "conf_loss": result.conf_loss, "lr": lr,
-                           "images_per_s": images_per_step / max(elapsed, 1e-9),
-                           "skipped_samples": skipped_total})
-            if c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0:
-                self.save_checkpoint()
-            if c.train.eval_every and self.step % c.train.eval_every == 0 \
-                    and self.step < c.solver.max_iter:
-                self._periodic_eval()
+        samples_per_step = self.micro_batch * self.sampler.micro_batches_per_step  # this process
+        tic, skipped_total, seen = time.perf_counter(), 0, 0
+        with self._stop_on_signals():
+            while self.step < c.solver.max_iter:
+                try:
+                    result = self.train_step(batches)
+                except Exception:
+                    if self._stop_signal is None:
+                        raise
+                    # The signal stopped the loader's workers too; the failed step had not
+                    # changed the model yet: the last complete step is what is saved.
+                    result = None
+                if result is not None:
+                    skipped_total += result.skipped_samples
+                    seen += samples_per_step
+                    self._check_bad_samples(skipped_total, seen)
+                    self._check_finite(result)
+                    self._after_step(result, tic, bar, skipped_total)
+                    tic = time.perf_counter()
+                if self._stop_requested():
+                    bar.close()
+                    self.save_checkpoint()
+                    logger.warning("stopped by signal %d at step %d; checkpoint saved in %s "
+                                   "(continue with --resume)", self._stop_signal or 0,
+                                   self.step, self.checkpoints.directory)
+                    raise KeyboardInterrupt
         bar.close()
         self.save_checkpoint()
         metrics = self.evaluate()
+
         if dist.is_main_process():
             if metrics is not None:
                 metrics = {"step": self.step, **metrics}
@@ -274,6 +318,70 @@ class Trainer:
             if self._writer:
                 self._writer.close()
         return metrics
+
+    def _after_step(self, result: StepResult, tic: float, bar: tqdm, skipped_total: int) -> None:
+        """Progress, logs, checkpoints and evaluations due after a step (``skipped_total``:
+        unreadable samples so far)."""
+        c = self.config
+        images_per_step = c.solver.batch_size
+        lr = self.optimizer.param_groups[0]["lr"]
+        elapsed = time.perf_counter() - tic
+        bar.update(1)
+        bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}",
+                        img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}")
+        if self.step % c.train.log_every == 0 or self.step == c.solver.max_iter:
+            self._log({"step": self.step, "loss": result.loss, "loc_loss": result.loc_loss,
+                       "conf_loss": result.conf_loss, "lr": lr,
+                       "images_per_s": images_per_step / max(elapsed, 1e-9),
+                       "skipped_samples": skipped_total})
+        if c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0:
+            self.save_checkpoint()
+        if c.train.eval_every and self.step % c.train.eval_every == 0 \
+                and self.step < c.solver.max_iter:
+            self._periodic_eval()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Ctrl-C (SIGINT) and SIGTERM let the current step finish, then :meth:`run` saves a
+        checkpoint and stops; a second signal stops at once. Only in the main thread, where
+        Python delivers signals."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            logger.warning("signal %d: finishing this step, then saving a checkpoint (send it "
+                           "again to stop at once)", signum)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any process received a stop signal (all processes agree)."""
+        flag = float(self._stop_signal is not None)
+        if dist.is_distributed():
+            flag = dist.all_reduce_mean(torch.tensor(flag, device=self.device)).item()
+        return flag > 0
+
+    def _check_bad_samples(self, skipped: int, seen: int) -> None:
+        """Stop (with a checkpoint) when, after at least one pass over the training set,
+        more than ``train.max_bad_sample_fraction`` of the samples could not be read."""
+        limit = self.config.train.max_bad_sample_fraction
+        if seen < len(self.samples) or skipped <= limit * seen:
+            return
+        self.save_checkpoint()
+        raise DataError(
+            f"{skipped} of {seen} training samples ({100 * skipped / seen:.1f}%) could not be "
+            f"read, more than train.max_bad_sample_fraction = {limit}; the log names them and "
+            f"tools/check_dataset.py lists every unreadable file. Fix or remove them (or raise "
+            f"the limit), then continue with --resume from {self.checkpoints.directory}")
 
     def _periodic_eval(self) -> None:
         metrics = self.evaluate()
@@ -327,6 +435,9 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
             logging.getLogger().removeHandler(handler)
             handler.close()
     if metrics is not None:
-        print(f"final: VOC07 mAP {metrics['voc']['mAP07']:.4f}, area mAP {metrics['voc']['mAP']:.4f}, "
-              f"COCO AP {metrics['coco']['AP']:.4f}; outputs in {out}")
+        def figure(value: float | None) -> str:  # None: no class had ground truth
+            return "n/a" if value is None else f"{value:.4f}"
+        print(f"final: VOC07 mAP {figure(metrics['voc']['mAP07'])}, area mAP "
+              f"{figure(metrics['voc']['mAP'])}, COCO AP {figure(metrics['coco']['AP'])}; "
+              f"outputs in {out}")
     return metrics

@@ -97,29 +97,32 @@ def read_voc_results_in_file_order(
             logger.warning("VOC results file %s is missing: no detections for class %r",
                            path, name)
             continue
-        with path.open() as f:
-            for lineno, line in enumerate(f, start=1):
-                fields = line.split()
-                if not fields:
-                    continue
-                try:
-                    if len(fields) != 6:
-                        raise ValueError(f"{len(fields)} fields")
-                    values = [float(v) for v in fields[1:]]
-                    if not all(math.isfinite(v) for v in values):
-                        raise ValueError("non-finite value")
-                except ValueError as err:
-                    raise ValueError(
-                        f"{path}:{lineno}: expected 'image_id score xmin ymin xmax ymax', "
-                        f"got {line.rstrip()!r} ({err})") from None
-                boxes, scores, labels, positions = per_image.setdefault(
-                    fields[0], ([], [], [], []))
-                score, x1, y1, x2, y2 = values
-                boxes.append((x1 - 1.0, y1 - 1.0, x2, y2))
-                scores.append(score)
-                labels.append(label)
-                positions.append(position)
-                position += 1
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not a text results file ({error})") from None
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                if len(fields) != 6:
+                    raise ValueError(f"{len(fields)} fields")
+                values = [float(v) for v in fields[1:]]
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError("non-finite value")
+            except ValueError as err:
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'image_id score xmin ymin xmax ymax', "
+                    f"got {line.rstrip()!r} ({err})") from None
+            boxes, scores, labels, positions = per_image.setdefault(
+                fields[0], ([], [], [], []))
+            score, x1, y1, x2, y2 = values
+            boxes.append((x1 - 1.0, y1 - 1.0, x2, y2))
+            scores.append(score)
+            labels.append(label)
+            positions.append(position)
+            position += 1
     detections = {
         image_id: Detections(
             boxes=np.asarray(b, dtype=np.float64).reshape(-1, 4),
