@@ -5,13 +5,20 @@ each a flat mapping of field to value. Anything the file leaves out takes the de
 written here. An unknown or mistyped key, or a value of the wrong type, is a
 :class:`ConfigError` that names the key and the file.
 
+Every number must lie in its setting's range (``_RANGES``), and a key given twice in
+the file is refused rather than the last one silently winning.
+
 Command-line overrides use the same dotted names: ``model.num_classes=4 data.root=/x``.
 Values are parsed as YAML, so ``solver.steps=[100,200]`` and ``train.amp=bf16`` both work.
+A float setting also takes ``1e-3``, which YAML 1.1 reads as a string. An error caused by
+an override names the override, not the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,6 +234,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list of {len(args)}, got {value!r}")
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -245,16 +257,25 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"unsupported annotation {annotation!r} at {where}")
 
 
-def _build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+def _did_you_mean(name: str, known: Sequence[str], what: str, prefix: str = "") -> str:
+    """``"; did you mean model.growth_rate?"`` for a close known name, else a list of all."""
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {prefix}{close[0]}?"
+    return f"; known {what}: {', '.join(known)}"
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str,
+                   origins: dict[tuple[str, str], str], source: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
-        where = f"{section}.{key} in {source}"
+        origin = origins.get((section, key), source)
         if key not in known:
-            raise ConfigError(f"unknown key {section}.{key} in {source}; "
-                              f"known keys: {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(value, hints[key], where)
+            raise ConfigError(f"unknown key {section}.{key} in {origin}"
+                              + _did_you_mean(key, sorted(known), "keys", f"{section}."))
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key} in {origin}")
     return cls(**kwargs)
 
 
@@ -270,42 +291,224 @@ _CHOICES = {
 }
 
 
-def _validate(config: Config, source: str) -> None:
+_POSITIVE = (lambda v: v > 0, "must be positive")
+_NON_NEGATIVE = (lambda v: v >= 0, "must be 0 or more")
+_FRACTION = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+_POSITIVE_FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("model", "num_classes"): (lambda v: v >= 2, "must be at least 2 (background and a class)"),
+    ("model", "input_size"): _POSITIVE,
+    ("model", "stem_channels"): _POSITIVE,
+    ("model", "growth_rate"): _POSITIVE,
+    ("model", "bottleneck_width"): _POSITIVE,
+    ("model", "block_layers"): _NON_NEGATIVE,
+    ("model", "compression"): _POSITIVE_FRACTION,
+    ("model", "backbone_out_channels"): _POSITIVE,
+    ("model", "extra_widths"): _POSITIVE,
+    ("model", "l2norm_scale"): _POSITIVE,
+    ("model", "head_bn_eps"): _POSITIVE,
+    ("model", "head_bn_init_scale"): _POSITIVE,
+    ("priors", "min_sizes"): _POSITIVE,
+    ("priors", "max_sizes"): _POSITIVE,
+    ("priors", "steps"): _POSITIVE,
+    ("priors", "aspect_ratios"): _POSITIVE,
+    ("priors", "offset"): _FRACTION,
+    ("priors", "variances"): _POSITIVE,
+    ("data", "workers"): _NON_NEGATIVE,
+    ("data", "shapes_train_images"): _POSITIVE,
+    ("data", "shapes_test_images"): _POSITIVE,
+    ("data", "shapes_image_size"): _POSITIVE,
+    ("augment", "brightness_delta"): _NON_NEGATIVE,
+    ("augment", "contrast_range"): _NON_NEGATIVE,
+    ("augment", "saturation_range"): _NON_NEGATIVE,
+    ("augment", "hue_delta"): _NON_NEGATIVE,
+    ("augment", "expand_prob"): _FRACTION,
+    ("augment", "expand_max_ratio"): (lambda v: v >= 1, "must be at least 1"),
+    ("augment", "crop_min_ious"): _FRACTION,
+    ("augment", "crop_scale"): _POSITIVE_FRACTION,
+    ("augment", "crop_aspect"): _POSITIVE,
+    ("augment", "flip_prob"): _FRACTION,
+    ("augment", "mean_bgr"): (lambda v: 0 <= v <= 255, "must be in [0, 255]"),
+    ("loss", "match_iou"): _POSITIVE_FRACTION,
+    ("loss", "neg_pos_ratio"): _POSITIVE,
+    ("loss", "neg_iou"): _POSITIVE_FRACTION,
+    ("loss", "loc_weight"): _NON_NEGATIVE,
+    ("solver", "lr"): _POSITIVE,
+    ("solver", "base_batch"): _POSITIVE,
+    ("solver", "batch_size"): _POSITIVE,
+    ("solver", "batch_per_step"): _POSITIVE,
+    ("solver", "momentum"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("solver", "weight_decay"): _NON_NEGATIVE,
+    ("solver", "steps"): _POSITIVE,
+    ("solver", "gamma"): _POSITIVE,
+    ("solver", "max_iter"): _POSITIVE,
+    ("solver", "warmup_iters"): _NON_NEGATIVE,
+    ("solver", "warmup_factor"): _FRACTION,
+    ("solver", "grad_clip"): (lambda v: v > 0, "must be positive (null: no clipping)"),
+    ("test", "conf_threshold"): _FRACTION,
+    ("test", "nms_iou"): _FRACTION,
+    ("test", "top_k"): _POSITIVE,
+    ("test", "keep_top_k"): _POSITIVE,
+    ("test", "batch_size"): _POSITIVE,
+    ("train", "seed"): _NON_NEGATIVE,
+    ("train", "log_every"): _POSITIVE,
+    ("train", "eval_every"): (lambda v: v >= 0, "must be 0 or more (0: only at the end)"),
+    ("train", "checkpoint_every"): (lambda v: v >= 0, "must be 0 or more (0: only at the end)"),
+    ("train", "keep_checkpoints"): _POSITIVE,
+    ("train", "max_nonfinite_steps"): _POSITIVE,
+    ("train", "max_bad_sample_fraction"): _FRACTION,
+}
+"""The range of every number in a config, by ``(section, key)``; a list's applies to each
+entry. Comparisons are false for NaN, so NaN is out of every range."""
+
+_LOW_HIGH = (("augment", "contrast_range"), ("augment", "saturation_range"),
+             ("augment", "crop_scale"), ("augment", "crop_aspect"))
+"""Pairs ``[low, high]`` that must come in that order."""
+
+
+def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:
+    """The numbers in a setting's value with their ``[i]`` indices (nested lists too)."""
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{index}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield index, value
+
+
+def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) -> None:
+    def where(key: str, *related: str) -> str:
+        """``section.key in <origin>``: the override that set ``key`` or one of ``related``
+        (the other keys the check depends on), else the file."""
+        for dotted in (key, *related):
+            section, _, name = dotted.partition(".")
+            name = name.partition("[")[0]
+            if (section, name) in origins:
+                return f"{key} in {origins[section, name]}"
+        return f"{key} in {source}"
+
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in choices:
-            raise ConfigError(f"{section}.{key} in {source}: {value!r} is not one of {choices}")
+            raise ConfigError(f"{where(f'{section}.{key}')}: {value!r} is not one of {choices}")
+    for section in _SECTION_TYPES:
+        values = getattr(config, section)
+        for f in dataclasses.fields(values):
+            rule = _RANGES.get((section, f.name))
+            for index, number in _numbers(getattr(values, f.name)):
+                if not math.isfinite(number):
+                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: expected a "
+                                      f"finite number, got {number!r}")
+                if rule is not None and not rule[0](number):
+                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: {rule[1]}, "
+                                      f"got {number!r}")
+    for section, key in _LOW_HIGH:
+        low, high = getattr(getattr(config, section), key)
+        if low > high:
+            raise ConfigError(f"{where(f'{section}.{key}')}: expected [low, high], got "
+                              f"[{low!r}, {high!r}]")
+    names = config.data.class_names
+    if names is not None and not names:
+        raise ConfigError(f"{where('data.class_names')}: needs at least one class "
+                          f"(null: the COCO JSON's)")
     n_sources = len(config.priors.min_sizes)
+    if n_sources == 0:
+        raise ConfigError(f"{where('priors.min_sizes')}: needs one entry per prediction source")
     for key in ("max_sizes", "aspect_ratios"):
         if len(getattr(config.priors, key)) != n_sources:
-            raise ConfigError(f"priors.{key} in {source}: needs {n_sources} entries, one per "
-                              f"prediction source, like priors.min_sizes")
+            raise ConfigError(f"{where(f'priors.{key}', 'priors.min_sizes')}: needs "
+                              f"{n_sources} entries, one per prediction source, like "
+                              f"priors.min_sizes")
+    for i, (small, large) in enumerate(zip(config.priors.min_sizes, config.priors.max_sizes)):
+        if large <= small:
+            raise ConfigError(f"{where(f'priors.max_sizes[{i}]', 'priors.min_sizes')}: must be "
+                              f"larger than priors.min_sizes[{i}] ({small:g}), got {large:g}")
     if config.priors.steps is not None and len(config.priors.steps) != n_sources:
-        raise ConfigError(f"priors.steps in {source}: needs {n_sources} entries or null")
-    if config.model.arch == "dsod" and len(config.model.extra_widths) != n_sources - 1:
-        raise ConfigError(f"model.extra_widths in {source}: needs {n_sources - 1} entries "
-                          f"(one per source after First)")
-    names = config.data.class_names
+        raise ConfigError(f"{where('priors.steps', 'priors.min_sizes')}: needs {n_sources} "
+                          f"entries or null")
+    if len(config.priors.variances) != 4:
+        raise ConfigError(f"{where('priors.variances')}: needs 4 entries (x, y, w, h), got "
+                          f"{len(config.priors.variances)}")
+    if config.model.arch == "dsod":
+        if len(config.model.extra_widths) != n_sources - 1:
+            raise ConfigError(f"{where('model.extra_widths', 'priors.min_sizes')}: needs "
+                              f"{n_sources - 1} entries (one per source after First)")
+        if len(config.model.block_layers) != 4:
+            raise ConfigError(f"{where('model.block_layers')}: needs 4 entries, one per dense "
+                              f"block, got {len(config.model.block_layers)}")
+        if not config.model.stem_channels:
+            raise ConfigError(f"{where('model.stem_channels')}: needs at least one entry")
     if names is not None and config.model.num_classes is not None \
             and config.model.num_classes != len(names) + 1:
-        raise ConfigError(f"model.num_classes in {source}: {config.model.num_classes} does not "
-                          f"match data.class_names ({len(names)} classes + background)")
-    if config.solver.batch_size < 1 or (config.solver.batch_per_step or 1) < 1:
-        raise ConfigError(f"solver.batch_size in {source}: must be positive")
+        raise ConfigError(f"{where('model.num_classes', 'data.class_names')}: "
+                          f"{config.model.num_classes} does not match data.class_names "
+                          f"({len(names)} classes + background)")
+    solver = config.solver
+    if solver.batch_per_step is not None and solver.batch_size % solver.batch_per_step:
+        # Each process cuts its share of the batch into micro-batches of batch_per_step
+        # images; how many processes share it is known only at run time.
+        raise ConfigError(f"{where('solver.batch_per_step', 'solver.batch_size')}: "
+                          f"{solver.batch_per_step} images per forward do not divide "
+                          f"solver.batch_size ({solver.batch_size})")
 
 
-def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Turn ``["model.num_classes=4", ...]`` into ``{"model": {"num_classes": 4}}``."""
-    nested: dict[str, dict[str, Any]] = {}
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key} on line {line} (first on line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+def _check_unique_keys(node: yaml.Node, prefix: str = "", seen_nodes: set | None = None) -> None:
+    """Raise :class:`_DuplicateKeyError` for a key given twice in one mapping under ``node``."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # an alias of a node already checked
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            child = prefix
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                key = (key_node.tag, key_node.value)
+                if key in first:
+                    raise _DuplicateKeyError(prefix + key_node.value, line, first[key])
+                first[key] = line
+                child = f"{prefix}{key_node.value}."
+            _check_unique_keys(value_node, child, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, prefix, seen_nodes)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key given twice (PyYAML keeps the last)."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_unique_keys(node)
+        return node
+
+
+def _split_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any, str]]:
+    """``(section, key, value, item)`` for each ``SECTION.KEY=VALUE`` item, in order."""
+    split = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
         except yaml.YAMLError as error:
             raise ConfigError(f"override {item!r}: cannot parse the value: {error}") from None
+        split.append((section, name, value, item))
+    return split
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Turn ``["model.num_classes=4", ...]`` into ``{"model": {"num_classes": 4}}``."""
+    nested: dict[str, dict[str, Any]] = {}
+    for section, name, value, _ in _split_overrides(overrides):
         nested.setdefault(section, {})[name] = value
     return nested
 
@@ -316,24 +519,37 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for section, values in parse_overrides(overrides).items():
-        target = merged.setdefault(section, {})
+    # Where each overridden (section, key) was set, and each section an override introduced
+    # as (section, ""), so that their errors name the override instead of the file.
+    origins: dict[tuple[str, str], str] = {}
+    for section, name, value, item in _split_overrides(overrides):
+        target = merged.get(section)
+        if target is None and section != "name":  # a section the file leaves out or empty
+            target = merged[section] = {}
+            if section not in raw:
+                origins.setdefault((section, ""), f"override {item!r}")
         if not isinstance(target, dict):
-            raise ConfigError(f"override of {section}: {section} is not a section")
-        target.update(values)
+            if section in _SECTION_TYPES:
+                raise ConfigError(f"section {section} in {source}: expected a mapping")
+            raise ConfigError(f"override {item!r}: {section} is not a section")
+        target[name] = value
+        origins[section, name] = f"override {item!r}"
     name = merged.pop("name", Path(source).stem if source != "<dict>" else "experiment")
     sections = {}
     for section, values in merged.items():
         if section not in _SECTION_TYPES:
-            raise ConfigError(f"unknown section {section!r} in {source}; "
-                              f"known sections: {', '.join(_SECTION_TYPES)}, name")
+            known = [*_SECTION_TYPES, "name"]
+            raise ConfigError(f"unknown section {section!r} in "
+                              f"{origins.get((section, ''), source)}"
+                              + _did_you_mean(section, known, "sections"))
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"section {section} in {source}: expected a mapping")
-        sections[section] = _build_section(_SECTION_TYPES[section], values, source, section)
+        sections[section] = _build_section(_SECTION_TYPES[section], values, section, origins,
+                                           source)
     config = Config(name=str(name), **sections)
-    _validate(config, source)
+    _validate(config, source, origins)
     return config
 
 
@@ -341,16 +557,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML experiment file and apply ``key=value`` overrides.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or a key, type or value is wrong;
-            the message names the key and the file.
+        ConfigError: the file is missing, unreadable or not UTF-8, a key is unknown or given
+            twice, or a type or value is wrong; the message names the key and the file, or
+            the override that caused it.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} "
+                          f"on line {line}; save the file as UTF-8") from None
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_StrictLoader) or {}
+    except _DuplicateKeyError as error:
+        raise ConfigError(f"duplicate key {error.key} on line {error.line} of {path} (first "
+                          f"on line {error.first_line}); give each key once") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     return config_from_dict(raw, str(path), overrides)
@@ -370,4 +594,5 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, loadable with :func:`load_config`."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False),
+                          encoding="utf-8")

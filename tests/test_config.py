@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from dsod.config import ConfigError, config_to_dict, load_config, save_config
+from dsod.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -84,3 +84,75 @@ def test_every_amp_setting_has_a_dtype_and_unknown_ones_are_refused():
         amp_dtype("fp8")
     with pytest.raises(ConfigError, match="train.amp"):
         load_config(CONFIGS / "dsod300_voc.yaml", ["train.amp=fp8"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert load_config(path).name == path.stem
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("data:\n  class_names: [café]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml is not UTF-8 text: byte 0xe9 on line 2"):
+        load_config(path)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("model:\n  input_size: 96\nsolver:\n  lr: 0.1\nmodel:\n  growth_rate: 8\n")
+    with pytest.raises(ConfigError, match=r"duplicate key model on line 5 of .*twice\.yaml "
+                                          r"\(first on line 1\)"):
+        load_config(path)
+    path.write_text("model:\n  input_size: 96\n  growth_rate: 8\n  input_size: 64\n")
+    with pytest.raises(ConfigError, match=r"duplicate key model\.input_size on line 4 of "
+                                          r".*twice\.yaml \(first on line 2\)"):
+        load_config(path)
+
+
+def test_anchors_and_repeated_keys_in_separate_mappings_are_fine(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("model:\n  input_size: 96\ntest:\n  batch_size: &b 4\n"
+                    "solver:\n  batch_size: *b\n  base_batch: *b\n")
+    cfg = load_config(path)
+    assert cfg.model.input_size == 96 and cfg.test.batch_size == cfg.solver.batch_size == 4
+
+
+def test_a_float_setting_takes_an_exponent_yaml_reads_as_a_string(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("solver:\n  lr: 1e-3\n  grad_clip: 1E1\n")
+    cfg = load_config(path)
+    assert cfg.solver.lr == 0.001 and cfg.solver.grad_clip == 10.0
+    assert load_config(path, ["solver.lr=2e-4"]).solver.lr == 0.0002
+    with pytest.raises(ConfigError, match=r"solver\.max_iter in .*expected an integer, got '1e3'"):
+        load_config(path, ["solver.max_iter=1e3"])
+    with pytest.raises(ConfigError, match=r"solver\.max_iter in .*expected an integer, got 1\.5"):
+        load_config(path, ["solver.max_iter=1.5"])
+    with pytest.raises(ConfigError, match=r"solver\.lr in .*expected a number, got 'fast'"):
+        load_config(path, ["solver.lr=fast"])
+
+
+def test_an_error_caused_by_an_override_names_the_override_not_the_file():
+    voc = CONFIGS / "dsod300_voc.yaml"
+    with pytest.raises(ConfigError, match=r"^unknown key solver\.max_itr in override "
+                                          r"'solver\.max_itr=5'; did you mean solver\.max_iter\?$"):
+        load_config(voc, ["solver.max_itr=5"])
+    with pytest.raises(ConfigError, match=r"^unknown section 'modle' in override "
+                                          r"'modle\.growth_rate=8'; did you mean model\?$"):
+        load_config(voc, ["modle.growth_rate=8"])
+    with pytest.raises(ConfigError, match=r"^train\.log_every in override 'train\.log_every=0': "):
+        load_config(voc, ["train.log_every=0"])
+    with pytest.raises(ConfigError, match=r"^solver\.lr in override 'solver\.lr=x': "):
+        config_from_dict({"solver": {"lr": 0.1}}, "the config in checkpoint c.pth", ["solver.lr=x"])
+    # The file's own mistakes still name the file, with or without overrides.
+    with pytest.raises(ConfigError, match=r"^unknown key solver\.max_itr in the config in "
+                                          r"checkpoint c\.pth; did you mean solver\.max_iter\?"):
+        config_from_dict({"solver": {"max_itr": 5}}, "the config in checkpoint c.pth",
+                         ["solver.lr=0.2"])
+
+
+def test_an_override_fills_a_section_the_file_leaves_empty(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("model:\nsolver: {}\n")
+    cfg = load_config(path, ["model.growth_rate=8", "solver.lr=0.5"])
+    assert cfg.model.growth_rate == 8 and cfg.solver.lr == 0.5
