@@ -119,3 +119,78 @@ def test_generated_shapes_set_checks_clean(tmp_path, capsys):
 
 def test_unknown_format_is_usage_error(tmp_path):
     assert tool_main()([str(write_config(tmp_path, tmp_path, format="yolo"))]) == 2
+
+
+def test_size_mismatch_says_the_image_is_resized(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD}, "trainval", image_sizes={"a": (50, 40)})  # XML: 100x80
+    make_voc(root, {"c": GOOD}, "test")
+    report = check_dataset(DataConfig(format="voc", root=str(root), train=("trainval",),
+                                      test=("test",), class_names=("cat", "dog")))
+    [problem] = [p for p in report.problems if p.kind == "size_mismatch"]
+    assert problem.severity == "warning" and problem.file.endswith("a.jpg")
+    assert "is 50x40 but its annotation says 100x80" in problem.message
+    assert "resize it to 100x80" in problem.message
+    assert report.exit_code == 0
+
+
+def test_every_box_dropped_is_an_error(tmp_path, capsys):
+    # Class names in another case: every box is dropped as an unknown class.
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    make_voc(root, {"c": GOOD}, "test")
+    assert tool_main()([str(write_config(tmp_path, root, class_names=["Cat", "Dog"]))]) == 1
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2
+    assert "[no_objects] data.train ('trainval'): none of its 2 image(s) has a usable box" \
+        in errors[0]
+    assert "data.test ('test')" in errors[1] and "class_names" in errors[1]
+    assert "trainval: 2 images, 0 boxes (0 difficult/crowd)  (UNUSABLE)" in out
+    assert "2 error(s), 6 warning(s): NOT usable" in out
+
+
+def test_one_entry_without_boxes_among_others_is_fine(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD}, "trainval")
+    make_voc(root, {"b": ZERO_BOX}, "extra")  # its only box is dropped
+    make_voc(root, {"c": GOOD}, "test")
+    report = check_dataset(DataConfig(format="voc", root=str(root),
+                                      train=("trainval", "extra"), test=("test",),
+                                      class_names=("cat", "dog")))
+    assert report.errors == [] and all(s.usable for s in report.splits)
+
+
+def _coco(tmp_path: Path, name: str, content: dict) -> Path:
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True, exist_ok=True)
+    (coco / name).mkdir(exist_ok=True)
+    cv2.imwrite(str(coco / name / "x.png"), np.zeros((20, 30, 3), np.uint8))
+    (coco / "annotations" / f"instances_{name}.json").write_text(json.dumps(content))
+    return coco
+
+
+def test_coco_without_images_or_annotations_is_an_error(tmp_path):
+    categories = [{"id": 3, "name": "car"}]
+    coco = _coco(tmp_path, "empty", {"images": [], "categories": categories,
+                                     "annotations": []})
+    _coco(tmp_path, "nolist", {"images": [{"id": 1, "file_name": "x.png", "width": 30,
+                                           "height": 20}], "categories": categories})
+    data = DataConfig(format="coco", root=str(coco), train=("empty",), test=("nolist",),
+                      class_names=("car",))
+    report = check_dataset(data)
+    assert [(p.severity, p.kind, p.file) for p in report.errors] == [
+        ("error", "missing_split", "data.train entry 'empty'"),
+        ("error", "no_objects", "data.test ('nolist')")]
+    assert "has no images" in report.errors[0].message
+    assert "none of its 1 image(s) has a usable box" in report.errors[1].message
+    assert [s.usable for s in report.splits] == [False, False] and report.exit_code == 1
+
+
+def test_no_train_split_is_an_error(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"c": GOOD}, "test")
+    report = check_dataset(DataConfig(format="voc", root=str(root), train=(), test=("test",),
+                                      class_names=("cat", "dog")))
+    assert [(p.kind, p.file) for p in report.errors] == [("bad_config", "data.train")]
+    assert "nothing to train on" in report.errors[0].message

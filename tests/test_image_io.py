@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import struct
+import threading
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from dsod.data import image_io
 from dsod.data.errors import DataError, ImageReadError
 from dsod.data.image_io import read_image, read_image_size
 
@@ -178,3 +183,109 @@ def test_image_read_error_survives_pickle_and_one_argument_rebuild():
     assert type(again) is ImageReadError and again.path == "/x/y.jpg"
     assert str(again) == str(error)
     assert str(ImageReadError(str(error))) == str(error)  # how DataLoader re-raises
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A 60-byte PNG that claims ``width`` x ``height`` RGB pixels (its IDAT holds little)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                               0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose start-of-frame header is patched to claim ``width`` x ``height``."""
+    data = bytearray(cv2.imencode(".jpg", _pattern(16, 16))[1].tobytes())
+    sof = data.index(b"\xff\xc0")  # baseline SOF0: marker, length(2), precision(1), H, W
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name,side", [("bomb.png", 30000), ("bighdr.jpg", 30000),
+                                       ("huge.jpg", 65000)])
+def test_huge_header_is_refused_unread_naming_file_and_size(tmp_path, name, side):
+    path = tmp_path / name
+    path.write_bytes(_png_header_only(side, side) if name.endswith(".png")
+                     else _jpeg_claiming(side, side))
+    assert path.stat().st_size < 1000
+    for read in (read_image, read_image_size):
+        with pytest.raises(ImageReadError) as info:
+            read(path)
+        assert info.value.path == str(path)
+        assert f"{side}x{side} pixels" in str(info.value) and "89.5 megapixels" in str(info.value)
+
+
+def test_pixel_limit_is_inclusive(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 20 * 12)
+    cv2.imwrite(str(tmp_path / "fits.png"), _pattern(12, 20))
+    cv2.imwrite(str(tmp_path / "over.png"), _pattern(13, 20))
+    assert read_image(tmp_path / "fits.png").shape == (12, 20, 3)
+    assert read_image_size(tmp_path / "fits.png") == (20, 12)
+    for read in (read_image, read_image_size):
+        with pytest.raises(ImageReadError, match="20x13 pixels"):
+            read(tmp_path / "over.png")
+
+
+def test_opencv_error_becomes_image_read_error(tmp_path, monkeypatch):
+    # Above OpenCV's own limit (2**30 pixels) imdecode raises cv2.error; with this module's
+    # limit lifted, that error must still come back as an ImageReadError naming the file.
+    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 10 ** 12)
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(65000, 65000))
+    with pytest.raises(ImageReadError, match="CV_IO_MAX_IMAGE_PIXELS") as info:
+        read_image(path)
+    assert info.value.path == str(path) and "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+@pytest.mark.parametrize("read", [read_image, read_image_size])
+def test_named_pipe_is_refused_without_blocking(tmp_path, read):
+    path = tmp_path / "pipe.jpg"
+    os.mkfifo(path)  # opening it to read waits for a writer: forever, in a data set
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            read(path)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # unblock the reader, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a named pipe blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], ImageReadError)
+    assert outcome[0].path == str(path) and "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null")
+def test_link_to_a_device_is_refused(tmp_path):
+    path = tmp_path / "null.jpg"
+    path.symlink_to("/dev/null")  # like /dev/zero, which would never end
+    for read in (read_image, read_image_size):
+        with pytest.raises(ImageReadError, match="not a regular file: it is a device"):
+            read(path)
+
+
+def test_text_file_named_jpg_gets_a_clean_message(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("version https://git-lfs.github.com/spec/v1\n")
+    for read in (read_image, read_image_size):
+        with pytest.raises(ImageReadError) as info:
+            read(path)
+        message = str(info.value)
+        assert message.startswith(f"cannot read image {path}: ")
+        assert "BytesIO" not in message and " at 0x" not in message
+        assert "b'version https://'" in message  # the first bytes tell what the file is
+
+
+def test_jpeg_with_broken_header_gets_a_clean_message(tmp_path):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ImageReadError, match="broken JPEG") as info:
+        read_image(path)
+    assert "BytesIO" not in str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from dsod.data.errors import DataError, Problem
@@ -81,10 +82,23 @@ class DetectionDataset:
                           difficult=ann.difficult[keep].copy())
 
     def load_image(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 BGR ``[H, W, 3]`` in the frame its boxes were drawn on
-        (see :func:`read_image`); raises ImageReadError if unreadable."""
+        """Image ``index`` as uint8 BGR ``[H, W, 3]`` in the frame its boxes were drawn on.
+
+        The size the annotation declares, ``(width, height)``, is the frame of its boxes: an
+        image stored at another size (e.g. downscaled after annotating) is resized to it
+        (``cv2.INTER_LINEAR``), so that training targets, evaluation detections and ground
+        truth share one frame; ``tools/check_dataset.py`` reports every such image
+        (``size_mismatch``). EXIF orientation is handled by :func:`read_image`.
+
+        Raises:
+            ImageReadError: the image is missing or unreadable (the message names it).
+        """
         ann = self._annotations[index]
-        return read_image(ann.image_path, (ann.width, ann.height))
+        image = read_image(ann.image_path, (ann.width, ann.height))
+        if image.shape[1::-1] != (ann.width, ann.height):
+            image = cv2.resize(image, (int(ann.width), int(ann.height)),
+                               interpolation=cv2.INTER_LINEAR)
+        return image
 
     def load(self, index: int) -> tuple[np.ndarray, Annotation]:
         """``(image, training_targets(index))``: uint8 BGR ``[H, W, 3]`` and its boxes.

@@ -4,7 +4,9 @@ Used by ``tools/check_dataset.py``. :func:`check_dataset` builds each configured
 its own (so one missing split does not hide the others), collects the readers' problems,
 decodes every image in a small thread pool (decoding releases the GIL) and adds problems
 for unreadable or missing images, images whose size disagrees with their annotation,
-images without objects and images in both the train and the test split.
+images without objects and images in both the train and the test split. A split entry
+without images, no train split at all, or a split without a single usable box (e.g. class
+names spelled differently from the annotations) is an error.
 """
 
 from __future__ import annotations
@@ -82,6 +84,33 @@ def _read(path: str) -> tuple[tuple[int, int] | None, ImageReadError | None]:
     return (int(image.shape[1]), int(image.shape[0])), None
 
 
+def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
+    """Errors for a split that gives nothing to train or evaluate on: no train entry, an
+    entry without images, or a split (all its entries together) without a single box."""
+    if not data.train:
+        report.problems.append(Problem("data.train", "names no split: there is nothing to "
+                                       "train on", "error", "bad_config"))
+    for split in ("train", "test"):
+        entries = [s for s in report.splits if s.split == split and s.usable]
+        for summary in entries:
+            if summary.images == 0:
+                report.problems.append(Problem(
+                    f"data.{split} entry {summary.entry!r}", "has no images (none is listed, "
+                    "or every one was left out: see the problems above)", "error",
+                    "missing_split"))
+                summary.usable = False
+        images = sum(s.images for s in entries)
+        if images and not sum(s.boxes for s in entries):
+            report.problems.append(Problem(
+                f"data.{split} ({', '.join(repr(s.entry) for s in entries)})",
+                f"none of its {images} image(s) has a usable box (is there an annotations "
+                f"list? do data.class_names match the annotations' class names, case "
+                f"included?)",
+                "error", "no_objects"))
+            for summary in entries:
+                summary.usable = False
+
+
 def check_dataset(data: DataConfig | Config, workers: int = 8,
                   progress: Callable[[int, int], None] | None = None) -> CheckReport:
     """Read every annotation and image of the configured train and test splits.
@@ -123,6 +152,8 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
                 first.setdefault(ann.image_path, ann)
                 splits_of.setdefault(ann.image_path, set()).add(split)
 
+    _check_empty_splits(report, data)
+
     paths = list(first)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for done, (path, (size, error)) in enumerate(zip(paths, pool.map(_read, paths)), 1):
@@ -137,7 +168,9 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
             elif size != (ann.width, ann.height):
                 report.problems.append(Problem(path, f"image {ann.image_id} is {size[0]}x"
                                                f"{size[1]} but its annotation says {ann.width}x"
-                                               f"{ann.height}", "warning", "size_mismatch"))
+                                               f"{ann.height}; training and evaluation resize "
+                                               f"it to {ann.width}x{ann.height}, the frame of "
+                                               f"its boxes", "warning", "size_mismatch"))
 
     both = [p for p in paths if len(splits_of[p]) > 1]
     if both:

@@ -16,16 +16,26 @@ libjpeg and libpng may decode a cut-off file partially, with only a warning on s
 before decoding, a JPEG must end with the end-of-image marker ``FFD9`` and a PNG with its
 ``IEND`` chunk; a JPEG with other bytes after its end (some cameras append data) is fully
 decoded by Pillow to tell appended data from truncation.
+
+A few kilobytes can claim a huge size in their header (a "decompression bomb": a 30000x30000
+PNG of one colour decodes to 2.7 GB). Before decoding, the size is read from the header (with
+Pillow, for every format it knows) and an image of more than :data:`MAX_IMAGE_PIXELS` pixels
+is refused. Only regular files are read: a named pipe or a device (``/dev/zero``) named like
+an image would block or never end.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
+import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from dsod.data.errors import ImageReadError
 
@@ -37,9 +47,31 @@ _TRAILING_PADDING = b"\x00\r\n \t"
 # EXIF orientations 5..8 turn the picture by 90 degrees: width and height swap.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
+# The most pixels an image may have: Pillow's default MAX_IMAGE_PIXELS (2**30 / 4 / 3, about
+# 89.5 megapixels, 9459x9459; 268 MB as uint8 BGR). Larger headers are refused unread.
+MAX_IMAGE_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+
+
+def _check_regular_file(path: Path) -> None:
+    """Raise ImageReadError unless ``path`` is (a link to) an existing regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageReadError(path, "the file does not exist") from None
+    except OSError as error:  # e.g. a loop of symbolic links, no permission
+        raise ImageReadError(path, error.strerror or str(error)) from None
+    if stat.S_ISDIR(mode):
+        raise ImageReadError(path, "it is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise ImageReadError(path, f"not a regular file: it is {what}")
+
 
 def _read_bytes(path: Path) -> np.ndarray:
-    """The file's bytes as a uint8 ``[n]`` array; ImageReadError if missing or empty."""
+    """The file's bytes as a uint8 ``[n]`` array; ImageReadError if missing, empty or not
+    a regular file."""
+    _check_regular_file(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
@@ -53,6 +85,49 @@ def _read_bytes(path: Path) -> np.ndarray:
     return data
 
 
+def _open_header(fp: BinaryIO) -> ImageFile.ImageFile | None:
+    """What ``Image.open(fp)`` returns (only the header read), without Pillow's own
+    decompression-bomb check, so that the size of a huge image can be reported; None when no
+    Pillow plugin knows the format. Plugins are tried in Pillow's order, as ``Image.open``
+    does; a broken header raises what the plugin raises."""
+    Image.init()
+    prefix = fp.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        known = accept is None or accept(prefix)
+        if not known or isinstance(known, str):  # a str explains why it is not this format
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # not this format after all
+            continue
+    return None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    """Raise ImageReadError if a ``width`` x ``height`` image is above :data:`MAX_IMAGE_PIXELS`."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(path, f"its header gives {width}x{height} pixels "
+                                   f"({width * height / 1e6:.1f} megapixels), more than the "
+                                   f"limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels: refused "
+                                   f"unread (a corrupt header or a decompression bomb)")
+
+
+def _check_header_size(path: Path, data: np.ndarray) -> None:
+    """Raise ImageReadError if the header of the image in ``data`` claims too many pixels.
+
+    Formats Pillow does not know are left to OpenCV (which refuses more than 2**30 pixels)."""
+    try:
+        image = _open_header(io.BytesIO(data.tobytes()))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(path, f"refused unread: {error}") from None
+    except Exception:  # a broken header: the decoders below say what is wrong
+        return
+    if image is not None:
+        _check_pixels(path, *image.size)
+
+
 def _check_complete(path: Path, data: np.ndarray) -> None:
     """Raise ImageReadError if ``data`` is a JPEG or PNG that was cut off."""
     head = data[:8].tobytes()
@@ -63,6 +138,8 @@ def _check_complete(path: Path, data: np.ndarray) -> None:
         try:  # appended data after a complete JPEG, or a cut-off one?
             with Image.open(io.BytesIO(data.tobytes())) as image:
                 image.load()
+        except UnidentifiedImageError:  # its message holds the repr of the BytesIO
+            raise ImageReadError(path, "broken JPEG: its header cannot be parsed") from None
         except OSError as error:
             if "truncated" in str(error):
                 raise ImageReadError(path, "truncated JPEG: the end-of-image marker (FFD9) "
@@ -89,6 +166,15 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
+def _cv2_reason(error: cv2.error) -> str:
+    """The one-line gist of an OpenCV error (its message spans lines and names sources)."""
+    reason = getattr(error, "err", "") or ""
+    if reason and getattr(error, "code", None) == cv2.Error.StsAssert:
+        return f"its check {reason} failed"
+    lines = str(error).strip().splitlines()
+    return reason or (lines[-1] if lines else type(error).__name__)
+
+
 def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     """Fallback decoder: uint8 BGR ``[H, W, 3]`` via Pillow, EXIF orientation applied."""
     try:
@@ -99,6 +185,10 @@ def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
                 rgb = np.repeat(gray.reshape(gray.shape[0], gray.shape[1], -1)[..., :1], 3, 2)
             else:
                 rgb = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:  # its message holds the repr of the BytesIO
+        raise ImageReadError(path, f"cannot decode it as an image: neither OpenCV nor Pillow "
+                                   f"knows its format (it starts with "
+                                   f"{data[:16].tobytes()!r})") from None
     except Exception as error:  # Pillow raises many types for undecodable data
         raise ImageReadError(path, f"cannot decode it as an image ({error})") from None
     return np.ascontiguousarray(rgb[..., ::-1])
@@ -117,15 +207,19 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     frame (``tools/check_dataset.py`` reports every size that does not match).
 
     Raises:
-        ImageReadError: the file is missing, empty, truncated or cannot be decoded; the
-            message names the file.
+        ImageReadError: the file is missing, empty, not a regular file, truncated, larger
+            than :data:`MAX_IMAGE_PIXELS` or cannot be decoded; the message names the file.
     """
     path = Path(path)
     data = _read_bytes(path)
+    _check_header_size(path, data)
     _check_complete(path, data)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:  # e.g. float TIFF: decode at full depth, scaled by _to_uint8 below
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if image is None:  # e.g. float TIFF: decode at full depth, scaled by _to_uint8 below
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as error:  # e.g. a header above OpenCV's own pixel limit
+        raise ImageReadError(path, f"OpenCV cannot decode it ({_cv2_reason(error)})") from None
     if image is None:
         image = _decode_with_pillow(path, data)
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
@@ -134,7 +228,10 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
         image = _to_uint8(image)
     if annotated_size is not None and image.shape[1::-1] != tuple(annotated_size) \
             and image.shape[:2] == tuple(annotated_size):
-        stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        try:
+            stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error:
+            stored = None
         if stored is not None and stored.shape[1::-1] == tuple(annotated_size):
             image = stored
     return image
@@ -147,21 +244,32 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     otherwise decodes the image.
 
     Raises:
-        ImageReadError: the file is missing, empty or not an image.
+        ImageReadError: the file is missing, empty, not a regular file, not an image, or
+            larger than :data:`MAX_IMAGE_PIXELS` (refused without decoding).
     """
     path = Path(path)
+    _check_regular_file(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = None
-            # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
-            if image.format == "TIFF" or "exif" in image.info:
-                orientation = image.getexif().get(0x0112)
-    except FileNotFoundError:
-        raise ImageReadError(path, "the file does not exist") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "it is a directory, not a file") from None
-    except Exception:  # unknown to Pillow or a broken header: let OpenCV try
+        file = open(path, "rb")
+    except OSError as error:
+        raise ImageReadError(path, error.strerror or str(error)) from None
+    with file:
+        try:
+            image = _open_header(file)
+            if image is not None:
+                width, height = image.size
+                _check_pixels(path, width, height)
+                orientation = None
+                # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
+                if image.format == "TIFF" or "exif" in image.info:
+                    orientation = image.getexif().get(0x0112)
+        except ImageReadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageReadError(path, f"refused unread: {error}") from None
+        except Exception:  # a broken header: let OpenCV try
+            image = None
+    if image is None:
         height, width = read_image(path).shape[:2]
         return int(width), int(height)
     if width <= 0 or height <= 0:
