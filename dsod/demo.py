@@ -4,6 +4,8 @@ folders, glob patterns, video files or a webcam, and write annotated copies.
 Images are written into the output folder under their own names; a video (or webcam) becomes
 ``<stem>.mp4`` there (``mp4v`` codec). A window is shown only where OpenCV has GUI support
 and a display exists (``opencv-python-headless`` has none: the demo says so and goes on).
+An input that cannot be read (a corrupt image or video) is skipped with a line on stderr; the
+others are still annotated, and :class:`DemoResult` lists what was skipped.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import cv2
 import numpy as np
 
-from dsod.data.errors import DataError
+from dsod.data.errors import DataError, ImageReadError
 from dsod.data.image_io import read_image
 from dsod.inference import Detector
 from dsod.visualize import draw_detections
@@ -35,6 +37,26 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 class DemoError(DataError):
     """An input the demo cannot read or an output it cannot write; names the file."""
+
+
+class UnreadableInputError(DemoError):
+    """A video file or camera that gives no frame; the demo skips it and goes on."""
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` did.
+
+    Attributes:
+        written: the annotated files, in input order (images first, then videos).
+        unreadable: one line per input that could not be read and was skipped, naming the
+            file and the reason.
+        inputs: how many inputs (images, videos, cameras) there were, folders expanded.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    inputs: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,24 +178,50 @@ def _write_image(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def _skip(error: DataError, unreadable: list[str]) -> None:
+    """Note an input that cannot be read: one line on stderr, and in ``unreadable``."""
+    print(f"skipped: {error}", file=sys.stderr)
+    unreadable.append(str(error))
+
+
+def _readable_images(paths: Sequence[str], batch: int,
+                     unreadable: list[str]) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """``(path, image)`` batches of the images that can be read; the others are skipped."""
+    chunk: list[tuple[str, np.ndarray]] = []
+    for path in paths:
+        try:
+            chunk.append((path, read_image(path)))
+        except ImageReadError as error:  # names the file
+            _skip(error, unreadable)
+            continue
+        if len(chunk) == batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def annotate_images(detector: Detector, paths: Sequence[str], outputs: _Outputs,
-                    window: _Window) -> list[Path]:
-    """Detect on image files in batches; write each annotated under its own name."""
+                    window: _Window, unreadable: list[str] | None = None) -> list[Path]:
+    """Detect on image files in batches; write each annotated under its own name.
+
+    An image that cannot be read is skipped with a line on stderr, and that line is added
+    to ``unreadable`` (when given)."""
+    unreadable = [] if unreadable is None else unreadable
     written: list[Path] = []
     start, detect_time, showing = time.perf_counter(), 0.0, True
-    for first in range(0, len(paths), detector.batch_size):
-        chunk = paths[first:first + detector.batch_size]
-        images = [read_image(p) for p in chunk]  # ImageReadError names the file
+    for chunk in _readable_images(paths, detector.batch_size, unreadable):
         tick = time.perf_counter()
-        results = detector(images)
+        results = detector([image for _, image in chunk])
         detect_time += time.perf_counter() - tick
-        for path, image, result in zip(chunk, images, results):
+        for (path, image), result in zip(chunk, results):
             canvas = draw_detections(image, result)
             written.append(_write_image(outputs.path(path, Path(path).name), canvas))
             if showing:
                 showing = window.show("dsod demo", canvas, 0)
-    _report(f"{len(paths)} image(s)", len(paths), time.perf_counter() - start, detect_time,
-            str(outputs.out_dir))
+    if written:
+        _report(f"{len(written)} image(s)", len(written), time.perf_counter() - start,
+                detect_time, str(outputs.out_dir))
     return written
 
 
@@ -195,13 +243,19 @@ def _frames(capture: cv2.VideoCapture, batch: int, limit: int | None) -> Iterato
 def annotate_video(detector: Detector, source: Source, out_path: Path, window: _Window,
                    max_frames: int | None = None) -> Path:
     """Detect on every frame of a video file or camera and write an annotated ``mp4v``
-    video of the same frame count and size to ``out_path``."""
+    video of the same frame count and size to ``out_path``.
+
+    Raises:
+        UnreadableInputError: the video or camera cannot be opened or gives no frame.
+        DemoError: the output video cannot be written.
+    """
     camera = source.kind == "camera"
     name = f"camera {source.path}" if camera else source.path
     capture = cv2.VideoCapture(int(source.path) if camera else source.path)
     if not capture.isOpened():
-        raise DemoError(f"cannot open {name}" if camera else f"cannot read video {name}: "
-                        f"OpenCV cannot open it (not a video, or corrupt)")
+        raise UnreadableInputError(f"cannot open {name}" if camera else
+                                   f"cannot read video {name}: OpenCV cannot open it (not a "
+                                   f"video, or corrupt)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else (30.0 if camera else 25.0)
     writer, count, detect_time, showing, stop = None, 0, 0.0, True, False
@@ -234,8 +288,9 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: _
         if writer is not None:
             writer.release()
     if writer is None:
-        raise DemoError(f"{name} gave no frame" if camera else
-                        f"cannot read video {name}: no readable frame (empty or corrupt file)")
+        raise UnreadableInputError(f"{name} gave no frame" if camera else
+                                   f"cannot read video {name}: no readable frame (empty or "
+                                   f"corrupt file)")
     _report(name, count, time.perf_counter() - start, detect_time, str(out_path))
     return out_path
 
@@ -248,29 +303,44 @@ def _report(what: str, frames: int, seconds: float, detect_seconds: float, out: 
 
 
 def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
-             show: bool = False, max_frames: int | None = None) -> list[Path]:
+             show: bool = False, max_frames: int | None = None) -> DemoResult:
     """Annotate every input (see :func:`collect_sources`) into ``out_dir``.
 
+    An input that cannot be read (a corrupt image or video, a camera without frames) is
+    skipped with a line on stderr naming it; the others are still annotated.
+
+    Args:
+        max_frames: stop each video or camera after this many frames (at least 1).
+
     Returns:
-        The written files: images under their own names, videos as ``<stem>.mp4``.
+        The written files (images under their own names, videos as ``<stem>.mp4``) and the
+        inputs that were skipped.
 
     Raises:
-        DemoError, ImageReadError: an input is missing or unreadable (the message names it).
+        DemoError: an input does not exist, a folder has no media, ``max_frames`` is below
+            1, or an output cannot be written (the message names it).
     """
+    if max_frames is not None and max_frames < 1:
+        raise DemoError(f"max_frames must be at least 1 (got {max_frames})")
     sources = collect_sources(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outputs, window = _Outputs(out), _Window(show)
-    written: list[Path] = []
+    result = DemoResult(inputs=len(sources))
     try:
         images = [s.path for s in sources if s.kind == "image"]
         if images:
-            written += annotate_images(detector, images, outputs, window)
+            result.written += annotate_images(detector, images, outputs, window,
+                                              result.unreadable)
         for source in sources:
             if source.kind != "image":
                 stem = f"camera{source.path}" if source.kind == "camera" else Path(source.path).stem
                 path = outputs.path(source.path, f"{stem}.mp4")
-                written.append(annotate_video(detector, source, path, window, max_frames))
+                try:
+                    result.written.append(annotate_video(detector, source, path, window,
+                                                         max_frames))
+                except UnreadableInputError as error:
+                    _skip(error, result.unreadable)
     finally:
         window.close()
-    return written
+    return result

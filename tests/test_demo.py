@@ -108,8 +108,8 @@ def test_compiled_demo_draws_what_the_eager_demo_draws(tmp_path, checkpoint, mon
     assert np.mean(drawn[True] != drawn[False]) < 0.01
 
 
-@pytest.mark.parametrize("case", ["missing", "zero bytes", "garbage", "no frames"])
-def test_missing_empty_or_corrupt_video_is_one_line_error(tmp_path, checkpoint, capsys, case):
+@pytest.mark.parametrize("case", ["zero bytes", "garbage", "no frames"])
+def test_empty_or_corrupt_video_is_skipped_with_one_line(tmp_path, checkpoint, capsys, case):
     path = tmp_path / ("broken.avi" if case == "no frames" else "broken.mp4")
     if case == "zero bytes":
         path.write_bytes(b"")
@@ -119,23 +119,86 @@ def test_missing_empty_or_corrupt_video_is_one_line_error(tmp_path, checkpoint, 
         write_video(path, frames=0)
     code = load_tool("demo").main([str(path), "--checkpoint", checkpoint, "--out",
                              str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-2].startswith(f"skipped: cannot read video {path}: ")
+    assert lines[-1].startswith("error: 1 of 1 inputs could not be read")
+    assert not (tmp_path / "out" / "broken.mp4").exists()
+
+
+def test_missing_input_is_a_usage_error(tmp_path, checkpoint, capsys):
+    path = tmp_path / "missing.mp4"
+    code = load_tool("demo").main([str(path), "--checkpoint", checkpoint, "--out",
+                                   str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("error: ")
-    assert not (tmp_path / "out" / "broken.mp4").exists()
+    assert err.strip().splitlines()[-1] == f"error: cannot read {path}: the file does not exist"
 
 
 def test_unreadable_image_and_empty_folder(tmp_path, checkpoint, capsys):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     code = load_tool("demo").main([str(tmp_path / "bad.jpg"), "--checkpoint", checkpoint,
                              "--out", str(tmp_path / "out"), "--device", "cpu"])
-    assert code == 2 and str(tmp_path / "bad.jpg") in capsys.readouterr().err
+    assert code == 1 and str(tmp_path / "bad.jpg") in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     with pytest.raises(DemoError, match="empty"):
         collect_sources([str(tmp_path / "empty")])
     with pytest.raises(DemoError, match="matches"):
         collect_sources([str(tmp_path / "*.png")])
+
+
+def test_unreadable_inputs_are_skipped_and_the_rest_annotated(tmp_path, checkpoint, capsys):
+    # A folder of images read in batches of 2 (test.batch_size), one of them corrupt, and a
+    # corrupt video between two good inputs: each bad one is skipped with its own line.
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "c.png", "d.png"):
+        cv2.imwrite(str(images / name), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    (images / "b.png").write_bytes(b"<html>404 Not Found</html>")
+    write_video(tmp_path / "good.avi", frames=3)
+    (tmp_path / "bad.mp4").write_bytes(b"\x00garbage" * 100)
+    out = tmp_path / "out"
+    code = load_tool("demo").main([str(images), str(tmp_path / "bad.mp4"),
+                                   str(tmp_path / "good.avi"), "--checkpoint", checkpoint,
+                                   "--out", str(out), "--device", "cpu"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png", "d.png", "good.mp4"]
+    assert len(read_frames(out / "good.mp4")) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[0] for line in err] == ["skipped", "skipped", "error"]
+    assert err[0].startswith(f"skipped: cannot read image {images / 'b.png'}: ")
+    assert "<_io" not in err[0]
+    assert err[1].startswith(f"skipped: cannot read video {tmp_path / 'bad.mp4'}: ")
+    assert err[2].startswith("error: 2 of 6 inputs could not be read")
+
+
+def test_run_demo_lists_what_it_wrote_and_skipped(tmp_path, checkpoint, capsys):
+    from dsod.demo import run_demo
+    from dsod.inference import Detector
+    cv2.imwrite(str(tmp_path / "good.png"), np.zeros((30, 40, 3), np.uint8))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    detector = Detector.from_checkpoint(checkpoint, None, [], "cpu", 0.3)
+    result = run_demo(detector, [str(tmp_path / "empty.jpg"), str(tmp_path / "good.png")],
+                      tmp_path / "out")
+    assert result.written == [tmp_path / "out" / "good.png"] and result.inputs == 2
+    assert result.unreadable == [f"cannot read image {tmp_path / 'empty.jpg'}: the file is "
+                                 f"empty (0 bytes)"]
+    with pytest.raises(DemoError, match="max_frames must be at least 1"):
+        run_demo(detector, [str(tmp_path / "good.png")], tmp_path / "out", max_frames=0)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_max_frames_below_one_is_a_usage_error(tmp_path, checkpoint, capsys, value):
+    write_video(tmp_path / "clip.avi", frames=2)
+    with pytest.raises(SystemExit) as info:
+        load_tool("demo").main([str(tmp_path / "clip.avi"), "--checkpoint", checkpoint,
+                                "--out", str(tmp_path / "out"), "--max-frames", value])
+    assert info.value.code == 2
+    assert "--max-frames" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_sources_are_classified(tmp_path):

@@ -7,7 +7,9 @@
 
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
 (0). Images are written into DIR (default outputs/demo) under their own names, videos as
-DIR/<stem>.mp4. The config is the one saved in the checkpoint unless --config is given.
+DIR/<stem>.mp4. An input that cannot be read is skipped with a message naming it and the
+rest are annotated; the exit status is then 1. The config is the one saved in the checkpoint
+unless --config is given.
 On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
 --compile runs it through torch.compile with frozen weights: on a CPU with AMX, 1.5-2x as fast
 with --amp bf16 and up to 13% faster in fp32, after 15-30 s of compiling; for videos and folders.
@@ -19,6 +21,17 @@ import argparse
 import sys
 
 from dsod.config import AMP_SETTINGS
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
                              "first image: 15-30 s on a CPU, then faster (not with CUDA graphs)")
     parser.add_argument("--show", action="store_true",
                         help="also show a window (needs a display and OpenCV with GUI support)")
-    parser.add_argument("--max-frames", type=int, default=None,
-                        help="stop each video or webcam after this many frames")
+    parser.add_argument("--max-frames", type=_at_least_one, default=None,
+                        help="stop each video or webcam after this many frames (>= 1)")
     args = parser.parse_args(argv)
 
     from dsod.cli import run_guarded, setup_logging
     setup_logging()
 
-    def demo() -> None:
+    def demo() -> int:
         import torch
 
         from dsod.demo import run_demo
@@ -62,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
                                             args.score_threshold, cuda_graphs=args.cuda_graphs,
                                             amp=args.amp, compile=args.compile)
-        run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
+        result = run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
+        if result.unreadable:
+            print(f"error: {len(result.unreadable)} of {result.inputs} inputs could not be "
+                  f"read (see the 'skipped' lines above)", file=sys.stderr)
+            return 1
+        return 0
 
     return run_guarded(demo)
 
