@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -115,6 +116,12 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     """Images per second of each stage and of whole training samples, on one thread."""
     indices = [i % len(dataset) for i in range(count)]
     annotations = [dataset.annotation(i) for i in indices]
+    # The data set's own classes (BCCD's or the synthetic ones), whatever the model's:
+    # the number of classes changes nothing here.
+    names = tuple(dataset.class_names)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, num_classes=len(names) + 1),
+        data=dataclasses.replace(config.data, class_names=names))
     samples = build_training_samples(config, dataset)
     samples[(0, indices[0])]  # warm-up: first decode, LUTs, prior tensors
 
