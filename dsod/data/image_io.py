@@ -85,6 +85,9 @@ def _read_bytes(path: Path) -> np.ndarray:
     return data
 
 
+_COMMON_FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
+
+
 def _open_header(fp: BinaryIO) -> ImageFile.ImageFile | None:
     """What ``Image.open(fp)`` returns (only the header read), without Pillow's own
     decompression-bomb check, so that the size of a huge image can be reported; None when no
@@ -92,6 +95,13 @@ def _open_header(fp: BinaryIO) -> ImageFile.ImageFile | None:
     does; a broken header raises what the plugin raises."""
     Image.init()
     prefix = fp.read(16)
+    for magic, name in _COMMON_FORMATS:  # the usual formats first: no other plugin is tried
+        if prefix.startswith(magic) and name in Image.OPEN:
+            fp.seek(0)
+            try:
+                return Image.OPEN[name][0](fp, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                break
     for name in Image.ID:
         factory, accept = Image.OPEN[name]
         known = accept is None or accept(prefix)
