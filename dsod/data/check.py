@@ -75,10 +75,12 @@ def _split_error(error: DataError, split: str, entry: str) -> Problem:
     return Problem(where, str(error), "error", "bad_config")
 
 
-def _read(path: str) -> tuple[tuple[int, int] | None, ImageReadError | None]:
-    """``((width, height), None)`` or ``(None, error)`` for one image file."""
+def _read(path: str, annotated_size: tuple[int, int]
+          ) -> tuple[tuple[int, int] | None, ImageReadError | None]:
+    """``((width, height), None)`` or ``(None, error)`` for one image file, read as training
+    reads it (an EXIF rotation away from the annotated size is not applied)."""
     try:
-        image = read_image(path)
+        image = read_image(path, annotated_size)
     except ImageReadError as error:
         return None, error
     return (int(image.shape[1]), int(image.shape[0])), None
@@ -155,8 +157,10 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
     _check_empty_splits(report, data)
 
     paths = list(first)
+    sizes = [(first[path].width, first[path].height) for path in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (path, (size, error)) in enumerate(zip(paths, pool.map(_read, paths)), 1):
+        for done, (path, (size, error)) in enumerate(zip(paths, pool.map(_read, paths, sizes)),
+                                                      1):
             if progress is not None:
                 progress(done, len(paths))
             ann = first[path]
