@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dsod.cli import device_name
 from dsod.config import AMP_SETTINGS
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/demo", help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.3,
                         help="draw detections scoring at least this (default 0.3)")
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--device", default=None, type=device_name,
                         help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--amp", choices=AMP_SETTINGS, default="none",
                         help="run the network in reduced precision: bf16 on a CPU with AMX or "
