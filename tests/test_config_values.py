@@ -30,14 +30,14 @@ def _with_first_number(value, number):
     return [_with_first_number(value[0], number), *value[1:]]
 
 
-@pytest.mark.parametrize("section,key,default", _numeric_fields())
+@pytest.mark.parametrize("section,key,default", list(_numeric_fields()))
 def test_every_number_rejects_minus_one(section, key, default):
     bad = _with_first_number(default, -1)
     with pytest.raises(ConfigError, match=rf"^{section}\.{key}(\[0\])* in <dict>: .*got -1"):
         config_from_dict({section: {key: bad}})
 
 
-@pytest.mark.parametrize("section,key,default", _numeric_fields(only_float=True))
+@pytest.mark.parametrize("section,key,default", list(_numeric_fields(only_float=True)))
 def test_every_float_rejects_nan(section, key, default):
     bad = _with_first_number(default, math.nan)
     with pytest.raises(ConfigError, match=rf"^{section}\.{key}(\[0\])* in <dict>: expected a "
