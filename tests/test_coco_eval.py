@@ -149,3 +149,27 @@ def test_unknown_image_and_bad_label():
         detections_to_coco_results(perfect([ann("nope", [[0, 0, 1, 1]], [1])]), {}, [1])
     with pytest.raises(ValueError, match="labels"):
         detections_to_coco_results(perfect([ann("a", [[0, 0, 1, 1]], [3])]), {"a": 1}, [1, 2])
+
+
+def test_several_ground_truth_files_score_as_their_union(tmp_path):
+    # Two JSONs of one split (ids 1-2 and 3), with areas smaller than the boxes (mask areas,
+    # which decide COCO's small/medium/large): scored as pycocotools scores their union.
+    gt = annotations_to_coco(ANNS, NAMES)
+    for annotation in gt["annotations"]:
+        annotation["area"] *= 0.3
+    first = {**gt, "images": gt["images"][:2],
+             "annotations": [a for a in gt["annotations"] if a["image_id"] <= 2]}
+    second = {**gt, "images": gt["images"][2:],
+              "annotations": [dict(a, id=1) for a in gt["annotations"] if a["image_id"] > 2]}
+    second["annotations"].append({"id": 1, "image_id": 3, "category_id": 2,
+                                  "bbox": [10, 10, 50, 40], "area": 600.0, "iscrowd": 0})
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, part in zip(paths, (first, second)):
+        path.write_text(json.dumps(part))
+    union = {**gt, "annotations": first["annotations"] + [
+        dict(a, id=100 + i) for i, a in enumerate(second["annotations"])]}
+    results = detections_to_coco_results(perfect(ANNS[:2]), coco_image_id_map(ANNS), [1, 2])
+    results.append({"image_id": 3, "category_id": 2, "bbox": [12, 10, 50, 40], "score": 0.7})
+    merged = load_coco_ground_truth(*paths)
+    assert len(merged.getAnnIds()) == len(union["annotations"])
+    assert evaluate_coco(merged, results) == evaluate_coco(coco_from_dict(union), results)

@@ -154,11 +154,13 @@ def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, int], list[int]]:
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], list[int]]:
-    """pycocotools ground truth for a data set: a COCO data set's own annotation file, or the
-    VOC annotations converted in memory. Returns ``(COCO, image_id -> coco id, category ids)``."""
-    annotation_json = getattr(dataset, "annotation_json", None)
-    if annotation_json is not None:  # score against the official file, as pycocotools does
-        return (load_coco_ground_truth(annotation_json), *coco_id_maps(dataset))
+    """pycocotools ground truth for a data set: a COCO data set's own annotation files
+    (several merged, for a split of several), or the VOC annotations converted in memory.
+    Returns ``(COCO, image_id -> coco id, category ids)``."""
+    parts = getattr(dataset, "parts", None) or (dataset,)
+    files = [getattr(part, "annotation_json", None) for part in parts]
+    if all(file is not None for file in files):  # the official files, as pycocotools reads them
+        return (load_coco_ground_truth(*files), *coco_id_maps(dataset))
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
     gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))
     return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))

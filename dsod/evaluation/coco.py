@@ -106,18 +106,41 @@ def _index(dataset: dict[str, Any]) -> COCO:
     return coco
 
 
-def load_coco_ground_truth(path: str | Path) -> COCO:
-    """pycocotools ground truth from an instances JSON, as ``COCO(path)`` reads it, with the
-    fields ``COCOeval`` needs filled in where a converter left them out: ``iscrowd`` 0 and
-    ``area`` the bbox's ``w * h``; annotations without a usable ``bbox`` (segmentation only)
-    are left out, since ``COCOeval`` cannot score them. A warning counts each change; a
-    complete file (every official one) is used as it is.
+def load_coco_ground_truth(*paths: str | Path) -> COCO:
+    """pycocotools ground truth from one or more instances JSONs, as ``COCO(path)`` reads
+    one, with the fields ``COCOeval`` needs filled in where a converter left them out:
+    ``iscrowd`` 0 and ``area`` the bbox's ``w * h``; annotations without a usable ``bbox``
+    (segmentation only) are left out, since ``COCOeval`` cannot score them. A warning counts
+    each change; a complete file (every official one) is used as it is.
+
+    Several files (a test split of several COCO JSONs) are merged: their images and
+    annotations (renumbered ``1..N``, as ids may repeat across files) under the first
+    file's categories, which all must share. Their image ids must not repeat.
 
     Raises:
-        ValueError: the file is not a JSON object with ``images``, ``categories`` and
-            ``annotations`` lists (the message names the file).
+        ValueError: a file is not a JSON object with ``images``, ``categories`` and
+            ``annotations`` lists, or the files differ in categories (names the file).
     """
-    path = Path(path)
+    if not paths:
+        raise ValueError("load_coco_ground_truth needs at least one file")
+    parts = [_read_ground_truth(Path(path)) for path in paths]
+    if len(parts) == 1:
+        return _index(parts[0])
+    merged = {**parts[0], "images": [], "annotations": []}
+    category_ids = sorted(c.get("id") for c in parts[0]["categories"])
+    for path, part in zip(paths, parts):
+        if sorted(c.get("id") for c in part["categories"]) != category_ids:
+            raise ValueError(f"COCO ground truth {path}: other category ids than {paths[0]}")
+        merged["images"] += part["images"]
+        merged["annotations"] += part["annotations"]
+    for number, annotation in enumerate(merged["annotations"], start=1):
+        annotation["id"] = number
+    return _index(merged)
+
+
+def _read_ground_truth(path: Path) -> dict[str, Any]:
+    """One instances JSON as a dict, completed for COCOeval (see
+    :func:`load_coco_ground_truth`)."""
     with open(path, "rb") as f:
         data = json.load(f)
     if not isinstance(data, dict) or not all(
@@ -142,7 +165,7 @@ def load_coco_ground_truth(path: str | Path) -> COCO:
     data["annotations"] = kept
     for what, count in changed.items():
         logger.warning("COCO ground truth %s: %d annotation(s) %s", path, count, what)
-    return _index(data)
+    return data
 
 
 def detections_to_coco_results(
