@@ -63,3 +63,14 @@ def test_exif_rotated_image_is_not_resized(tmp_path, annotated):
         np.testing.assert_array_equal(image, stored)
     else:
         np.testing.assert_array_equal(image, np.rot90(stored, -1))  # turned, not resized
+
+
+def test_an_annotated_size_above_the_pixel_limit_is_refused(tmp_path, monkeypatch):
+    # A typo in <size> (an extra digit) must not make every load allocate a huge image.
+    from dsod.data import image_io
+    from dsod.data.errors import ImageReadError
+    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 100 * 100)
+    cv2.imwrite(str(tmp_path / "a.png"), _picture(40, 60))
+    dataset = _dataset(tmp_path / "a.png", 600, 400)
+    with pytest.raises(ImageReadError, match=r"its annotation gives 600x400 pixels"):
+        dataset.load_image(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 
@@ -101,7 +103,7 @@ def test_exif_orientation_applied(tmp_path, orientation):
 
 
 @pytest.mark.parametrize("orientation", [3, 6])
-def test_annotation_drawn_on_stored_pixels_keeps_them(tmp_path, orientation):
+def test_annotation_drawn_on_stored_pixels_keeps_them(tmp_path, orientation, monkeypatch):
     # Orientation 6 turns the 24x16 stored picture to 16x24. An annotation that says 24x16
     # was drawn on the stored pixels: those come back, unturned. Orientation 3 (180 degrees)
     # keeps the size, so nothing tells the frames apart: EXIF applies as always.
@@ -112,7 +114,11 @@ def test_annotation_drawn_on_stored_pixels_keeps_them(tmp_path, orientation):
     path = tmp_path / f"o{orientation}.jpg"
     Image.fromarray(rgb).save(path, exif=exif, quality=98)
     stored = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    decodes = []
+    real_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decodes.append(a[1]) or real_imdecode(*a))
     out = read_image(path, annotated_size=(24, 16))
+    assert len(decodes) == 1  # decoded once, in the right frame
     if orientation == 6:
         assert out.shape == (16, 24, 3) and np.array_equal(out, stored)
         assert read_image(path, annotated_size=(16, 24)).shape == (24, 16, 3)  # the EXIF frame
@@ -289,3 +295,21 @@ def test_jpeg_with_broken_header_gets_a_clean_message(tmp_path):
     with pytest.raises(ImageReadError, match="broken JPEG") as info:
         read_image(path)
     assert "BytesIO" not in str(info.value)
+
+
+def test_a_square_annotation_keeps_the_exif_rotation(tmp_path):
+    # 16x16 stored, orientation 6: both frames are 16x16, nothing tells them apart.
+    rgb = _pattern(16, 16)[..., ::-1].copy()
+    rgb[:4, :6] = (255, 255, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "square.jpg"
+    Image.fromarray(rgb).save(path, exif=exif, quality=98)
+    assert np.array_equal(read_image(path, annotated_size=(16, 16)), read_image(path))
+
+
+def test_the_pixel_limit_comes_from_the_environment():
+    code = "from dsod.data import image_io; print(image_io.MAX_IMAGE_PIXELS)"
+    env = {**os.environ, "DSOD_MAX_IMAGE_PIXELS": "2e8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "200000000"

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from dsod.data.errors import DataError, Problem
-from dsod.data.image_io import read_image
+from dsod.data.image_io import check_pixel_count, read_image
 from dsod.structures import Annotation
 
 README_HINT = "see data/README.md for how to download and lay out the data sets"
@@ -96,6 +96,7 @@ class DetectionDataset:
         ann = self._annotations[index]
         image = read_image(ann.image_path, (ann.width, ann.height))
         if image.shape[1::-1] != (ann.width, ann.height):
+            check_pixel_count(ann.image_path, ann.width, ann.height, "its annotation")
             image = cv2.resize(image, (int(ann.width), int(ann.height)),
                                interpolation=cv2.INTER_LINEAR)
         return image

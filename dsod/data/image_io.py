@@ -47,9 +47,21 @@ _TRAILING_PADDING = b"\x00\r\n \t"
 # EXIF orientations 5..8 turn the picture by 90 degrees: width and height swap.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
+
+
+def _pixel_limit() -> int:
+    value = os.environ.get("DSOD_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(float(value)) if value else 1024 * 1024 * 1024 // 4 // 3
+    except ValueError:
+        raise ValueError(f"DSOD_MAX_IMAGE_PIXELS={value!r} is not a number of pixels") from None
+
+
 # The most pixels an image may have: Pillow's default MAX_IMAGE_PIXELS (2**30 / 4 / 3, about
-# 89.5 megapixels, 9459x9459; 268 MB as uint8 BGR). Larger headers are refused unread.
-MAX_IMAGE_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+# 89.5 megapixels, 9459x9459; 268 MB as uint8 BGR) unless the environment variable
+# DSOD_MAX_IMAGE_PIXELS says otherwise (set it before starting: loader workers read it too).
+# Larger headers are refused unread.
+MAX_IMAGE_PIXELS: int = _pixel_limit()
 
 
 def _check_regular_file(path: Path) -> None:
@@ -115,27 +127,34 @@ def _open_header(fp: BinaryIO) -> ImageFile.ImageFile | None:
     return None
 
 
-def _check_pixels(path: Path, width: int, height: int) -> None:
-    """Raise ImageReadError if a ``width`` x ``height`` image is above :data:`MAX_IMAGE_PIXELS`."""
+def check_pixel_count(path: str | Path, width: int, height: int, what: str = "its header"
+                      ) -> None:
+    """Raise ImageReadError if a ``width`` x ``height`` image is above
+    :data:`MAX_IMAGE_PIXELS`; ``what`` says where the size comes from."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageReadError(path, f"its header gives {width}x{height} pixels "
+        raise ImageReadError(path, f"{what} gives {width}x{height} pixels "
                                    f"({width * height / 1e6:.1f} megapixels), more than the "
                                    f"limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels: refused "
-                                   f"unread (a corrupt header or a decompression bomb)")
+                                   f"unread (a corrupt header or a decompression bomb; "
+                                   f"DSOD_MAX_IMAGE_PIXELS raises the limit)")
 
 
-def _check_header_size(path: Path, data: np.ndarray) -> None:
-    """Raise ImageReadError if the header of the image in ``data`` claims too many pixels.
-
-    Formats Pillow does not know are left to OpenCV (which refuses more than 2**30 pixels)."""
+def _check_header_size(path: Path, data: np.ndarray) -> tuple[tuple[int, int], int] | None:
+    """Raise ImageReadError if the header of the image in ``data`` claims too many pixels;
+    return its stored ``(width, height)`` and EXIF orientation (1 when none), or None when
+    Pillow cannot read the header (formats it does not know are left to OpenCV, which
+    refuses more than 2**30 pixels)."""
     try:
         image = _open_header(io.BytesIO(data.tobytes()))
+        if image is None:
+            return None
+        orientation = image.getexif().get(0x0112, 1) if "exif" in image.info else 1
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(path, f"refused unread: {error}") from None
     except Exception:  # a broken header: the decoders below say what is wrong
-        return
-    if image is not None:
-        _check_pixels(path, *image.size)
+        return None
+    check_pixel_count(path, *image.size)
+    return image.size, orientation if isinstance(orientation, int) else 1
 
 
 def _check_complete(path: Path, data: np.ndarray) -> None:
@@ -222,10 +241,17 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     """
     path = Path(path)
     data = _read_bytes(path)
-    _check_header_size(path, data)
+    header = _check_header_size(path, data)
     _check_complete(path, data)
+    flags = cv2.IMREAD_COLOR
+    if annotated_size is not None and header is not None and \
+            header[1] in _TRANSPOSING_ORIENTATIONS and header[0] == tuple(annotated_size) \
+            and annotated_size[0] != annotated_size[1]:
+        # The EXIF rotation would turn the picture away from the size its boxes were drawn
+        # on, and the stored pixels have that size: decode them as they are stored.
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data, flags)
         if image is None:  # e.g. float TIFF: decode at full depth, scaled by _to_uint8 below
             image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error as error:  # e.g. a header above OpenCV's own pixel limit
@@ -236,14 +262,6 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
         raise ImageReadError(path, f"decoded to an unusable array of shape {image.shape}")
     if image.dtype != np.uint8:
         image = _to_uint8(image)
-    if annotated_size is not None and image.shape[1::-1] != tuple(annotated_size) \
-            and image.shape[:2] == tuple(annotated_size):
-        try:
-            stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        except cv2.error:
-            stored = None
-        if stored is not None and stored.shape[1::-1] == tuple(annotated_size):
-            image = stored
     return image
 
 
@@ -268,7 +286,7 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
             image = _open_header(file)
             if image is not None:
                 width, height = image.size
-                _check_pixels(path, width, height)
+                check_pixel_count(path, width, height)
                 orientation = None
                 # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
                 if image.format == "TIFF" or "exif" in image.info:
