@@ -178,19 +178,26 @@ def test_train_tool_without_data_stops_at_once_and_says_where_to_read(tmp_path, 
     assert "nothing" in err and "data/README.md" in err and "Traceback" not in err
 
 
-def test_ctrl_c_finishes_the_step_and_saves_a_checkpoint(tmp_path):
-    config = tiny_config(tmp_path, solver={"max_iter": 10_000},
-                         train={"log_every": 1, "checkpoint_every": 1000})
+@pytest.mark.parametrize("stop", ["SIGINT to the trainer", "SIGTERM to the process group"])
+def test_a_stop_signal_finishes_the_step_and_saves_a_checkpoint(tmp_path, stop):
+    # To the whole group (torchrun, Slurm, a terminal's Ctrl-C), the signal reaches the
+    # loader workers too, which must not die under the trainer; evaluations run every 2 steps.
+    workers = 1 if "group" in stop else 0
+    config = tiny_config(tmp_path, solver={"max_iter": 10_000}, data={"workers": workers},
+                         train={"log_every": 1, "checkpoint_every": 1000, "eval_every": 2})
     path = tmp_path / "config.yaml"
     save_config(config, path)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     victim = subprocess.Popen(_train_command(path, out), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(losses(out) if (out / "log.jsonl").is_file() else {}) < 3:
         time.sleep(0.05)
-    victim.send_signal(signal.SIGINT)
+    if "group" in stop:
+        os.killpg(victim.pid, signal.SIGTERM)
+    else:
+        victim.send_signal(signal.SIGINT)
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 130 and "Traceback" not in err
     saved = sorted((out / "checkpoints").glob("checkpoint_*.pth"))
@@ -242,3 +249,39 @@ def test_too_many_unreadable_samples_stop_the_run_with_a_checkpoint(tmp_path):
         trainer.run()
     assert 4 <= trainer.step < 50
     assert (tmp_path / "out" / "checkpoints" / f"checkpoint_{trainer.step:08d}.pth").is_file()
+
+
+def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
+    import datetime
+
+    from dsod.data import loader as loader_module
+    from dsod.data.errors import DataError
+    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                                  world_size=2, timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    if rank == 1:  # only this process meets unreadable samples (each replaced by the next)
+        real_load = loader_module.TrainingSamples._load
+        loader_module.TrainingSamples._load = lambda self, i: (*real_load(self, i)[:2], 1)
+    config = tiny_config(Path(root), solver={"max_iter": 50, "batch_per_step": 2},
+                         train={"checkpoint_every": 0})
+    trainer = Trainer(config, Path(root) / "ddp_bad", torch.device("cpu"), progress=False)
+    try:
+        trainer.run()
+        outcome = "finished"
+    except DataError as error:
+        outcome = f"DataError at step {trainer.step}: {error}"
+    (Path(root) / f"rank{rank}.txt").write_text(outcome)
+    torch_dist.destroy_process_group()
+
+
+def test_under_ddp_all_processes_stop_together_on_unreadable_samples(tmp_path):
+    # One process alone over the limit used to wait in a barrier while the other trained on.
+    from dsod.data.datasets import build_dataset
+    build_dataset(tiny_config(tmp_path).data, "train")
+    build_dataset(tiny_config(tmp_path).data, "test")
+    mp.spawn(_ddp_bad_samples_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")),
+             nprocs=2)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0] == outcomes[1] and outcomes[0].startswith("DataError at step 4:")
+    assert "training samples (50.0%) could not be read" in outcomes[0]
+    assert (tmp_path / "ddp_bad" / "checkpoints" / "checkpoint_00000004.pth").is_file()

@@ -12,6 +12,7 @@ network and the loss.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Iterator
 
 import numpy as np
@@ -34,6 +35,14 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 32-bit seed for one sample's augmentation, independent of worker and order."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM, which reach
+    the whole process group (a terminal, torchrun, Slurm). The main process decides when
+    to stop (training saves a checkpoint first); workers end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 class TrainingSamples(Dataset):
     """Items ``(epoch, index)`` -> ``(image [3,S,S], offsets [P,4], labels [P], skipped)``.

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from dsod.data.loader import DetectionDataset, TestSamples, collate_test
+from dsod.data.loader import DetectionDataset, TestSamples, collate_test, ignore_stop_signals
 from dsod.engine import distributed as dist
 from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
                                   detections_to_coco_results, evaluate_coco_with_summary,
@@ -84,7 +84,7 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
         network = compile_for_inference(network)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
     loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_test)
+                        collate_fn=collate_test, worker_init_fn=ignore_stop_signals)
     detections: dict[str, Detections] = {}
     unreadable: list[int] = []
     bar = tqdm(loader, desc="evaluating", unit="batch", disable=not (progress and dist.is_main_process()))

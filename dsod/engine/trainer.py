@@ -24,7 +24,8 @@ from tqdm import tqdm
 from dsod.config import Config, config_to_dict, save_config
 from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
 from dsod.data.errors import DataError, summarize_problems
-from dsod.data.loader import DetectionDataset, IterationBatchSampler, collate_training
+from dsod.data.loader import (DetectionDataset, IterationBatchSampler, collate_training,
+                              ignore_stop_signals)
 from dsod.engine import distributed as dist
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
@@ -222,7 +223,8 @@ class Trainer:
         workers = self.config.data.workers
         return DataLoader(self.samples, batch_sampler=self.sampler, num_workers=workers,
                           collate_fn=collate_training, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, prefetch_factor=4 if workers else None)
+                          persistent_workers=False, prefetch_factor=4 if workers else None,
+                          worker_init_fn=ignore_stop_signals)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not dist.is_main_process():
@@ -292,11 +294,13 @@ class Trainer:
                 if result is not None:
                     skipped_total += result.skipped_samples
                     seen += samples_per_step
-                    self._check_bad_samples(skipped_total, seen)
+                stop, skipped_all, seen_all = self._agreed(skipped_total, seen)
+                if result is not None:
+                    self._check_bad_samples(skipped_all, seen_all)
                     self._check_finite(result)
-                    self._after_step(result, tic, bar, skipped_total)
+                    self._after_step(result, tic, bar, skipped_all)
                     tic = time.perf_counter()
-                if self._stop_requested():
+                if stop:
                     bar.close()
                     self.save_checkpoint()
                     logger.warning("stopped by signal %d at step %d; checkpoint saved in %s "
@@ -363,16 +367,20 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _stop_requested(self) -> bool:
-        """Whether any process received a stop signal (all processes agree)."""
-        flag = float(self._stop_signal is not None)
-        if dist.is_distributed():
-            flag = dist.all_reduce_mean(torch.tensor(flag, device=self.device)).item()
-        return flag > 0
+    def _agreed(self, skipped: int, seen: int) -> tuple[bool, int, int]:
+        """What all processes decide on together after a step: whether any received a stop
+        signal, and the unreadable and the seen training samples summed over processes."""
+        if not dist.is_distributed():
+            return self._stop_signal is not None, skipped, seen
+        local = torch.tensor([float(self._stop_signal is not None), skipped, seen],
+                             dtype=torch.float64, device=self.device)
+        total = (dist.all_reduce_mean(local) * dist.world_size()).tolist()
+        return total[0] > 0, round(total[1]), round(total[2])
 
     def _check_bad_samples(self, skipped: int, seen: int) -> None:
         """Stop (with a checkpoint) when, after at least one pass over the training set,
-        more than ``train.max_bad_sample_fraction`` of the samples could not be read."""
+        more than ``train.max_bad_sample_fraction`` of the samples could not be read (counts
+        over all processes, so that all stop together)."""
         limit = self.config.train.max_bad_sample_fraction
         if seen < len(self.samples) or skipped <= limit * seen:
             return
