@@ -6,7 +6,7 @@ import torch
 from dsod.config import config_from_dict, load_config
 from dsod.models.densenet import DenseBlock, Stem
 from dsod.models.detector import build_model, build_priors, count_parameters
-from dsod.models.layers import L2Norm
+from dsod.models.layers import Conv2d, L2Norm, relu_
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -135,6 +135,65 @@ def test_memory_efficient_whole_model_matches():
     (c.sum() + d.sum()).backward()
     for (name, p1), p2 in zip(model.named_parameters(), eff.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_bf16_training_gradients_are_repeatable_and_match_the_memory_efficient_mode():
+    # The tiny model's last prediction layers see 1x1 maps: PyTorch's bf16 weight gradient
+    # of a strided 3x3 convolution there was garbage (up to 1e31) from run to run.
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(TINY)).train()
+    eff = build_model(config_from_dict({**TINY, "model": {**TINY["model"],
+                                                          "memory_efficient": True}})).train()
+    eff.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for net in (model, model, model, eff):
+        net.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16):
+            logits, offsets = net(x)
+        (logits.float().square().mean() + offsets.float().square().mean()).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert max(g.abs().max().item() for g in grads[0]) < 10
+    for other in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_conv2d_on_a_1x1_map_uses_the_centre_tap_with_the_same_results(stride):
+    torch.manual_seed(0)
+    ours = Conv2d(8, 4, 3, stride=stride, padding=1, bias=True)
+    plain = torch.nn.Conv2d(8, 4, 3, stride=stride, padding=1, bias=True)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 8, 1, 1, dtype=torch.float64)
+    ours, plain = ours.double(), plain.double()
+    torch.testing.assert_close(ours(x), plain(x))
+    ours(x).sum().backward()
+    plain(x).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
+    assert ours.weight.grad[:, :, 0].abs().sum() == 0  # only the centre tap meets the map
+    y = torch.randn(2, 8, 5, 5, dtype=torch.float64)  # larger maps: the ordinary path
+    torch.testing.assert_close(ours(y), plain(y))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_relu_in_place_matches_torch_in_values_and_gradients(dtype):
+    torch.manual_seed(0)
+    shared = torch.randn(2, 9, 4, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    shared[0, 0, 0, :4] = torch.tensor([float("inf"), float("-inf"), -0.0, float("nan")])
+    expected = torch.relu(shared[:, :6])
+    got = relu_(shared.clone()[:, :6])  # a channel slice, as dense blocks pass them
+    assert torch.equal(got.nan_to_num(), expected.nan_to_num()) and got[0, 0, 0, 3].isnan()
+    assert got[0, 0, 0, 2].item() == 0.0
+    leaf = shared.float().nan_to_num(0).to(dtype).requires_grad_()
+    other = leaf.detach().clone().requires_grad_()
+    weights = torch.randn(leaf.shape).to(dtype)
+    (relu_(leaf * 1) * weights).float().sum().backward()
+    (torch.relu_(other * 1) * weights).float().sum().backward()
+    assert torch.equal(leaf.grad, other.grad)
+    with torch.inference_mode():
+        frozen = shared.clone()
+        assert relu_(frozen) is frozen and torch.equal(frozen.nan_to_num(),
+                                                      torch.relu(shared).nan_to_num())
 
 
 def test_l2norm_by_hand():

@@ -12,11 +12,10 @@ import threading
 from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from dsod.models.layers import BnReluConv, ConvBnRelu, conv, max_pool
+from dsod.models.layers import BnReluConv, ConvBnRelu, conv, max_pool, relu_
 
 _recompute_state = threading.local()
 
@@ -86,7 +85,7 @@ class Stem(nn.Module):
         """The stem's computation, without the choice to recompute it."""
         for unit in self.children():
             if isinstance(unit, ConvBnRelu):
-                x = F.relu(_normalise(unit.norm, unit.conv(x)), inplace=True)
+                x = relu_(_normalise(unit.norm, unit.conv(x)))
             else:
                 x = unit(x)
         return x
@@ -122,9 +121,9 @@ class DenseLayer(nn.Module):
         """cat - BN - ReLU - conv1x1 - BN - ReLU: ``[B, sum C_i, H, W] ->
         [B, bottleneck_width, H, W]``, the input of the 3x3 convolution."""
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        x = self.conv1(F.relu(_normalise(self.norm1, x), inplace=True))
+        x = self.conv1(relu_(_normalise(self.norm1, x)))
         # In place: BN's backward needs its input, not its output.
-        return F.relu(_normalise(self.norm2, x), inplace=True)
+        return relu_(_normalise(self.norm2, x))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         needs_grad = any(f.requires_grad for f in features)

@@ -19,12 +19,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dsod.models.densenet import DenseLayer
 from dsod.models.heads import SourceHead
-from dsod.models.layers import BnReluConv, ConvBnRelu
+from dsod.models.layers import BnReluConv, ConvBnRelu, relu_
 from dsod.models.prediction import LearningHalf
 
 # fp16's largest finite value: a ClampedConv1x1 switch point beyond it cannot be stored in
@@ -156,7 +155,7 @@ class FoldedDenseLayer(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        return self.conv2(F.relu(self.bottleneck(x), inplace=True))
+        return self.conv2(relu_(self.bottleneck(x)))
 
 
 def _folded(module: nn.Module) -> nn.Module | None:
