@@ -139,19 +139,22 @@ def check_pixel_count(path: str | Path, width: int, height: int, what: str = "it
                                    f"DSOD_MAX_IMAGE_PIXELS raises the limit)")
 
 
-def _check_header_size(path: Path, data: np.ndarray) -> tuple[tuple[int, int], int] | None:
-    """Raise ImageReadError if the header of the image in ``data`` claims too many pixels;
-    return its stored ``(width, height)`` and EXIF orientation (1 when none), or None when
-    Pillow cannot read the header (formats it does not know are left to OpenCV, which
-    refuses more than 2**30 pixels)."""
+def _header(fp: BinaryIO, path: Path) -> tuple[tuple[int, int], int] | None:
+    """The stored ``(width, height)`` and the EXIF orientation (1 when none) from the image
+    header in ``fp``, refusing an image above :data:`MAX_IMAGE_PIXELS`; None when Pillow
+    cannot read the header (formats it does not know are left to OpenCV, which refuses
+    more than 2**30 pixels; a broken header is for the decoders to report)."""
     try:
-        image = _open_header(io.BytesIO(data.tobytes()))
+        image = _open_header(fp)
         if image is None:
             return None
-        orientation = image.getexif().get(0x0112, 1) if "exif" in image.info else 1
+        orientation = 1
+        # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
+        if image.format == "TIFF" or "exif" in image.info:
+            orientation = image.getexif().get(0x0112, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(path, f"refused unread: {error}") from None
-    except Exception:  # a broken header: the decoders below say what is wrong
+    except Exception:  # noqa: BLE001 - a broken header
         return None
     check_pixel_count(path, *image.size)
     return image.size, orientation if isinstance(orientation, int) else 1
@@ -241,7 +244,7 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     """
     path = Path(path)
     data = _read_bytes(path)
-    header = _check_header_size(path, data)
+    header = _header(io.BytesIO(data.tobytes()), path)
     _check_complete(path, data)
     flags = cv2.IMREAD_COLOR
     if annotated_size is not None and header is not None and \
@@ -282,24 +285,11 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     except OSError as error:
         raise ImageReadError(path, error.strerror or str(error)) from None
     with file:
-        try:
-            image = _open_header(file)
-            if image is not None:
-                width, height = image.size
-                check_pixel_count(path, width, height)
-                orientation = None
-                # PNG's getexif() may decode the whole file to look for a late eXIf chunk.
-                if image.format == "TIFF" or "exif" in image.info:
-                    orientation = image.getexif().get(0x0112)
-        except ImageReadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageReadError(path, f"refused unread: {error}") from None
-        except Exception:  # a broken header: let OpenCV try
-            image = None
-    if image is None:
+        header = _header(file, path)
+    if header is None:
         height, width = read_image(path).shape[:2]
         return int(width), int(height)
+    (width, height), orientation = header
     if width <= 0 or height <= 0:
         raise ImageReadError(path, f"the header gives an empty size {width}x{height}")
     if orientation in _TRANSPOSING_ORIENTATIONS:
