@@ -45,14 +45,13 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(error, (OSError, RuntimeError)):  # torch.save: full disk = RuntimeError
+            raise
         raise CheckpointError(f"cannot write checkpoint {path}: "
                               f"{getattr(error, 'strerror', None) or error} "
                               f"({_free_space(path.parent)}; the previous file is intact)") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _free_space(folder: Path) -> str:
