@@ -2,10 +2,11 @@
 
 With ``freezing`` Inductor treats the parameters and buffers as constants: it folds them,
 reorders the convolution weights once into oneDNN's blocked layouts (instead of at every
-call) and fuses each frozen BN with the ReLU and the concatenation that feed a convolution
-into one pass. On a 2-core Xeon with AMX, DSOD300's bf16 inference ran 1.5-2 times as fast
-and its fp32 inference 0-13% faster (two runs, batch 1 and 8); compiling took 15-30 s per
-input shape and precision there (docs/PERFORMANCE.md).
+call) and fuses the elementwise work before a convolution (the per-channel clamp of a
+folded BN-ReLU, a ReLU, the concatenation that feeds them) into one pass. On a 2-core Xeon
+with AMX, DSOD300's bf16 inference ran 1.5-2 times as fast and its fp32 inference 0-13%
+faster (two runs, batch 1 and 8, before the clamp fold); compiling took 15-30 s per input
+shape and precision there (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
