@@ -17,8 +17,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from dsod.engine.checkpoint import CheckpointError
     from dsod.engine.trainer import NonFiniteLossError
     from dsod.models.compiled import CompileError
-    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError,
-            FileNotFoundError)
+    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError)
 
 
 def user_message(error: BaseException) -> str:

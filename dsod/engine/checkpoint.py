@@ -65,11 +65,11 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, in a user's words."""
     if path.stat().st_size == 0:
         return "the file is empty"
-    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-        return ("it holds objects other than tensors and plain values, which are refused "
-                "because loading them could run code (dsod checkpoints hold none)")
     if not zipfile.is_zipfile(path):
         return "it is not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)"
+    if isinstance(error, pickle.UnpicklingError):
+        return ("it holds objects other than tensors and plain values, which are refused "
+                "because loading them could run code (dsod checkpoints hold none)")
     return f"{type(error).__name__}: {error}"
 
 
