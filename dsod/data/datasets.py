@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +12,8 @@ from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError
 from dsod.data.base import README_HINT, DetectionDataset
 from dsod.data.voc import VOCDataset
+
+logger = logging.getLogger(__name__)
 
 
 def coco_split_paths(root: str | Path, entry: str) -> tuple[Path, Path]:
@@ -107,6 +110,26 @@ def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test sp
                             f"{seen[annotation.image_id]} and {annotation.image_path}; a test "
                             f"split needs unique image ids (score the splits one at a time)")
         seen[annotation.image_id] = annotation.image_path
+
+
+def build_test_set(data_config: DataConfig) -> DetectionDataset:
+    """The configured test split, ready to be scored: at least one usable image and each
+    image id once (:func:`check_unique_image_ids`); images left out for unusable
+    annotations are counted in a warning.
+
+    Raises:
+        DataError: the split is missing, has no usable image or repeats an image id.
+    """
+    dataset = build_dataset(data_config, "test")
+    source = f"the test split {list(data_config.test)}"
+    if len(dataset) == 0:
+        raise DataError(f"{source} under {data_config.root} has no usable image")
+    check_unique_image_ids(dataset, source)
+    errors = [p for p in getattr(dataset, "problems", []) if p.severity == "error"]
+    if errors:
+        logger.warning("%d test images were left out for unusable annotations (first: %s); "
+                       "tools/check_dataset.py lists them", len(errors), errors[0])
+    return dataset
 
 
 def build_dataset(data_config: DataConfig, split: str, strict: bool | None = None

@@ -15,7 +15,6 @@ Files written into the output folder:
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from dsod.config import Config, ConfigError
-from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
+from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
@@ -37,8 +36,6 @@ from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results_in_file_
                                         write_voc_results)
 from dsod.structures import Detections
 
-logger = logging.getLogger(__name__)
-
 VOC_PREFIX = "comp4_det_test_"
 
 
@@ -50,18 +47,9 @@ def default_eval_dir(config: Config) -> Path:
 def load_test_set(config: Config) -> DetectionDataset:
     """The config's test split; a ConfigError for a format this tool cannot read."""
     try:
-        dataset = build_dataset(config.data, "test")
+        return build_test_set(config.data)
     except NotImplementedError as error:
         raise ConfigError(str(error)) from None
-    if len(dataset) == 0:
-        raise DataError(f"the test split {list(config.data.test)} under {config.data.root} "
-                        f"has no usable image")
-    check_unique_image_ids(dataset, f"the test split {list(config.data.test)}")
-    errors = [p for p in getattr(dataset, "problems", []) if p.severity == "error"]
-    if errors:
-        logger.warning("%d test images were left out for unusable annotations (first: %s); "
-                       "tools/check_dataset.py lists them", len(errors), errors[0])
-    return dataset
 
 
 def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dsod.config import Config, config_to_dict, save_config
-from dsod.data.datasets import build_dataset, check_classes, check_unique_image_ids
+from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import DataError, summarize_problems
 from dsod.data.loader import (DetectionDataset, IterationBatchSampler, collate_training,
                               ignore_stop_signals)
@@ -246,14 +246,13 @@ class Trainer:
                     self._writer.add_scalar(key, value, record["step"])
 
     def test_split(self) -> DetectionDataset:
-        """The test split, read at the first call; it must name the training classes in
-        the same order (:func:`check_classes`)."""
+        """The test split, read at the first call (:func:`build_test_set`, as the eval tool
+        reads it); it must name the training classes in the same order
+        (:func:`check_classes`)."""
         if self._test_set is None:
-            test_set = build_dataset(self.config.data, "test")
-            source = f"the test split {list(self.config.data.test)}"
+            test_set = build_test_set(self.config.data)
             check_classes(test_set, self.config.num_classes, self.samples.dataset.class_names,
-                          source, "the training split")
-            check_unique_image_ids(test_set, source)
+                          f"the test split {list(self.config.data.test)}", "the training split")
             self._test_set = test_set
         return self._test_set
 
