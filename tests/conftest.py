@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import settings
 
 from dsod.config import Config, config_from_dict
@@ -19,6 +21,39 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch() -> None:
+    """Every test starts from torch's seed 0, so that its random models and inputs do not
+    depend on which tests ran before it (a failure reproduces when run alone)."""
+    torch.manual_seed(0)
+
+
+def assert_same_detections(expected, got, score_tol: float = 1e-4, box_tol: float = 1e-3,
+                           name: str = "") -> None:
+    """Two detection lists of one image (``.labels``, ``.scores``, ``.boxes`` arrays) agree
+    up to rounding: each detection of either list has one in the other with the same label,
+    a score within ``score_tol`` and a box within ``box_tol`` (pixels). The order among
+    near-equal scores is free, and a detection may be missing only if its score lies within
+    ``score_tol`` of the lowest score kept (a threshold or top-k cut that rounding moved):
+    two paths that compute the same function in another order give such lists."""
+    unmatched = list(range(len(got)))
+    missing = []
+    for i in np.argsort(-np.asarray(expected.scores), kind="stable"):
+        fits = [j for j in unmatched if got.labels[j] == expected.labels[i]
+                and abs(float(got.scores[j]) - float(expected.scores[i])) <= score_tol
+                and float(np.abs(got.boxes[j] - expected.boxes[i]).max()) <= box_tol]
+        if fits:
+            unmatched.remove(min(fits, key=lambda j: abs(float(got.scores[j])
+                                                         - float(expected.scores[i]))))
+        else:
+            missing.append(float(expected.scores[i]))
+    extra = [float(got.scores[j]) for j in unmatched]
+    lowest = min([*map(float, expected.scores), *map(float, got.scores)], default=0.0)
+    moved = [s for s in missing + extra if s > lowest + score_tol]
+    assert not moved, (f"{name}: {len(missing)} detections missing, {len(extra)} extra, "
+                       f"scores {sorted(moved, reverse=True)[:5]} above the cut")
 
 TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
               "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],

@@ -43,3 +43,29 @@ def test_batch_is_split_per_image_and_keep_top_k_applies():
         expected = logits[b].softmax(-1)[:, 1:].flatten().topk(7).values
         torch.testing.assert_close(torch.from_numpy(det.scores), expected)
         assert (det.boxes <= 10 * (b + 1)).all()
+
+
+def test_the_detection_comparison_of_the_fast_path_tests():
+    """``conftest.assert_same_detections``: rounding may swap near-equal scores and move the
+    lowest one across the cut, nothing more."""
+    import numpy as np
+    import pytest
+
+    from conftest import assert_same_detections
+    from dsod.structures import Detections
+
+    def dets(rows):  # (label, score, x0)
+        return Detections(boxes=np.array([[x, 0, x + 10, 10] for _, _, x in rows], np.float32),
+                          scores=np.array([s for _, s, _ in rows], np.float32),
+                          labels=np.array([label for label, _, _ in rows], np.int64))
+
+    reference = dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40)])
+    swapped_and_cut = dets([(1, 0.9, 0), (1, 0.50002, 20), (2, 0.5, 5)])
+    assert_same_detections(reference, swapped_and_cut)
+    assert_same_detections(swapped_and_cut, reference)
+    for changed in (dets([(1, 0.9, 0), (2, 0.50001, 5), (2, 0.5, 20)]),  # a label
+                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 21)]),  # a box
+                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.501, 20)]),  # a score
+                    dets([(1, 0.9, 0), (2, 0.50001, 5)])):  # a detection above the cut
+        with pytest.raises(AssertionError):
+            assert_same_detections(reference, changed)
