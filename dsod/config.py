@@ -170,6 +170,7 @@ class TrainConfig:
     amp: str = "none"  # "none", "bf16" or "fp16"
     channels_last: bool | None = None  # None: channels-last on the CPU, NCHW on GPUs
     sync_bn: bool = False
+    compile: bool = False  # torch.compile the training forward and backward
     seed: int = 0
     log_every: int = 20
     eval_every: int = 0  # iterations; 0 evaluates only at the end

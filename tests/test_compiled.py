@@ -9,10 +9,11 @@ import torch
 
 from dsod.config import config_from_dict
 from dsod.inference import Detector
-from dsod.models.compiled import compile_for_inference
+from dsod.models.compiled import CompiledModel, compile_for_inference
 from dsod.models.detector import build_model
 from dsod.models.fuse import fuse_for_inference
 
+from conftest import assert_same_detections
 from test_fuse import TINY, assert_same_outputs_and_detections, trained_looking
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
@@ -36,8 +37,7 @@ def test_detector_with_compile_finds_what_the_eager_detector_finds():
     compiled = Detector(model, config, score_threshold=0.0, compile=True)
     found = compiled(image)
     assert compiled._compiled is not None and len(eager) > 0
-    assert found.labels.tolist() == eager.labels.tolist()
-    np.testing.assert_allclose(found.boxes, eager.boxes, atol=1e-3)
+    assert_same_detections(eager, found)
 
 
 def test_a_failed_compilation_is_one_clear_error():
@@ -51,3 +51,29 @@ def test_a_failed_compilation_is_one_clear_error():
     with inductor_config.patch(no_compiler), torch.inference_mode():
         with pytest.raises(CompileError, match="No working C\\+\\+ compiler"):
             compiled(torch.randn(3, 3, 64, 64))
+
+
+def test_trainer_with_compile_takes_the_eager_steps(tmp_path):
+    """Step 2's loss follows step 1's compiled forward, backward and update; with the
+    memory-efficient dense layers (recomputed in the backward pass) the BN running
+    statistics are updated once, as eagerly."""
+    from conftest import tiny_config
+    from test_training import losses
+
+    from dsod.engine.trainer import Trainer
+
+    states = {}
+    for name, compile in (("eager", False), ("compiled", True)):
+        config = tiny_config(tmp_path, solver={"max_iter": 2}, train={"compile": compile},
+                             model={"memory_efficient": True})
+        trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
+        assert isinstance(trainer.network, CompiledModel) is compile
+        trainer.run()
+        states[name] = trainer.model.state_dict()
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert list(eager) == list(compiled) == [1, 2]
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4)
+    for key, value in states["eager"].items():
+        if "running" in key or "num_batches" in key:
+            torch.testing.assert_close(states["compiled"][key], value, rtol=1e-3, atol=1e-4)

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the inference-throughput, training and memory batch (default 8)")
     parser.add_argument("--compile", action="store_true",
                         help="run the models through torch.compile (inference with frozen "
-                             "weights, as Detector(compile=True); training as is)")
+                             "weights, as Detector(compile=True); training as train.compile=true)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                         help="keep the default (NCHW) memory format")
     parser.add_argument("--no-torchvision-full", dest="torchvision_full", action="store_false",

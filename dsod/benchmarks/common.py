@@ -87,7 +87,7 @@ class BenchOptions:
             None keeps it.
         compile: run the inference models through ``torch.compile`` with frozen weights
             (:func:`dsod.models.compiled.compile_for_inference`) and the training models
-            through plain ``torch.compile``.
+            as ``train.compile`` does (:func:`dsod.models.compiled.compile_for_training`).
     """
 
     device: str = "cpu"

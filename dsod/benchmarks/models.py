@@ -16,7 +16,7 @@ from dsod.config import Config
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.matching import TargetEncoder
-from dsod.models.compiled import compile_for_inference
+from dsod.models.compiled import compile_for_inference, compile_for_training
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
 from dsod.models.fuse import inference_network
@@ -32,8 +32,9 @@ def prepare_model(config: Config, device: torch.device, channels_last: bool,
     """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
     ``for_inference``, as :class:`dsod.inference.Detector` runs it under ``precision``
     (:func:`inference_network`: eval mode, BNs folded, weights stored in the autocast
-    dtype); with ``compile``, wrapped by ``torch.compile`` (compiled at its first call; for
-    inference with frozen weights, :func:`compile_for_inference`)."""
+    dtype); with ``compile``, compiled at its first call as the trainer compiles it
+    (:func:`compile_for_training`; for inference with frozen weights,
+    :func:`compile_for_inference`)."""
     model = build_model(config).to(device)
     if for_inference:
         model = inference_network(model, channels_last, autocast_dtype(precision))
@@ -41,7 +42,7 @@ def prepare_model(config: Config, device: torch.device, channels_last: bool,
         model = model.to(memory_format=torch.channels_last)
     if not compile:
         return model
-    return compile_for_inference(model) if for_inference else torch.compile(model)
+    return compile_for_inference(model) if for_inference else compile_for_training(model)
 
 
 def random_images(batch: int, size: int, device: torch.device, channels_last: bool,

@@ -33,6 +33,7 @@ from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
 from dsod.engine.evaluate import autocast_context, channels_last_for, evaluate_model
 from dsod.engine.optim import build_optimizer, build_scheduler
+from dsod.models.compiled import compile_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class Trainer:
                 f"or give another --out for a new run")
         self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.is_distributed() else model)
+        # What a training step calls: the (DDP-wrapped) model, compiled if asked.
+        self.network = compile_for_training(self.ddp) if run.compile else self.ddp
         self.sampler = IterationBatchSampler(
             len(self.samples), solver.batch_size, micro, seed=run.seed, start_step=self.step,
             rank=dist.rank(), world_size=dist.world_size(), max_steps=solver.max_iter)
@@ -194,7 +197,7 @@ class Trainer:
             sync = micro == count - 1 or not dist.is_distributed()
             with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
                 with autocast_context(self.device, run.amp):
-                    logits, offsets = self.ddp(images)
+                    logits, offsets = self.network(images)
                 losses = self.criterion(logits, offsets, target_offsets, target_labels)
                 if not self._all_finite(losses["loss"]):
                     finite = False

@@ -59,6 +59,8 @@ def _normalise(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _recomputed(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
     """``function(*inputs)`` with its intermediate results recomputed in the backward pass
     instead of stored (BN statistics are updated once, by the first pass)."""
+    if torch.compiler.is_compiling():
+        return checkpoint(function, *inputs, use_reentrant=False)
     return checkpoint(function, *inputs, use_reentrant=False, context_fn=_checkpoint_contexts)
 
 
