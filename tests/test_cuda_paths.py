@@ -169,3 +169,22 @@ def test_detector_from_checkpoint_on_cuda_with_fp16_and_graphs(tmp_path):
                                        np.sort(a.scores)[::-1][:top], atol=0.02)
             assert (b.boxes[:, 2] <= b.image_size[0] + 1e-3).all()
 
+
+@needs_cuda
+def test_detector_replays_the_compiled_network_from_cuda_graphs():
+    """compile=True with cuda_graphs=True records the compiled network (the benchmark's
+    fastest GPU path); its detections are the eager detector's up to rounding."""
+    config = config_from_dict(TINY)
+    model = inference_network(trained_looking(build_model(config))).cuda()
+    eager = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2)
+    fast = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2,
+                    cuda_graphs=True, compile=True)
+    assert fast._compiled is not None and fast._graphed.module is fast._compiled
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+              for h, w in ((64, 64), (120, 90), (50, 70))]
+    with exact_fp32():
+        for _ in range(2):  # the first call compiles and records, the second replays
+            for a, b in zip(eager(images), fast(images)):
+                assert len(a) > 0
+                assert_same_detections(a, b)

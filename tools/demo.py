@@ -13,6 +13,8 @@ unless --config is given.
 On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
 --compile runs it through torch.compile with frozen weights: on a CPU with AMX, 1.5-2x as fast
 with --amp bf16 and up to 13% faster in fp32, after 15-30 s of compiling; for videos and folders.
+On a GPU the compiled network is the one recorded (DSOD300, bf16, H200: 1.0 ms at batch 1
+against 1.6 ms uncompiled).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                              "recorded CUDA graph per batch shape")
     parser.add_argument("--compile", action="store_true",
                         help="compile the network (torch.compile, frozen weights) before the "
-                             "first image: 15-30 s on a CPU, then faster (not with CUDA graphs)")
+                             "first image: 15-30 s on a CPU, then faster (on a GPU, the recorded "
+                             "CUDA graph replays the compiled network)")
     parser.add_argument("--show", action="store_true",
                         help="also show a window (needs a display and OpenCV with GUI support)")
     parser.add_argument("--max-frames", type=_at_least_one, default=None,
