@@ -145,8 +145,8 @@ def test_data_problems_are_counted_in_the_log_not_fatal(tmp_path, caplog):
 
 @pytest.mark.parametrize("amp", ["bf16", "none"])
 def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
-    # At 300x300 (maps 38..2) rather than 64x64: with 1x1 maps, oneDNN's bf16 weight
-    # gradient of a stride-2 3x3 convolution is sometimes NaN (README, "Known limits").
+    # At 300x300 (maps 38..2): the layers and shapes DSOD300 trains with. (64x64 models
+    # meet 1x1 maps; tests/test_cuda_paths.py checks their bf16 gradients.)
     config = tiny_config(tmp_path, train={"amp": amp, "channels_last": True},
                          model={"input_size": 300},
                          priors={"min_sizes": [30, 60, 111, 162, 213, 264],
