@@ -60,6 +60,8 @@ def _recomputed(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) ->
     """``function(*inputs)`` with its intermediate results recomputed in the backward pass
     instead of stored (BN statistics are updated once, by the first pass)."""
     if torch.compiler.is_compiling():
+        # Compiled, the recomputation is part of the backward graph, which replays values,
+        # not the forward's buffer updates; torch.compile refuses a context_fn besides.
         return checkpoint(function, *inputs, use_reentrant=False)
     return checkpoint(function, *inputs, use_reentrant=False, context_fn=_checkpoint_contexts)
 
