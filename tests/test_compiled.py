@@ -67,7 +67,7 @@ def test_trainer_with_compile_takes_the_eager_steps(tmp_path):
         config = tiny_config(tmp_path, solver={"max_iter": 2}, train={"compile": compile},
                              model={"memory_efficient": True})
         trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
-        assert isinstance(trainer.network, CompiledModel) is compile
+        assert isinstance(trainer.ddp, CompiledModel) is compile
         trainer.run()
         states[name] = trainer.model.state_dict()
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
@@ -77,3 +77,26 @@ def test_trainer_with_compile_takes_the_eager_steps(tmp_path):
     for key, value in states["eager"].items():
         if "running" in key or "num_batches" in key:
             torch.testing.assert_close(states["compiled"][key], value, rtol=1e-3, atol=1e-4)
+
+
+def test_a_part_that_cannot_be_traced_stops_compiled_training(monkeypatch):
+    """Left to run eagerly inside the compiled graph, a memory-efficient dense layer would
+    update its BN statistics twice (its recomputation would run without the guard that
+    restores them); compiled training must refuse instead."""
+    from dsod.models import densenet
+    from dsod.models.compiled import CompileError, compile_for_training
+
+    untraceable = densenet._normalise
+
+    def normalise_with_a_graph_break(norm, x):
+        torch._dynamo.graph_break()
+        return untraceable(norm, x)
+
+    monkeypatch.setattr(densenet, "_normalise", normalise_with_a_graph_break)
+    config = config_from_dict({**TINY, "model": {**TINY["model"], "memory_efficient": True}})
+    model = build_model(config).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "num_batches" in k}
+    with pytest.raises(CompileError, match="torch.compile could not compile"):
+        compile_for_training(model)(torch.randn(2, 3, 64, 64))
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing ran

@@ -101,9 +101,13 @@ _ACCUMULATING = {"max_iter": 1, "batch_size": 8, "batch_per_step": 2}
 
 def _one_step_update(root: Path, name: str, compile: bool) -> dict[str, torch.Tensor]:
     """The parameter change of one training step of the tiny model."""
+    from dsod.models.compiled import CompiledModel
+
     torch.set_num_threads(1)
     trainer = Trainer(tiny_config(root, solver=_ACCUMULATING, train={"compile": compile}),
                       root / name, torch.device("cpu"), progress=False)
+    network = trainer.ddp.module if torch_dist.is_initialized() else trainer.ddp
+    assert isinstance(network, CompiledModel) is compile
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train_step(iter(trainer._loader()))
     return {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}

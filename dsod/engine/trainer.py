@@ -96,10 +96,10 @@ class Trainer:
                 f"{self.checkpoints.directory} already holds the checkpoints of a run (up to "
                 f"step {self.checkpoints.step_files()[-1][0]}): pass --resume to continue it, "
                 f"or give another --out for a new run")
-        self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                    if dist.is_distributed() else model)
-        # What a training step calls: the (DDP-wrapped) model, compiled if asked.
-        self.network = compile_for_training(self.ddp) if run.compile else self.ddp
+        # What a training step calls: the model, compiled if asked, wrapped by DDP if distributed.
+        network = compile_for_training(model) if run.compile else model
+        self.ddp = (DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+                    if dist.is_distributed() else network)
         self.sampler = IterationBatchSampler(
             len(self.samples), solver.batch_size, micro, seed=run.seed, start_step=self.step,
             rank=dist.rank(), world_size=dist.world_size(), max_steps=solver.max_iter)
@@ -197,7 +197,7 @@ class Trainer:
             sync = micro == count - 1 or not dist.is_distributed()
             with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
                 with autocast_context(self.device, run.amp):
-                    logits, offsets = self.network(images)
+                    logits, offsets = self.ddp(images)
                 losses = self.criterion(logits, offsets, target_offsets, target_labels)
                 if not self._all_finite(losses["loss"]):
                     finite = False

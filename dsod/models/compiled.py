@@ -32,12 +32,13 @@ class CompiledModel(nn.Module):
 
     Inductor reads its ``freezing`` setting when it compiles, which happens at the first call
     with each new input shape; so each call sets it, for this model only, around the call
-    (``torch.compile``'s ``options`` do not reach that setting).
+    (``torch.compile``'s ``options`` do not reach that setting). With ``fullgraph`` a part
+    that torch.compile cannot trace is an error instead of a piece run eagerly.
     """
 
-    def __init__(self, model: nn.Module, frozen: bool) -> None:
+    def __init__(self, model: nn.Module, frozen: bool, fullgraph: bool = False) -> None:
         super().__init__()
-        self.compiled = torch.compile(model, dynamic=False)
+        self.compiled = torch.compile(model, dynamic=False, fullgraph=fullgraph)
         self.frozen = frozen
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -85,11 +86,16 @@ def compile_for_inference(model: nn.Module) -> CompiledModel:
 
 
 def compile_for_training(model: nn.Module) -> CompiledModel:
-    """``model`` (or its ``DistributedDataParallel`` wrapper) compiled by Inductor for
-    training: forward and backward, one static graph per input shape (compiled at the first
-    call with each; the trainer's micro-batches all have one shape). The parameters stay
-    the model's own, so the optimizer, checkpoints and evaluation use ``model`` as before.
-    Outputs and gradients equal the eager model's up to float rounding
+    """``model`` compiled by Inductor for training: forward and backward, one static graph
+    per input shape (compiled at the first call with each; the trainer's micro-batches all
+    have one shape), to be wrapped in ``DistributedDataParallel`` if distributed. The
+    parameters stay the model's own, so the optimizer, checkpoints and evaluation use
+    ``model`` as before. Outputs and gradients equal the eager model's up to float rounding
     (``tests/test_compiled.py``). Needs a C++ compiler on the CPU and Triton on CUDA.
+
+    The whole forward pass must compile as one graph (``fullgraph``): a memory-efficient
+    dense layer left to run eagerly inside a compiled graph would have its recomputation
+    update the BN running statistics a second time. Where something cannot be traced
+    (a layer of one's own, say), the first step raises :class:`CompileError` instead.
     """
-    return CompiledModel(model, frozen=False)
+    return CompiledModel(model, frozen=False, fullgraph=True)
