@@ -37,7 +37,7 @@ def test_detector_with_compile_finds_what_the_eager_detector_finds():
     compiled = Detector(model, config, score_threshold=0.0, compile=True)
     found = compiled(image)
     assert compiled._compiled is not None and len(eager) > 0
-    assert_same_detections(eager, found)
+    assert_same_detections(eager, found, compiled.postprocessor)
 
 
 def test_a_failed_compilation_is_one_clear_error():

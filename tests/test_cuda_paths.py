@@ -65,7 +65,7 @@ def test_inference_network_on_cuda_gives_the_cpu_training_paths_detections():
     sizes = [(64, 64)] * len(images)
     for a, b in zip(post(ref_logits, ref_offsets, sizes), post(logits.cpu(), offsets.cpu(), sizes)):
         assert len(a) > 0
-        assert_same_detections(a, b)
+        assert_same_detections(a, b, post)
 
 
 @needs_cuda
@@ -187,4 +187,4 @@ def test_detector_replays_the_compiled_network_from_cuda_graphs():
         for _ in range(2):  # the first call compiles and records, the second replays
             for a, b in zip(eager(images), fast(images)):
                 assert len(a) > 0
-                assert_same_detections(a, b)
+                assert_same_detections(a, b, eager.postprocessor)

@@ -37,7 +37,7 @@ def assert_same_outputs_and_detections(config, reference, candidate, images, siz
     post = build_postprocessor(config)
     for a, b in zip(post(logits, offsets, sizes), post(other_logits, other_offsets, sizes)):
         assert len(a) > 0
-        assert_same_detections(a, b)
+        assert_same_detections(a, b, post)
 
 
 def test_fold_bn_into_conv_by_hand():
@@ -111,7 +111,7 @@ def test_every_fast_path_gives_the_same_detections():
         torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4, msg=name)
         for a, b in zip(reference, detections):
             assert len(a) > 0, name
-            assert_same_detections(a, b, name=name)
+            assert_same_detections(a, b, build_postprocessor(config), name=name)
 
 
 def _bn(scale: list[float], shift: list[float]) -> nn.BatchNorm2d:

@@ -46,8 +46,10 @@ def test_batch_is_split_per_image_and_keep_top_k_applies():
 
 
 def test_the_detection_comparison_of_the_fast_path_tests():
-    """``conftest.assert_same_detections``: rounding may swap near-equal scores and move the
-    lowest one across the cut, nothing more."""
+    """``conftest.assert_same_detections``: rounding may swap near-equal scores and move a
+    detection across the score threshold or the top-k cut, nothing more."""
+    from types import SimpleNamespace
+
     import numpy as np
     import pytest
 
@@ -55,17 +57,27 @@ def test_the_detection_comparison_of_the_fast_path_tests():
     from dsod.structures import Detections
 
     def dets(rows):  # (label, score, x0)
-        return Detections(boxes=np.array([[x, 0, x + 10, 10] for _, _, x in rows], np.float32),
+        return Detections(boxes=np.array([[x, 0, x + 10, 10] for _, _, x in rows],
+                                         np.float32).reshape(-1, 4),
                           scores=np.array([s for _, s, _ in rows], np.float32),
                           labels=np.array([label for label, _, _ in rows], np.int64))
 
+    cut = SimpleNamespace(conf_threshold=0.01, keep_top_k=4)
     reference = dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40)])
-    swapped_and_cut = dets([(1, 0.9, 0), (1, 0.50002, 20), (2, 0.5, 5)])
-    assert_same_detections(reference, swapped_and_cut)
-    assert_same_detections(swapped_and_cut, reference)
+    swapped_and_cut = dets([(1, 0.9, 0), (1, 0.50002, 20), (2, 0.5, 5)])  # 0.01003 under
+    assert_same_detections(reference, swapped_and_cut, cut)
+    assert_same_detections(swapped_and_cut, reference, cut)
+    full = dets([(1, 0.9, 0), (2, 0.5, 5), (1, 0.4, 20), (3, 0.30001, 60)])
+    other_at_top_k = dets([(1, 0.9, 0), (2, 0.5, 5), (1, 0.4, 20), (1, 0.30003, 80)])
+    assert_same_detections(full, other_at_top_k, cut)
     for changed in (dets([(1, 0.9, 0), (2, 0.50001, 5), (2, 0.5, 20)]),  # a label
                     dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 21)]),  # a box
                     dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.501, 20)]),  # a score
-                    dets([(1, 0.9, 0), (2, 0.50001, 5)])):  # a detection above the cut
+                    dets([(1, 0.9, 0), (2, 0.50001, 5)]),  # one above the threshold lost
+                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40),
+                          (2, 0.2, 90)]),  # one more
+                    dets([])):
         with pytest.raises(AssertionError):
-            assert_same_detections(reference, changed)
+            assert_same_detections(reference, changed, cut)
+    with pytest.raises(AssertionError):  # not full at top-k: the lowest is no excuse
+        assert_same_detections(dets([(1, 0.9, 0), (3, 0.3, 60)]), dets([(1, 0.9, 0)]), cut)
