@@ -210,6 +210,30 @@ def test_l2norm_by_hand():
     assert norm.weight.grad.tolist() == pytest.approx([0.6, 0.8])
 
 
+def test_l2norm_under_bf16_autocast_stays_bf16_and_follows_fp32():
+    """A bf16 map gives a bf16 output and input gradient (an fp32 scale used to promote
+    both to fp32), the scale's gradient stays fp32, and all are fp32's up to bf16 rounding."""
+    torch.manual_seed(0)
+    norm = L2Norm(16)
+    with torch.no_grad():
+        norm.weight.uniform_(5.0, 20.0)
+    x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 16, 5, 5)
+    x32 = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(norm(x32), (x32, norm.weight), grad)
+    x16 = x.bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", torch.bfloat16):
+        y16 = norm(x16)
+        with torch.no_grad():
+            plain = norm(x16)
+    assert y16.dtype == plain.dtype == torch.bfloat16 and torch.equal(y16, plain)
+    got = torch.autograd.grad(y16, (x16, norm.weight), grad.bfloat16())
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+    torch.testing.assert_close(y16.float(), norm(x).detach(), rtol=2e-2, atol=2e-2)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.float(), e, rtol=3e-2, atol=3e-2 * e.abs().max().item())
+
+
 def test_l2norm_backward_matches_autograd_of_the_formula():
     x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     norm = L2Norm(6).double()

@@ -130,6 +130,11 @@ class _ScaledL2Normalize(torch.autograd.Function):
     projection of ``u`` off ``n``. Autograd through the elementwise formula makes about
     twice as many passes over the ``[B, C, H, W]`` map; on DSOD300's 800 x 38 x 38 source
     this one is twice as fast forward and backward (CPU, batch 8).
+
+    Everything runs in ``x``'s dtype (the scale is cast to it, as autocast casts a
+    convolution's weight), so a bf16 map stays bf16: with the fp32 scale the output and
+    the whole backward were fp32, each multiply mixing dtypes (2-3 times as slow on the
+    CPU) and the heads casting the map back. ``dL/dw`` is summed in fp32 at least.
     """
 
     @staticmethod
@@ -137,13 +142,15 @@ class _ScaledL2Normalize(torch.autograd.Function):
         inverse = _inverse_norm(x, eps)
         normalised = x * inverse
         ctx.save_for_backward(normalised, inverse, weight)
-        return normalised * weight.view(1, -1, 1, 1)
+        return normalised * weight.to(x.dtype).view(1, -1, 1, 1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         normalised, inverse, weight = ctx.saved_tensors
-        grad_weight = (grad * normalised).sum((0, 2, 3))
-        grad_normalised = grad * weight.view(1, -1, 1, 1)
+        grad = grad.to(normalised.dtype)
+        wide = torch.promote_types(normalised.dtype, torch.float32)  # fp32, or fp64 as given
+        grad_weight = (grad * normalised).sum((0, 2, 3), dtype=wide).to(weight.dtype)
+        grad_normalised = grad * weight.to(grad.dtype).view(1, -1, 1, 1)
         along = (grad_normalised * normalised).sum(1, keepdim=True)
         grad_x = torch.addcmul(grad_normalised, normalised, along, value=-1).mul_(inverse)
         return grad_x, grad_weight, None
@@ -154,8 +161,10 @@ class L2Norm(nn.Module):
 
     Input and output: ``[B, C, H, W]``. The scale starts at ``initial_scale`` (20 in SSD and
     DSOD) so that normalised features are not too small for the heads to learn from. The
-    norm is clamped to at least ``eps``. With autograd the backward pass is hand-written
-    (:class:`_ScaledL2Normalize`, checked against autograd by ``tests/test_models.py``);
+    norm is clamped to at least ``eps``. The output has ``x``'s dtype (under autocast the
+    reduced one: the scale is cast to it as a convolution's weight is). With autograd the
+    backward pass is hand-written (:class:`_ScaledL2Normalize`, checked against autograd
+    by ``tests/test_models.py``);
     without, plain tensor operations (which export and compile as they are).
     """
 
@@ -167,4 +176,4 @@ class L2Norm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _ScaledL2Normalize.apply(x, self.weight, self.eps)
-        return x * _inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
+        return x * _inverse_norm(x, self.eps) * self.weight.to(x.dtype).view(1, -1, 1, 1)
