@@ -3,18 +3,12 @@ scale cast to bf16 under autocast) against its earlier form, whose fp32 scale pr
 bf16 map to fp32 (output and backward), in one process, the two alternated: a bf16
 training step at batch 8 and bf16 inference at batch 1 and 8 (CPU).
 Run from the repository root: ``python docs/ab/l2norm_dtype.py``."""
-import statistics
-import time
 from typing import Any
 
 import torch
 
-from dsod.benchmarks.models import TrainingStep, prepare_model, random_images
-from dsod.config import load_config
-from dsod.engine.host_memory import reuse_freed_memory
 from dsod.models import layers
-
-reuse_freed_memory()
+from swap_harness import bf16_training_and_inference
 
 
 class _Promoting(torch.autograd.Function):
@@ -43,33 +37,12 @@ def promoting_forward(self, x):
     return x * layers._inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-VARIANTS = {"fp32 scale": promoting_forward, "input dtype": layers.L2Norm.forward}
+in_input_dtype = layers.L2Norm.forward
 
 
-def side_by_side(name, run, rounds):
-    times = {label: [] for label in VARIANTS}
-    for _ in range(rounds):
-        for label, forward in VARIANTS.items():
-            layers.L2Norm.forward = forward
-            start = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - start)
-    a, b = (statistics.median(times[k]) for k in VARIANTS)
-    print(f"{name}: fp32 scale {a * 1e3:.1f} ms, input dtype {b * 1e3:.1f} ms, "
-          f"ratio {b / a:.3f}", flush=True)
-
-
-config = load_config("configs/dsod300_voc.yaml", ["model.memory_efficient=false"])
-step = TrainingStep(config, torch.device("cpu"), 8, "bf16", True)
-for forward in VARIANTS.values():
+def use(forward):
     layers.L2Norm.forward = forward
-    step()
-side_by_side("bf16 training step, batch 8", step, 5)
-model = prepare_model(config, torch.device("cpu"), True, for_inference=True, precision="bf16")
-for batch, rounds in ((1, 9), (8, 5)):
-    images = random_images(batch, 300, torch.device("cpu"), True)
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
-        for forward in VARIANTS.values():
-            layers.L2Norm.forward = forward
-            model(images)
-        side_by_side(f"bf16 inference, batch {batch}", lambda: model(images), rounds)
+
+
+bf16_training_and_inference({"fp32 scale": lambda: use(promoting_forward),
+                             "input dtype": lambda: use(in_input_dtype)})
