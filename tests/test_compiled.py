@@ -53,7 +53,7 @@ def test_a_failed_compilation_is_one_clear_error():
             compiled(torch.randn(3, 3, 64, 64))
 
 
-def test_trainer_with_compile_takes_the_eager_steps(tmp_path):
+def test_trainer_with_compile_takes_the_eager_steps(tmp_path, caplog):
     """Step 2's loss follows step 1's compiled forward, backward and update; with the
     memory-efficient dense layers (recomputed in the backward pass) the BN running
     statistics are updated once, as eagerly."""
@@ -68,7 +68,10 @@ def test_trainer_with_compile_takes_the_eager_steps(tmp_path):
                              model={"memory_efficient": True})
         trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
         assert isinstance(trainer.ddp, CompiledModel) is compile
-        trainer.run()
+        with caplog.at_level("INFO", logger="dsod.engine.trainer"):
+            trainer.run()
+        assert ("first step compiles" in caplog.text) is compile
+        caplog.clear()
         states[name] = trainer.model.state_dict()
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
     assert list(eager) == list(compiled) == [1, 2]

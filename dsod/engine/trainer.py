@@ -283,6 +283,9 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         samples_per_step = self.micro_batch * self.sampler.micro_batches_per_step  # this process
         tic, skipped_total, seen = time.perf_counter(), 0, 0
+        if c.train.compile and self.step < c.solver.max_iter and dist.is_main_process():
+            logger.info("train.compile: the first step compiles the network's forward and "
+                        "backward (about 2 minutes for DSOD300 on a GPU)")
         with self._stop_on_signals():
             while self.step < c.solver.max_iter:
                 try:
