@@ -70,56 +70,50 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monk
     assert steps and all(r["loss"] is None and r["conf_loss"] is None for r in steps)
 
 
-def _ddp_worker(rank: int, root: str, rendezvous: str) -> None:
-    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
-                                  world_size=2)
-    torch.set_num_threads(1)
-    config = tiny_config(Path(root), solver={"max_iter": 1, "batch_per_step": 2})
-    trainer = Trainer(config, Path(root) / "ddp", torch.device("cpu"), progress=False)
-    loader = iter(trainer._loader())
-    trainer.train_step(loader)
-    if rank == 0:
-        torch.save(trainer.model.state_dict(), Path(root) / "ddp.pt")
-    torch_dist.destroy_process_group()
-
-
-def test_two_process_ddp_step_matches_single_process_on_the_same_global_batch(tmp_path):
-    tiny_config(tmp_path)  # generate the data set once, before the processes race for it
-    from dsod.data.datasets import build_dataset
-    build_dataset(tiny_config(tmp_path).data, "train")
-    mp.spawn(_ddp_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")), nprocs=2)
-    config = tiny_config(tmp_path, solver={"max_iter": 1, "batch_per_step": 2})
-    single = Trainer(config, tmp_path / "single", torch.device("cpu"), progress=False)
-    single.train_step(iter(single._loader()))
-    ddp = torch.load(tmp_path / "ddp.pt")
-    for name, param in single.model.named_parameters():
-        torch.testing.assert_close(param.detach(), ddp[name], rtol=1e-5, atol=1e-6, msg=name)
-
-
-_ACCUMULATING = {"max_iter": 1, "batch_size": 8, "batch_per_step": 2}
-
-
-def _one_step_update(root: Path, name: str, compile: bool) -> dict[str, torch.Tensor]:
-    """The parameter change of one training step of the tiny model."""
+def _one_step(root: Path, name: str, solver: dict, compile: bool = False
+              ) -> dict[str, dict[str, torch.Tensor]]:
+    """The tiny model's parameters before and after one training step (in a DDP process
+    when one is initialised), checking that the step runs compiled exactly when asked."""
     from dsod.models.compiled import CompiledModel
 
     torch.set_num_threads(1)
-    trainer = Trainer(tiny_config(root, solver=_ACCUMULATING, train={"compile": compile}),
+    trainer = Trainer(tiny_config(root, solver=solver, train={"compile": compile}),
                       root / name, torch.device("cpu"), progress=False)
     network = trainer.ddp.module if torch_dist.is_initialized() else trainer.ddp
     assert isinstance(network, CompiledModel) is compile
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train_step(iter(trainer._loader()))
-    return {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}
+    return {"before": before,
+            "after": {n: p.detach() for n, p in trainer.model.named_parameters()}}
 
 
-def _compiled_ddp_worker(rank: int, root: str, rendezvous: str) -> None:
+def _ddp_worker(rank: int, root: str, rendezvous: str, solver: dict, compile: bool) -> None:
+    """One training step in one of two gloo processes; rank 0 saves :func:`_one_step`'s
+    parameters to ``root/ddp.pt``."""
     torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                                   world_size=2)
-    update = _one_step_update(Path(root), "ddp", compile=True)
+    parameters = _one_step(Path(root), "ddp", solver, compile)
     if rank == 0:
-        torch.save(update, Path(root) / "ddp_update.pt")
+        torch.save(parameters, Path(root) / "ddp.pt")
     torch_dist.destroy_process_group()
+
+
+def _ddp_step(root: Path, solver: dict, compile: bool = False
+              ) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`_one_step` in two DDP processes on the same global batch (rank 0's copy)."""
+    from dsod.data.datasets import build_dataset
+    build_dataset(tiny_config(root).data, "train")  # once, before the processes race for it
+    mp.spawn(_ddp_worker, args=(str(root), str(root / "rendezvous"), solver, compile),
+             nprocs=2)
+    return torch.load(root / "ddp.pt")
+
+
+def test_two_process_ddp_step_matches_single_process_on_the_same_global_batch(tmp_path):
+    solver = {"max_iter": 1, "batch_per_step": 2}
+    ddp = _ddp_step(tmp_path, solver)["after"]
+    single = _one_step(tmp_path, "single", solver)["after"]
+    for name, param in single.items():
+        torch.testing.assert_close(param, ddp[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_compiled_two_process_step_with_accumulation_matches_eager_single_process(tmp_path):
@@ -127,14 +121,12 @@ def test_compiled_two_process_step_with_accumulation_matches_eager_single_proces
     synchronisation): the step equals one eager process's on the same 8 images up to
     compiled rounding. Without the all-reduce each process would have stepped on its own
     half of the batch."""
-    from dsod.data.datasets import build_dataset
-    build_dataset(tiny_config(tmp_path).data, "train")
-    mp.spawn(_compiled_ddp_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")),
-             nprocs=2)
-    expected = _one_step_update(tmp_path, "single", compile=False)
-    got = torch.load(tmp_path / "ddp_update.pt")
-    flat = lambda update: torch.cat([update[n].flatten() for n in expected])  # noqa: E731
-    difference = (flat(got) - flat(expected)).norm() / flat(expected).norm()
+    solver = {"max_iter": 1, "batch_size": 8, "batch_per_step": 2}
+    got = _ddp_step(tmp_path, solver, compile=True)
+    expected = _one_step(tmp_path, "single", solver)
+    update = lambda step: torch.cat([(step["after"][n] - step["before"][n]).flatten()  # noqa: E731
+                                     for n in expected["after"]])
+    difference = (update(got) - update(expected)).norm() / update(expected).norm()
     assert difference < 1e-3, difference
 
 
