@@ -143,8 +143,10 @@ class Detector:
         dtype = amp_dtype(amp)  # raises ValueError for an unknown setting
         self.amp = amp
         self._compiled = compile_for_inference(self.model) if compile else None
-        network = self._compiled if self._compiled is not None else self.model
-        self._graphed = (CUDAGraphForward(network, autocast_dtype=dtype)
+        # What a batch runs through: the compiled network if asked, replayed from CUDA
+        # graphs if asked (on a GPU).
+        self._network = self._compiled if self._compiled is not None else self.model
+        self._graphed = (CUDAGraphForward(self._network, autocast_dtype=dtype)
                          if cuda_graphs and self.device.type == "cuda" else None)
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
@@ -238,9 +240,8 @@ class Detector:
                 if self._graphed is not None:
                     logits, offsets = self._graphed(batch)
                 else:
-                    network = self._compiled if self._compiled is not None else self.model
                     with autocast_context(self.device, self.amp):
-                        logits, offsets = network(batch)
+                        logits, offsets = self._network(batch)
                 sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
                 for det in self.postprocessor(logits, offsets, sizes):
                     keep = det.scores >= self._score_threshold
