@@ -74,6 +74,10 @@ class PriorConfig:
     offset: float = 0.5
     clip: bool = False
     variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+    # True: before training, fit min_sizes, max_sizes and aspect_ratios to the training
+    # boxes (dsod.prior_fit), keeping the sources and priors per position; the run's
+    # config.yaml and checkpoints record the fitted values (with fit: false).
+    fit: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class DataConfig:
     root: str = "datasets/VOCdevkit"
     train: tuple[str, ...] = ("VOC2007/trainval", "VOC2012/trainval")
     test: tuple[str, ...] = ("VOC2007/test",)
-    class_names: tuple[str, ...] | None = VOC_CLASSES  # None (COCO): taken from the JSON
+    # None: read from the data (VOC: every object name in the training split's XML files,
+    # sorted; COCO: the JSON's categories), logged and saved in the run's config.
+    class_names: tuple[str, ...] | None = VOC_CLASSES
     train_difficult: bool = True  # the reference trains on "difficult" boxes too
     on_bad_sample: str = "skip"  # "skip" (counted, warned) or "error" (stop naming the file)
     workers: int = 2
@@ -119,6 +125,9 @@ class AugmentConfig:
     flip_prob: float = 0.5
     random_interpolation: bool = True
     mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    # albumentations transforms applied (bbox-aware) before the steps above, e.g.
+    # [{name: GaussianBlur, blur_limit: [3, 5], p: 0.2}] (dsod.data.extra_augment)
+    extra: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,12 @@ class LossConfig:
 @dataclass(frozen=True)
 class SolverConfig:
     """SGD and the iteration schedule. ``lr`` is for a batch of ``base_batch`` images and is
-    scaled linearly with the effective batch ``batch_size``."""
+    scaled linearly with the effective batch ``batch_size``.
+
+    ``steps`` and ``warmup_iters`` are iterations, or fractions of ``max_iter`` when below
+    1 (``steps: [0.7, 0.9]`` with ``max_iter: 500`` is ``[350, 450]``, rounded to the
+    nearest iteration): a schedule in fractions stays coherent when only ``max_iter``
+    changes. :meth:`schedule` gives the iterations."""
 
     lr: float = 0.1
     base_batch: int = 128
@@ -143,12 +157,18 @@ class SolverConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     decay_backbone_bn: bool = True  # reference decays the backbone's BN, not the heads'
-    steps: tuple[int, ...] = (20000, 40000, 60000, 80000)
+    steps: tuple[int | float, ...] = (0.2, 0.4, 0.6, 0.8)  # 20k, 40k, 60k, 80k of 100k
     gamma: float = 0.1
     max_iter: int = 100000
-    warmup_iters: int = 1000
+    warmup_iters: int | float = 0.01  # 1,000 of 100k
     warmup_factor: float = 0.1
     grad_clip: float | None = None
+
+    def schedule(self) -> tuple[int, tuple[int, ...]]:
+        """``(warm-up iterations, lr step iterations)`` with fractions resolved."""
+        def iterations(value: float) -> int:
+            return int(round(value * self.max_iter)) if value < 1 else int(value)
+        return iterations(self.warmup_iters), tuple(iterations(s) for s in self.steps)
 
 
 @dataclass(frozen=True)
@@ -167,7 +187,9 @@ class TrainConfig:
     """How a training run is carried out (not what is learned)."""
 
     out_dir: str | None = None  # None: outputs/<config name>
-    amp: str = "none"  # "none", "bf16" or "fp16"
+    # "auto": bf16 on CPUs with native bf16, fp32 on other CPUs, fp16 on GPUs
+    # (dsod.precision); or "none" (fp32), "bf16", "fp16".
+    amp: str = "auto"
     channels_last: bool | None = None  # None: channels-last on the CPU, NCHW on GPUs
     sync_bn: bool = False
     compile: bool = False  # torch.compile the training forward and backward
@@ -251,6 +273,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
+    if annotation is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -280,8 +306,9 @@ def _build_section(cls: type, values: dict[str, Any], section: str,
     return cls(**kwargs)
 
 
-AMP_SETTINGS: tuple[str, ...] = ("none", "bf16", "fp16")
-"""The precisions a network can run in: fp32, or autocast to bfloat16 or float16."""
+AMP_SETTINGS: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
+"""``train.amp``: chosen for the machine, fp32, or autocast to bfloat16 or float16
+(:mod:`dsod.precision`)."""
 
 _CHOICES = {
     ("model", "arch"): ("dsod", "ssd300_vgg16"),
@@ -407,6 +434,12 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
         if low > high:
             raise ConfigError(f"{where(f'{section}.{key}')}: expected [low, high], got "
                               f"[{low!r}, {high!r}]")
+    if config.augment.extra:
+        from dsod.data.extra_augment import ExtraAugment
+        try:
+            ExtraAugment(config.augment.extra, where("augment.extra").partition(" in ")[2])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     names = config.data.class_names
     if names is not None and not names:
         raise ConfigError(f"{where('data.class_names')}: needs at least one class "
@@ -444,6 +477,12 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
                           f"{config.model.num_classes} does not match data.class_names "
                           f"({len(names)} classes + background)")
     solver = config.solver
+    for key in ("warmup_iters", "steps"):
+        for index, value in _numbers(getattr(solver, key)):
+            if value >= 1 and value != int(value):
+                raise ConfigError(f"{where(f'solver.{key}{index}')}: expected a whole number "
+                                  f"of iterations or a fraction of solver.max_iter below 1, "
+                                  f"got {value!r}")
     if solver.batch_per_step is not None and solver.batch_size % solver.batch_per_step:
         # Each process cuts its share of the batch into micro-batches of batch_per_step
         # images; how many processes share it is known only at run time.

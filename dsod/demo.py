@@ -72,36 +72,51 @@ def _classify(path: Path) -> Source:
     return Source(kind, str(path))
 
 
-def collect_sources(specs: Sequence[str]) -> list[Source]:
+def collect_sources(specs: Sequence[str], missing: list[str] | None = None) -> list[Source]:
     """Expand command-line inputs: files, folders (their images and videos, sorted), glob
     patterns, and camera indices (``0``). Files are videos by suffix, images otherwise.
 
+    Args:
+        specs: the inputs as given.
+        missing: if given, an input that does not exist (or a folder or pattern without
+            media) is added to it as a message instead of raising.
+
     Raises:
-        DemoError: a file or folder does not exist, or a folder or pattern has no media.
+        DemoError: a file or folder does not exist, or a folder or pattern has no media
+            (without ``missing``).
     """
     sources: list[Source] = []
     for spec in specs:
-        path = Path(spec)
-        if spec.isdigit() and not path.exists():
-            sources.append(Source("camera", spec))
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file()
-                           and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-            if not found:
-                raise DemoError(f"folder {path} holds no image or video files")
-            sources.extend(_classify(p) for p in found)
-        elif path.is_file():
-            sources.append(_classify(path))
-        elif _GLOB_CHARS.search(spec):
-            found = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-            found = [p for p in found if p.is_file()
-                     and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            if not found:
-                raise DemoError(f"no image or video file matches {spec}")
-            sources.extend(_classify(p) for p in found)
-        else:
-            raise DemoError(f"cannot read {spec}: the file does not exist")
+        try:
+            sources.extend(_expand(spec))
+        except DemoError as error:
+            if missing is None:
+                raise
+            missing.append(str(error))
     return sources
+
+
+def _expand(spec: str) -> list[Source]:
+    """The sources of one command-line input (see :func:`collect_sources`)."""
+    path = Path(spec)
+    if spec.isdigit() and not path.exists():
+        return [Source("camera", spec)]
+    if path.is_file():
+        return [_classify(path)]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file()
+                       and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        if not found:
+            raise DemoError(f"folder {path} holds no image or video files")
+        return [_classify(p) for p in found]
+    if _GLOB_CHARS.search(spec):
+        found = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+        found = [p for p in found if p.is_file()
+                 and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        if not found:
+            raise DemoError(f"no image or video file matches {spec}")
+        return [_classify(p) for p in found]
+    raise DemoError(f"cannot read {spec}: the file does not exist")
 
 
 def gui_support() -> tuple[bool, str]:
@@ -306,8 +321,9 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
              show: bool = False, max_frames: int | None = None) -> DemoResult:
     """Annotate every input (see :func:`collect_sources`) into ``out_dir``.
 
-    An input that cannot be read (a corrupt image or video, a camera without frames) is
-    skipped with a line on stderr naming it; the others are still annotated.
+    An input that cannot be read (a missing path, a corrupt image or video, a camera
+    without frames) is skipped with a line on stderr naming it; the others are still
+    annotated.
 
     Args:
         max_frames: stop each video or camera after this many frames (at least 1).
@@ -317,16 +333,23 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
         inputs that were skipped.
 
     Raises:
-        DemoError: an input does not exist, a folder has no media, ``max_frames`` is below
-            1, or an output cannot be written (the message names it).
+        DemoError: no input exists (or the only folders and patterns have no media),
+            ``max_frames`` is below 1, or an output cannot be written (the message names it).
     """
     if max_frames is not None and max_frames < 1:
         raise DemoError(f"max_frames must be at least 1 (got {max_frames})")
-    sources = collect_sources(inputs)
+    missing: list[str] = []
+    sources = collect_sources(inputs, missing)
+    if not sources:
+        raise DemoError(missing[0] if len(missing) == 1 else
+                        f"none of the {len(missing)} inputs exists: {'; '.join(missing)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outputs, window = _Outputs(out), _Window(show)
-    result = DemoResult(inputs=len(sources))
+    result = DemoResult(inputs=len(sources) + len(missing))
+    for message in missing:
+        print(f"skipped: {message}", file=sys.stderr)
+        result.unreadable.append(message)
     try:
         images = [s.path for s in sources if s.kind == "image"]
         if images:

@@ -26,9 +26,10 @@ from dsod.config import Config, config_from_dict, config_to_dict, load_config
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
-from dsod.engine.checkpoint import (CheckpointError, check_prediction_settings, load_checkpoint,
-                                    load_model_weights)
-from dsod.engine.evaluate import amp_dtype, autocast_context, channels_last_for
+from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
+                                    check_prediction_settings, load_checkpoint, load_model_weights)
+from dsod.engine.evaluate import channels_last_for
+from dsod.precision import amp_dtype, autocast_context, resolve_amp
 from dsod.models.compiled import compile_for_inference
 from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model
@@ -140,7 +141,8 @@ class Detector:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        dtype = amp_dtype(amp)  # raises ValueError for an unknown setting
+        amp, _ = resolve_amp(amp, self.device)  # "auto": as training chooses (dsod.precision)
+        dtype = amp_dtype(amp)
         self.amp = amp
         self._compiled = compile_for_inference(self.model) if compile else None
         # What a batch runs through: the compiled network if asked, replayed from CUDA
@@ -207,11 +209,13 @@ class Detector:
             config = load_config(config, overrides)
         elif overrides:
             config = config_from_dict(config_to_dict(config), "<config>", overrides)
+        config = adopt_checkpoint_settings(config, state, f"checkpoint {path}")
         check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
         model = build_model(config)
         load_model_weights(model, state["model"], source=f"checkpoint {path}")
         # As evaluation runs it: BNs folded, the training layout, weights in the amp dtype.
         channels_last = channels_last_for(config.train.channels_last, torch.device(device))
+        amp, _ = resolve_amp(amp, device)
         model = inference_network(model, channels_last, amp_dtype(amp))
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None

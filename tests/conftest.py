@@ -84,7 +84,8 @@ def tiny_config(root: Path, **sections: dict) -> Config:
         "solver": {"lr": 0.05, "base_batch": 4, "batch_size": 4, "max_iter": 3,
                    "warmup_iters": 1, "steps": [100]},
         "test": {"batch_size": 4},
-        "train": {"log_every": 1, "checkpoint_every": 1, "eval_every": 0},
+        # fp32 unless a test asks for another precision ("auto" would pick by the CPU)
+        "train": {"log_every": 1, "checkpoint_every": 1, "eval_every": 0, "amp": "none"},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)

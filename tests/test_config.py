@@ -78,8 +78,12 @@ def test_every_amp_setting_has_a_dtype_and_unknown_ones_are_refused():
 
     from dsod.config import AMP_SETTINGS
     from dsod.engine.evaluate import amp_dtype
+    from dsod.precision import resolve_amp
 
-    assert [amp_dtype(amp) for amp in AMP_SETTINGS] == [None, torch.bfloat16, torch.float16]
+    assert [amp_dtype(amp) for amp in AMP_SETTINGS if amp != "auto"] == [
+        None, torch.bfloat16, torch.float16]
+    assert AMP_SETTINGS[0] == "auto"  # resolved for the device before it has a dtype
+    assert amp_dtype(resolve_amp("auto", "cpu")[0]) in (None, torch.bfloat16)
     with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16"):
         amp_dtype("fp8")
     with pytest.raises(ConfigError, match="train.amp"):

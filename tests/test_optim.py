@@ -1,10 +1,15 @@
-import pytest
+import logging
 
-from dsod.config import SolverConfig, config_from_dict
-from dsod.engine.optim import build_optimizer, lr_factor, parameter_groups, scaled_lr
+import pytest
+import torch
+
+from dsod.config import ConfigError, SolverConfig, config_from_dict
+from dsod.engine.optim import (build_optimizer, build_scheduler, lr_factor, parameter_groups,
+                               scaled_lr, schedule_warnings)
+from dsod.engine.trainer import train
 from dsod.models.detector import build_model
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, tiny_config
 
 TINY = {"model": dict(TINY_MODEL),
         "priors": {"steps": None}}
@@ -43,3 +48,43 @@ def test_optimizer_uses_scaled_lr_and_momentum():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
     assert opt.param_groups[0]["momentum"] == 0.9
     assert opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_a_schedule_in_fractions_gives_the_steps_of_the_absolute_one():
+    absolute = SolverConfig(max_iter=500, steps=(350, 450), warmup_iters=50)
+    relative = SolverConfig(max_iter=500, steps=(0.7, 0.9), warmup_iters=0.1)
+    assert relative.schedule() == absolute.schedule() == (50, (350, 450))
+    factors = []
+    for solver in (absolute, relative):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = build_scheduler(optimizer, solver)
+        lrs = []
+        for _ in range(500):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        factors.append(lrs)
+    assert factors[0] == factors[1]
+    # and it follows max_iter: a tenth of the run is a tenth of the run
+    assert SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1).schedule() == (3, (21, 27))
+
+
+def test_a_warm_up_or_step_beyond_max_iter_is_warned_about():
+    shortened = SolverConfig(max_iter=30, steps=(350, 450), warmup_iters=50)
+    warnings = "\n".join(schedule_warnings(shortened))
+    assert "warmup_iters (50) is not below solver.max_iter (30)" in warnings
+    assert "[350, 450]" in warnings and "fractions" in warnings
+    assert schedule_warnings(SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1)) == []
+
+
+@pytest.mark.parametrize("key, value", [("steps", [350.5]), ("warmup_iters", 2.5)])
+def test_a_fractional_iteration_count_above_one_is_refused(key, value):
+    with pytest.raises(ConfigError, match=f"solver.{key}.*whole number of iterations"):
+        config_from_dict({"solver": {key: value}})
+
+
+def test_the_trainer_logs_the_schedule_warning(tmp_path, caplog):
+    config = tiny_config(tmp_path, solver={"max_iter": 2, "warmup_iters": 5, "steps": [100]})
+    with caplog.at_level(logging.WARNING):
+        train(config, tmp_path / "run", progress=False)
+    assert "the whole run stays in warm-up" in caplog.text

@@ -295,7 +295,7 @@ def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
     torch.set_num_threads(1)
     if rank == 1:  # only this process meets unreadable samples (each replaced by the next)
         real_load = loader_module.TrainingSamples._load
-        loader_module.TrainingSamples._load = lambda self, i: (*real_load(self, i)[:2], 1)
+        loader_module.TrainingSamples._load = lambda self, i: (*real_load(self, i)[:2], (i,))
     config = tiny_config(Path(root), solver={"max_iter": 50, "batch_per_step": 2},
                          train={"checkpoint_every": 0})
     trainer = Trainer(config, Path(root) / "ddp_bad", torch.device("cpu"), progress=False)

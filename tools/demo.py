@@ -2,7 +2,7 @@
 
     python tools/demo.py INPUT [INPUT ...] --checkpoint CKPT [--out DIR] [--score-threshold 0.3]
                          [--config CONFIG] [--set key=value]... [--device cpu] [--show]
-                         [--max-frames N] [--amp none|bf16|fp16] [--no-cuda-graphs]
+                         [--max-frames N] [--amp auto|none|bf16|fp16] [--no-cuda-graphs]
                          [--compile]
 
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default=None, type=device_name,
                         help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--amp", choices=AMP_SETTINGS, default="none",
-                        help="run the network in reduced precision: bf16 on a CPU with AMX or "
-                             "AVX-512 BF16 (about 2x faster), fp16 on a GPU (default: none, fp32)")
+    parser.add_argument("--amp", choices=AMP_SETTINGS, default="auto",
+                        help="precision: auto (default) runs bf16 on a CPU with AMX or "
+                             "AVX-512 BF16, fp32 on other CPUs, fp16 on a GPU; or none (fp32), "
+                             "bf16, fp16")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         help="on a GPU, run the network eagerly instead of replaying a "
                              "recorded CUDA graph per batch shape")

@@ -40,11 +40,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--amp", choices=AMP_SETTINGS, default=None,
                         help="run the network in this precision (default: train.amp on a GPU, "
-                             "none = fp32 on the CPU; bf16 is about 2x faster on a CPU with "
-                             "AMX, with figures that differ by rounding)")
+                             "none = fp32 on the CPU; auto or bf16 run bf16 on a CPU with "
+                             "native bf16, about 2x faster, with figures that differ by "
+                             "rounding)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the network (torch.compile, frozen weights) first: "
                              "15-30 s per batch size on a CPU, then faster, above all in bf16")
+    parser.add_argument("--partial", action="store_true",
+                        help="score the test split even when more than "
+                             "train.max_bad_sample_fraction of its images have unusable "
+                             "annotation files (the output and --json say how many)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)
 
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_command(config, checkpoint=args.checkpoint, voc_results=args.voc_results,
                          coco_results=args.coco_results, out_dir=args.out, json_path=args.json,
                          device=args.device, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.no_progress, amp=args.amp, compile=args.compile)
+                         progress=not args.no_progress, amp=args.amp, compile=args.compile,
+                         partial=args.partial)
 
     return run_tool(args.config, args.overrides, evaluate)
 

@@ -59,6 +59,12 @@ class DetectionDataset:
         return self._class_names
 
     @property
+    def left_out(self) -> list[str]:
+        """The files of images the reader had to leave out (an unusable annotation file,
+        a missing image): the distinct files of the ``"error"`` problems, sorted."""
+        return sorted({p.file for p in self.problems if p.severity == "error"})
+
+    @property
     def annotations(self) -> list[Annotation]:
         """The full ground truth of every image, in data-set order (do not modify)."""
         return self._annotations

@@ -113,18 +113,33 @@ def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
                 summary.usable = False
 
 
+SKIPPABLE = ("malformed_annotation", "unreadable_image", "missing_image")
+"""Problems that cost one image: training skips it and evaluation leaves it out, up to
+``train.max_bad_sample_fraction`` of a split's images."""
+
+
 def check_dataset(data: DataConfig | Config, workers: int = 8,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  max_bad_fraction: float | None = None) -> CheckReport:
     """Read every annotation and image of the configured train and test splits.
 
     Args:
         data: the data config (or a whole config).
         workers: threads decoding images.
         progress: called as ``progress(done, total)`` while images are read.
+        max_bad_fraction: ``train.max_bad_sample_fraction`` (default: the config's, when a
+            whole config is given, else 0.01). Images that cost only themselves (a
+            malformed annotation file, an unreadable or missing image) are errors only when
+            more than this fraction of a split has them, as training and evaluation then
+            stop; fewer are warnings, as the run skips them and goes on.
 
     Returns:
-        The report; ``report.exit_code`` is 1 if anything would stop training.
+        The report; ``report.exit_code`` is 1 if anything would stop training or
+        evaluation.
     """
+    if max_bad_fraction is None:
+        max_bad_fraction = (data.train.max_bad_sample_fraction if isinstance(data, Config)
+                            else 0.01)
     if isinstance(data, Config):
         data = data.data
     report = CheckReport()
@@ -143,6 +158,9 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
                 summary.usable = False
                 continue
             report.problems.extend(dataset.problems)
+            for problem in dataset.problems:
+                if problem.severity == "error":
+                    splits_of.setdefault(problem.file, set()).add(split)
             for ann in dataset.annotations:
                 summary.images += 1
                 summary.boxes += len(ann)
@@ -176,12 +194,36 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
                                                f"it to {ann.width}x{ann.height}, the frame of "
                                                f"its boxes", "warning", "size_mismatch"))
 
+    _downgrade_skippable(report, splits_of, max_bad_fraction)
     both = [p for p in paths if len(splits_of[p]) > 1]
     if both:
         report.problems.append(Problem(both[0], f"{len(both)} image(s) are in both the train "
                                                 f"and the test split (this one among them)",
                                        "warning", "train_test_overlap"))
     return report
+
+
+def _downgrade_skippable(report: CheckReport, splits_of: dict[str, set[str]],
+                         limit: float) -> None:
+    """Turn the errors that cost one image each into warnings where a split has no more
+    of them than ``limit`` of its images: training skips them, evaluation leaves them out."""
+    bad: dict[str, set[str]] = {"train": set(), "test": set()}
+    for problem in report.problems:
+        if problem.severity == "error" and problem.kind in SKIPPABLE:
+            for split in splits_of.get(problem.file, ()):
+                bad[split].add(problem.file)
+    within = {}
+    for split in bad:
+        total = sum(s.images for s in report.splits if s.split == split) + len(bad[split])
+        within[split] = len(bad[split]) <= limit * total
+    for index, problem in enumerate(report.problems):
+        splits = splits_of.get(problem.file, set())
+        if problem.severity == "error" and problem.kind in SKIPPABLE and splits \
+                and all(within[s] for s in splits):
+            report.problems[index] = dataclasses.replace(
+                problem, severity="warning",
+                message=f"{problem.message} (skipped: within train.max_bad_sample_fraction "
+                        f"= {limit})")
 
 
 def report_lines(report: CheckReport) -> list[str]:

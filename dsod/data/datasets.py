@@ -11,7 +11,7 @@ from dsod.config import DataConfig
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError
 from dsod.data.base import README_HINT, DetectionDataset
-from dsod.data.voc import VOCDataset
+from dsod.data.voc import VOCDataset, voc_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -112,23 +112,38 @@ def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test sp
         seen[annotation.image_id] = annotation.image_path
 
 
-def build_test_set(data_config: DataConfig) -> DetectionDataset:
+def build_test_set(data_config: DataConfig, max_left_out: float | None = None
+                   ) -> DetectionDataset:
     """The configured test split, ready to be scored: at least one usable image and each
     image id once (:func:`check_unique_image_ids`); images left out for unusable
     annotations are counted in a warning.
 
+    Args:
+        max_left_out: refuse the split when more than this fraction of its images had to be
+            left out (None: score whatever is left).
+
     Raises:
-        DataError: the split is missing, has no usable image or repeats an image id.
+        DataError: the split is missing, has no usable image, repeats an image id, or left
+            out more than ``max_left_out`` of its images.
     """
     dataset = build_dataset(data_config, "test")
     source = f"the test split {list(data_config.test)}"
+    left_out = dataset.left_out
+    total = len(dataset) + len(left_out)
+    if max_left_out is not None and len(left_out) > max_left_out * total:
+        raise DataError(f"{len(left_out)} of the {total} images of {source} "
+                        f"({100 * len(left_out) / total:.1f}%) cannot be scored: their "
+                        f"annotation file is unusable (first: {left_out[0]}), more than "
+                        f"train.max_bad_sample_fraction = {max_left_out}. Figures on the "
+                        f"rest would not be the split's; tools/check_dataset.py lists them "
+                        f"(tools/eval.py --partial scores the rest and says what it left out)")
     if len(dataset) == 0:
         raise DataError(f"{source} under {data_config.root} has no usable image")
     check_unique_image_ids(dataset, source)
-    errors = [p for p in getattr(dataset, "problems", []) if p.severity == "error"]
-    if errors:
-        logger.warning("%d test images were left out for unusable annotations (first: %s); "
-                       "tools/check_dataset.py lists them", len(errors), errors[0])
+    if left_out:
+        logger.warning("%d of the %d test images were left out for unusable annotations "
+                       "(first: %s); tools/check_dataset.py lists them", len(left_out), total,
+                       left_out[0])
     return dataset
 
 
@@ -161,9 +176,10 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
                               data_config.shapes_test_images, data_config.shapes_image_size)
         fmt = "voc"
     if fmt == "voc":
-        if data_config.class_names is None:
-            raise DataError("format voc needs data.class_names")
-        return VOCDataset(root, entries, data_config.class_names,
+        # Training and evaluation resolve a null class list from the training split first
+        # (dsod.engine.from_data); here it falls back to the split's own annotations.
+        names = data_config.class_names or voc_class_names(root, entries)
+        return VOCDataset(root, entries, names,
                           keep_difficult=keep_difficult, strict=strict)
     if fmt == "coco":
         if not root.is_dir():

@@ -47,8 +47,9 @@ def ignore_stop_signals(worker_id: int) -> None:
 class TrainingSamples(Dataset):
     """Items ``(epoch, index)`` -> ``(image [3,S,S], offsets [P,4], labels [P], skipped)``.
 
-    ``skipped`` counts unreadable samples replaced by the next readable one (warned and
-    counted; with ``on_bad_sample="error"`` the first one stops the run instead).
+    ``skipped`` is the tuple of data-set indices of unreadable samples that were replaced
+    by the next readable one (warned and counted by file; with ``on_bad_sample="error"``
+    the first one stops the run instead).
     """
 
     def __init__(self, dataset: DetectionDataset, transform: TrainTransform,
@@ -63,13 +64,15 @@ class TrainingSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _load(self, index: int) -> tuple[np.ndarray, Annotation, int]:
+    def _load(self, index: int) -> tuple[np.ndarray, Annotation, tuple[int, ...]]:
+        failed: list[int] = []
         for attempt in range(_MAX_SUBSTITUTES):
             candidate = (index + attempt) % len(self.dataset)
             try:
                 image, annotation = self.dataset.load(candidate)
-                return image, annotation, attempt
+                return image, annotation, tuple(failed)
             except DataError as error:
+                failed.append(candidate)
                 if self.on_bad_sample == "error":
                     raise
                 logger.warning("skipping unreadable sample: %s", error)
@@ -77,7 +80,7 @@ class TrainingSamples(Dataset):
                         f"unreadable; run tools/check_dataset.py on this config")
 
     def __getitem__(self, key: tuple[int, int]
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
         epoch, index = key
         image, annotation, skipped = self._load(index)
         self.transform.set_seed(sample_seed(self.seed, epoch, index))
@@ -86,9 +89,12 @@ class TrainingSamples(Dataset):
         return torch.from_numpy(image), offsets, prior_labels, skipped
 
 
-def collate_training(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def collate_training(batch: list
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Stack a micro-batch; the unreadable samples' indices are joined into one tuple."""
     images, offsets, labels, skipped = zip(*batch)
-    return torch.stack(images), torch.stack(offsets), torch.stack(labels), sum(skipped)
+    return (torch.stack(images), torch.stack(offsets), torch.stack(labels),
+            tuple(i for part in skipped for i in part))
 
 
 class IterationBatchSampler(Sampler):

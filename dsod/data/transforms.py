@@ -5,7 +5,8 @@ continuous pixel coordinates (see :mod:`dsod.structures`); output boxes are *nor
 ``xyxy`` in ``[0, 1]`` of the network input. Output images are ``float32 [3, S, S]``, minus the
 mean BGR, not scaled.
 
-Training follows the reference's order:
+Training follows the reference's order, after the user's own ``augment.extra``
+albumentations transforms, if any (:mod:`dsod.data.extra_augment`):
 
 1. photometric distortion: brightness (additive delta in ``+-brightness_delta``), then either
    contrast, saturation, hue or saturation, hue, contrast (p 0.5 each way); each step has p 0.5.
@@ -54,6 +55,7 @@ import cv2
 import numpy as np
 
 from dsod.config import AugmentConfig
+from dsod.data.extra_augment import ExtraAugment
 
 if TYPE_CHECKING:
     import torch
@@ -167,6 +169,7 @@ class TrainTransform:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._worker_seed: int | None = None
         self.last: AugmentRecord | None = None
+        self.extra = ExtraAugment(cfg.extra) if cfg.extra else None
 
     def set_seed(self, seed: int) -> None:
         """Restart the generator from ``seed`` (inside a worker too: then no automatic
@@ -281,6 +284,9 @@ class TrainTransform:
         if len(boxes) != len(labels):
             raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
         boxes = np.clip(boxes, 0, [w, h, w, h])
+        if self.extra is not None:  # augment.extra, on the original image
+            image, boxes, labels = self.extra(image, boxes, labels, int(rng.integers(2**31)))
+            h, w = image.shape[:2]
         plan = self.draw_photometric() if cfg.photometric else (None, None, None)
 
         cw, ch, ox, oy = w, h, 0, 0

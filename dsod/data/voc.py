@@ -195,10 +195,40 @@ def voc_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
 def read_split_ids(split_file: Path) -> list[str]:
     """Image ids listed in a split file (first token per line; blank lines skipped)."""
     try:
-        lines = split_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = split_file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     except OSError as error:
         raise AnnotationError(split_file, f"{error.strerror or error}; {README_HINT}") from None
     return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
+def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
+    """Every object class named in the XML files of ``splits``, sorted (``data.class_names:
+    null``). Files that cannot be parsed are skipped here: reading the data set reports them.
+
+    Raises:
+        SplitNotFoundError: ``root`` or a split file is missing.
+        DataError: the annotations name no object at all.
+    """
+    names: set[str] = set()
+    if not Path(root).is_dir():
+        raise SplitNotFoundError(f"VOC data set root {root} (absolute: {Path(root).absolute()}) "
+                                 f"does not exist or is not a folder; {README_HINT}")
+    for split in ([splits] if isinstance(splits, str) else splits):
+        split_file, base = voc_split_paths(root, split)
+        if not split_file.is_file():
+            raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
+                                     f"exist; {README_HINT}")
+        for image_id in read_split_ids(split_file):
+            try:
+                root_node = ET.parse(base / "Annotations" / f"{image_id}.xml").getroot()
+            except Exception:  # noqa: BLE001 - reported when the data set is read
+                continue
+            names.update(n for n in ((obj.findtext("name") or "").strip()
+                                     for obj in root_node.findall("object")) if n)
+    if not names:
+        raise DataError(f"data.class_names is null, but the annotations of {list(splits)} "
+                        f"under {root} name no object class")
+    return tuple(sorted(names))
 
 
 class VOCDataset(DetectionDataset):

@@ -125,6 +125,42 @@ PREDICTION_SETTINGS: tuple[tuple[str, str | None], ...] = (
     ("priors", None), ("model", "input_size"), ("augment", "mean_bgr"))
 
 
+def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: str) -> Config:
+    """``config`` with what it leaves to the data taken from the checkpoint's own record:
+    the fitted priors when ``priors.fit`` is true, the class list when
+    ``data.class_names`` is null on VOC-layout data. Training resolved both from its data
+    and saved them, so the own-data config evaluates its checkpoints as it is. (A COCO
+    JSON names its own classes; the checkpoint's are then checked against them.)
+
+    Raises:
+        CheckpointError: ``priors.fit`` is true but the checkpoint records no priors.
+    """
+    import dataclasses
+
+    from dsod.config import ConfigError, config_from_dict
+    saved = state.get("config")
+    if config.priors.fit:
+        priors = saved.get("priors") if isinstance(saved, Mapping) else None
+        if not isinstance(priors, Mapping):
+            raise CheckpointError(f"{source} records no priors, and priors.fit=true leaves "
+                                  f"them to it: give the priors the model was trained with")
+        try:
+            fitted = config_from_dict({"priors": {**priors, "fit": False}}, source).priors
+        except ConfigError as error:
+            raise CheckpointError(f"{source}: its priors cannot be read ({error})") from None
+        config = dataclasses.replace(config, priors=fitted)
+        logger.info("priors.fit: the priors %s was trained with: min_sizes %s, max_sizes %s, "
+                    "aspect_ratios %s", source, list(fitted.min_sizes), list(fitted.max_sizes),
+                    [list(r) for r in fitted.aspect_ratios])
+    names = state.get("class_names")
+    if config.data.class_names is None and config.data.format != "coco" \
+            and isinstance(names, (list, tuple)) and names \
+            and all(isinstance(n, str) for n in names):
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, class_names=tuple(names)))
+    return config
+
+
 def check_prediction_settings(trained_with: Any, config: Config, source: str) -> None:
     """Refuse to run a checkpoint under a config that reads its outputs differently.
 

@@ -15,6 +15,7 @@ Files written into the output folder:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,13 +29,17 @@ from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_model, build_postprocessor
-from dsod.engine.checkpoint import (check_prediction_settings, load_checkpoint,
-                                    load_model_weights)
+from dsod.engine.checkpoint import (adopt_checkpoint_settings, check_prediction_settings,
+                                    load_checkpoint, load_model_weights)
+from dsod.engine.from_data import with_class_names
 from dsod.engine.evaluate import Scores, channels_last_for, coco_id_maps, predict, score
+from dsod.precision import resolve_amp
 from dsod.evaluation.coco import detections_to_coco_results
 from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results_in_file_order,
-                                        write_voc_results)
+                                        result_file_names, write_voc_results)
 from dsod.structures import Detections
+
+logger = logging.getLogger(__name__)
 
 VOC_PREFIX = "comp4_det_test_"
 
@@ -44,10 +49,13 @@ def default_eval_dir(config: Config) -> Path:
     return Path(config.train.out_dir or Path("outputs") / config.name) / "eval"
 
 
-def load_test_set(config: Config) -> DetectionDataset:
-    """The config's test split; a ConfigError for a format this tool cannot read."""
+def load_test_set(config: Config, partial: bool = False) -> DetectionDataset:
+    """The config's test split; a ConfigError for a format this tool cannot read. Unless
+    ``partial``, a split that left out more than ``train.max_bad_sample_fraction`` of its
+    images for unusable annotation files is refused (:func:`build_test_set`)."""
     try:
-        return build_test_set(config.data)
+        return build_test_set(config.data,
+                              None if partial else config.train.max_bad_sample_fraction)
     except NotImplementedError as error:
         raise ConfigError(str(error)) from None
 
@@ -69,6 +77,7 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(checkpoint)
+    config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
     check_prediction_settings(state.get("config"), config, f"checkpoint {checkpoint}")
     trained_names = state.get("class_names")
     check_classes(dataset, config.num_classes,
@@ -81,6 +90,7 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
                           config.data.on_bad_sample)
     if amp is None:
         amp = config.train.amp if device.type == "cuda" else "none"
+    amp, _ = resolve_amp(amp, device)
     detections, unreadable = predict(
         model, dataset, samples, build_postprocessor(config), device,
         batch_size=batch_size or config.test.batch_size,
@@ -129,9 +139,10 @@ def read_voc_result_dir(directory: str | Path, dataset: DetectionDataset,
     if not directory.is_dir():
         raise DataError(f"VOC results folder {directory} does not exist")
     names = list(dataset.class_names)
-    if not any((directory / f"{prefix}{name}.txt").is_file() for name in names):
+    parts = result_file_names(names)
+    if not any((directory / f"{prefix}{part}.txt").is_file() for part in parts):
         raise DataError(f"VOC results folder {directory} holds no results file "
-                        f"{prefix}<class>.txt for any class, e.g. {prefix}{names[0]}.txt")
+                        f"{prefix}<class>.txt for any class, e.g. {prefix}{parts[0]}.txt")
     try:
         detections, order = read_voc_results_in_file_order(directory, names, prefix)
     except ValueError as error:
@@ -197,18 +208,28 @@ def read_coco_results(path: str | Path, dataset: DetectionDataset
 
 
 def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = None,
-           details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+           details: Mapping[str, Any] | None = None, failed: list[str] | None = None
+           ) -> dict[str, Any]:
     """Print the per-class table and the summary, write ``out_dir/pr_curves.png`` and, with
-    ``json_path``, the figures as JSON. Returns the JSON-ready dict."""
+    ``json_path``, the figures as JSON. Returns the JSON-ready dict. An output that cannot
+    be written is added to ``failed`` (when given) and the others are still written."""
     print(scores.report())
-    curves = plot_pr_curves(scores.voc, None, Path(out_dir) / "pr_curves.png")
-    print(f"precision/recall curves: {curves}")
+    failed = [] if failed is None else failed
     figures = {**scores.as_dict(), **(details or {})}
+    outputs = [("precision/recall curves", lambda: plot_pr_curves(scores.voc, None,
+                                                                 Path(out_dir) / "pr_curves.png"))]
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(figures, indent=2))
-        print(f"figures: {json_path}")
+        def write_json() -> Path:
+            path = Path(json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(figures, indent=2))
+            return path
+        outputs.append(("figures", write_json))
+    for what, write in outputs:
+        try:
+            print(f"{what}: {write()}")
+        except OSError as error:
+            failed.append(f"the {what}: {error.strerror or error} ({error.filename or ''})")
     return figures
 
 
@@ -218,14 +239,26 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
                      json_path: str | Path | None = None, device: str | None = None,
                      batch_size: int | None = None, workers: int | None = None,
                      progress: bool = True, amp: str | None = None,
-                     compile: bool = False) -> dict[str, Any]:
+                     compile: bool = False, partial: bool = False) -> dict[str, Any]:
     """Everything ``tools/eval.py`` does; exactly one of ``checkpoint``, ``voc_results`` and
-    ``coco_results`` says where the detections come from. Returns the figures."""
+    ``coco_results`` says where the detections come from. ``partial`` scores a test split
+    even when many of its images had to be left out, and says how many in the output and
+    the figures (``left_out_images``). Returns the figures."""
     sources = [s for s in (checkpoint, voc_results, coco_results) if s is not None]
     if len(sources) != 1:
         raise ValueError("give exactly one of checkpoint, voc_results and coco_results")
     out = Path(out_dir) if out_dir is not None else default_eval_dir(config)
-    dataset = load_test_set(config)
+    logger.info("writing to %s", out.absolute())
+    if checkpoint is not None:  # class list and fitted priors as the run resolved them
+        config = adopt_checkpoint_settings(config, load_checkpoint(checkpoint),
+                                           f"checkpoint {checkpoint}")
+    config = with_class_names(config)
+    dataset = load_test_set(config, partial)
+    left_out = dataset.left_out
+    if left_out:
+        print(f"left out: {len(left_out)} of the {len(dataset) + len(left_out)} test images "
+              f"(unusable annotation files, first: {left_out[0]}); the figures are for the "
+              f"other {len(dataset)}")
     unreadable: list[int] = []
     tie_break, coco_entries = None, None
     if checkpoint is not None:
@@ -237,9 +270,14 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
         detections, coco_entries = read_coco_results(coco_results, dataset)
     # Only now: a refused checkpoint or unreadable results leave no empty folder behind.
     out.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []  # outputs that could not be written; the figures still are
     if checkpoint is not None:
-        voc_dir, coco_path = write_results(out, dataset, detections)
-        print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
+        try:
+            voc_dir, coco_path = write_results(out, dataset, detections)
+            print(f"detections: {voc_dir}/{VOC_PREFIX}<class>.txt and {coco_path}")
+        except OSError as error:
+            failed.append(f"the detections under {out}: {error.strerror or error} "
+                          f"({error.filename or ''})")
     try:
         scores = score(dataset, detections, tie_break, coco_entries)
     except ValueError as error:  # e.g. pycocotools rejecting the results
@@ -247,5 +285,10 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
     details = {
         "config": config.name, "detections_from": str(sources[0]), "images": len(dataset),
         "unreadable_images": [dataset.annotation(i).image_path for i in unreadable],
+        "left_out_images": left_out,
     }
-    return report(scores, out, json_path, details)
+    figures = report(scores, out, json_path, details, failed)
+    if failed:
+        raise DataError("could not write " + "; ".join(failed) + " (the figures above are "
+                        "complete)")
+    return figures

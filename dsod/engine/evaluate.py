@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -23,24 +22,10 @@ from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
 from dsod.models.compiled import compile_for_inference
 from dsod.models.fuse import inference_network
 from dsod.postprocess import PostProcessor
+from dsod.precision import AMP_DTYPES, amp_dtype, autocast_context  # noqa: F401 (re-exported)
 from dsod.structures import Detections
 
 logger = logging.getLogger(__name__)
-
-
-AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
-                                              "fp16": torch.float16}
-
-
-def amp_dtype(amp: str) -> torch.dtype | None:
-    """The autocast dtype of an ``amp`` setting ("none", "bf16", "fp16"); None for "none".
-
-    Raises:
-        ValueError: another value.
-    """
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-    return AMP_DTYPES[amp]
 
 
 def channels_last_for(setting: bool | None, device: torch.device) -> bool:
@@ -49,14 +34,6 @@ def channels_last_for(setting: bool | None, device: torch.device) -> bool:
     (DSOD and SSD300, fp32 and bf16, measured side by side) and evaluates 1.4 times as fast;
     on GPUs NCHW versus NHWC was not measured, so None keeps PyTorch's default there."""
     return device.type == "cpu" if setting is None else bool(setting)
-
-
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``amp`` in {"bf16", "fp16"}; a no-op for "none"."""
-    dtype = amp_dtype(amp)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()

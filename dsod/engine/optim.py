@@ -63,8 +63,30 @@ def lr_factor(iteration: int, steps: Sequence[int], gamma: float, warmup_iters: 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, solver: SolverConfig
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration scheduler: call ``step()`` once after every optimizer step."""
+    """A per-iteration scheduler: call ``step()`` once after every optimizer step.
+
+    Steps and warm-up given as fractions of ``max_iter`` are resolved here
+    (:meth:`~dsod.config.SolverConfig.schedule`)."""
+    warmup_iters, steps = solver.schedule()
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda it: lr_factor(it, solver.steps, solver.gamma, solver.warmup_iters,
-                             solver.warmup_factor))
+        lambda it: lr_factor(it, steps, solver.gamma, warmup_iters, solver.warmup_factor))
+
+
+def schedule_warnings(solver: SolverConfig) -> list[str]:
+    """What is wrong with a schedule that still runs: a warm-up or lr step at or beyond
+    ``max_iter`` (a shortened run whose schedule was not shortened with it)."""
+    warmup_iters, steps = solver.schedule()
+    problems = []
+    if warmup_iters >= solver.max_iter:
+        problems.append(f"solver.warmup_iters ({warmup_iters}) is not below solver.max_iter "
+                        f"({solver.max_iter}): the whole run stays in warm-up, below the "
+                        f"full learning rate")
+    late = [s for s in steps if s >= solver.max_iter]
+    if late:
+        problems.append(f"solver.steps {list(late)} lie at or beyond solver.max_iter "
+                        f"({solver.max_iter}): the learning rate never drops there")
+    if problems:
+        problems.append("give solver.steps and solver.warmup_iters as fractions of max_iter "
+                        "(e.g. steps: [0.7, 0.9], warmup_iters: 0.1) to shorten a run coherently")
+    return problems

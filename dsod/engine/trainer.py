@@ -27,13 +27,16 @@ from dsod.data.errors import DataError, summarize_problems
 from dsod.data.loader import (DetectionDataset, IterationBatchSampler, collate_training,
                               ignore_stop_signals)
 from dsod.engine import distributed as dist
+from dsod.engine.bad_samples import BadSamples
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
 from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
-from dsod.engine.evaluate import autocast_context, channels_last_for, evaluate_model
-from dsod.engine.optim import build_optimizer, build_scheduler
+from dsod.engine.evaluate import channels_last_for, evaluate_model
+from dsod.engine.from_data import prepare_training_data
+from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
 from dsod.models.compiled import compile_for_training
+from dsod.precision import autocast_context, resolve_amp
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class StepResult:
     loss: float
     loc_loss: float
     conf_loss: float
-    skipped_samples: int
+    skipped_samples: tuple[int, ...]  # data-set indices of unreadable samples replaced
     finite: bool
 
 
@@ -58,16 +61,25 @@ class Trainer:
 
     def __init__(self, config: Config, out_dir: str | Path, device: torch.device,
                  resume: bool = False, progress: bool = True) -> None:
-        self.config = config
         self.out_dir = Path(out_dir)
         self.device = device
         self.progress = progress and dist.is_main_process()
+        self.amp, why = resolve_amp(config.train.amp, device)
+        logger.info("precision: %s (%s)", {"none": "fp32"}.get(self.amp, self.amp), why)
+        for line in schedule_warnings(config.solver):
+            logger.warning("%s", line)
+        torch.manual_seed(config.train.seed)
+        # Class list and fitted priors, resolved from the training data before anything is
+        # built from them; the resolved config is the one saved with the run.
+        config, dataset = prepare_training_data(config)
+        self.config = config
         solver, run = config.solver, config.train
         micro = solver.batch_per_step or solver.batch_size // dist.world_size()
         self.micro_batch = micro
-        torch.manual_seed(run.seed)
 
-        self.samples = build_training_samples(config)
+        self.samples = build_training_samples(config, dataset)
+        self.bad = BadSamples(dataset, run.max_bad_sample_fraction)
+        self.bad.check_annotations(f"the training split {list(config.data.train)}")
         for line in summarize_problems(getattr(self.samples.dataset, "problems", [])):
             logger.warning("training data: %s", line)
         model = build_model(config)
@@ -83,7 +95,7 @@ class Trainer:
         self.criterion = build_loss(config)
         self.optimizer = build_optimizer(model, solver)
         self.scheduler = build_scheduler(self.optimizer, solver)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=run.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.step = 0
         self.best_map = -math.inf
@@ -142,7 +154,7 @@ class Trainer:
             self.scaler.load_state_dict(scaler_state)
         elif self.scaler.is_enabled() != bool(scaler_state):
             logger.warning("--resume: the run used train.amp=%s loss scaling differently; the "
-                           "scaler starts afresh", self.config.train.amp)
+                           "scaler starts afresh", self.amp)
         self.step = int(state["step"])
         self.best_map = float(state.get("best_map", -math.inf))
         if "torch_rng" in state:
@@ -184,11 +196,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         count = self.sampler.micro_batches_per_step
         totals = torch.zeros(3, device=self.device)
-        skipped = 0
+        skipped: list[int] = []
         finite = True
         for micro in range(count):
             images, target_offsets, target_labels, bad = next(batches)
-            skipped += bad
+            skipped.extend(bad)
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -196,7 +208,7 @@ class Trainer:
             target_labels = target_labels.to(self.device, non_blocking=True)
             sync = micro == count - 1 or not dist.is_distributed()
             with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
-                with autocast_context(self.device, run.amp):
+                with autocast_context(self.device, self.amp):
                     logits, offsets = self.ddp(images)
                 losses = self.criterion(logits, offsets, target_offsets, target_labels)
                 if not self._all_finite(losses["loss"]):
@@ -219,7 +231,7 @@ class Trainer:
             self.scheduler.step()
         self.step += 1
         totals = dist.all_reduce_mean(totals).tolist() if finite else [math.nan] * 3
-        return StepResult(*totals, skipped_samples=skipped, finite=finite)
+        return StepResult(*totals, skipped_samples=tuple(skipped), finite=finite)
 
     # -- the loop ------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
@@ -253,7 +265,8 @@ class Trainer:
         reads it); it must name the training classes in the same order
         (:func:`check_classes`)."""
         if self._test_set is None:
-            test_set = build_test_set(self.config.data)
+            test_set = build_test_set(self.config.data,
+                                      self.config.train.max_bad_sample_fraction)
             check_classes(test_set, self.config.num_classes, self.samples.dataset.class_names,
                           f"the test split {list(self.config.data.test)}", "the training split")
             self._test_set = test_set
@@ -264,7 +277,7 @@ class Trainer:
         c = self.config
         scores, _ = evaluate_model(
             self.model, self.test_split(), build_postprocessor(c), c.model.input_size,
-            c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, c.train.amp,
+            c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, self.amp,
             self.channels_last, c.data.on_bad_sample)
         if scores is None:
             return None
@@ -282,7 +295,7 @@ class Trainer:
         bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
         samples_per_step = self.micro_batch * self.sampler.micro_batches_per_step  # this process
-        tic, skipped_total, seen = time.perf_counter(), 0, 0
+        tic, seen = time.perf_counter(), 0
         if c.train.compile and self.step < c.solver.max_iter and dist.is_main_process():
             logger.info("train.compile: the first step compiles the network's forward and "
                         "backward (about 2 minutes for DSOD300 on a GPU)")
@@ -297,13 +310,13 @@ class Trainer:
                     # changed the model yet: the last complete step is what is saved.
                     result = None
                 if result is not None:
-                    skipped_total += result.skipped_samples
+                    self.bad.add(result.skipped_samples)
                     seen += samples_per_step
-                stop, skipped_all, seen_all = self._agreed(skipped_total, seen)
+                stop, seen_all = self._agreed(seen)
                 if result is not None:
-                    self._check_bad_samples(skipped_all, seen_all)
+                    self._check_bad_samples(seen_all)
                     self._check_finite(result)
-                    self._after_step(result, tic, bar, skipped_all)
+                    self._after_step(result, tic, bar, self.bad.count)
                     tic = time.perf_counter()
                 if stop:
                     bar.close()
@@ -330,7 +343,7 @@ class Trainer:
 
     def _after_step(self, result: StepResult, tic: float, bar: tqdm, skipped_total: int) -> None:
         """Progress, logs, checkpoints and evaluations due after a step (``skipped_total``:
-        unreadable samples so far)."""
+        the training images found unusable so far, distinct files)."""
         c = self.config
         images_per_step = c.solver.batch_size
         lr = self.optimizer.param_groups[0]["lr"]
@@ -372,29 +385,31 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _agreed(self, skipped: int, seen: int) -> tuple[bool, int, int]:
+    def _agreed(self, seen: int) -> tuple[bool, int]:
         """What all processes decide on together after a step: whether any received a stop
-        signal, and the unreadable and the seen training samples summed over processes."""
+        signal, and the training samples seen, summed over processes; unreadable files
+        found by any process are shared with all (:class:`BadSamples`)."""
         if not dist.is_distributed():
-            return self._stop_signal is not None, skipped, seen
-        local = torch.tensor([float(self._stop_signal is not None), skipped, seen],
+            return self._stop_signal is not None, seen
+        local = torch.tensor([float(self._stop_signal is not None), self.bad.new_count(), seen],
                              dtype=torch.float64, device=self.device)
         total = (dist.all_reduce_mean(local) * dist.world_size()).tolist()
-        return total[0] > 0, round(total[1]), round(total[2])
+        if total[1] > 0:
+            self.bad.share()
+        return total[0] > 0, round(total[2])
 
-    def _check_bad_samples(self, skipped: int, seen: int) -> None:
+    def _check_bad_samples(self, seen: int) -> None:
         """Stop (with a checkpoint) when, after at least one pass over the training set,
-        more than ``train.max_bad_sample_fraction`` of the samples could not be read (counts
-        over all processes, so that all stop together)."""
-        limit = self.config.train.max_bad_sample_fraction
-        if seen < len(self.samples) or skipped <= limit * seen:
+        more than ``train.max_bad_sample_fraction`` of its images could not be used
+        (distinct files, over all processes, so that all stop together)."""
+        if seen < len(self.samples) or not self.bad.over_limit():
             return
         self.save_checkpoint()
         raise DataError(
-            f"{skipped} of {seen} training samples ({100 * skipped / seen:.1f}%) could not be "
-            f"read, more than train.max_bad_sample_fraction = {limit}; the log names them and "
-            f"tools/check_dataset.py lists every unreadable file. Fix or remove them (or raise "
-            f"the limit), then continue with --resume from {self.checkpoints.directory}")
+            f"{self.bad.describe()}, more than train.max_bad_sample_fraction = "
+            f"{self.bad.limit}; the log names them and tools/check_dataset.py lists every "
+            f"unreadable file. Fix or remove them (or raise the limit), then continue with "
+            f"--resume from {self.checkpoints.directory}")
 
     def _periodic_eval(self) -> None:
         metrics = self.evaluate()
@@ -436,6 +451,7 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
     out = Path(out_dir) if out_dir else default_out_dir(config)
     handler = None
     if dist.is_main_process():
+        logger.info("writing to %s", out.absolute())
         out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -3,8 +3,10 @@ precision/recall curves of a :class:`~dsod.evaluation.voc.VOCResult`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +16,25 @@ from dsod.evaluation.voc import VOCResult
 from dsod.structures import Annotation, Detections
 
 logger = logging.getLogger(__name__)
+
+CLASS_FILES = "class_files.json"
+"""Written beside the results files when a class name is not its file name's part."""
+
+
+def result_file_names(class_names: Sequence[str]) -> list[str]:
+    """The part of each class's results file name: the class name itself where a file name
+    can hold it (letters, digits, ``. _ - +``), else with every other character as ``_``;
+    one that would repeat another gets its label (``a_b_2``). The same names always give
+    the same parts."""
+    parts: list[str] = []
+    for label, name in enumerate(class_names, start=1):
+        part = re.sub(r"[^\w.+-]", "_", name, flags=re.ASCII) or "_"
+        if part in (".", ".."):
+            part = part.replace(".", "_")
+        if part in parts:
+            part = f"{part}_{label}"
+        parts.append(part)
+    return parts
 
 
 def write_voc_results(
@@ -25,7 +46,8 @@ def write_voc_results(
 ) -> list[Path]:
     """Write detections in the devkit's results format, one file per class.
 
-    ``<out_dir>/<prefix><class>.txt`` holds lines ``image_id score xmin ymin xmax ymax`` with
+    ``<out_dir>/<prefix><class>.txt`` (the class's name as :func:`result_file_names` makes
+    it safe for a file name; ``class_files.json`` maps them when one differs) holds lines ``image_id score xmin ymin xmax ymax`` with
     the box in devkit 1-based pixels ``(x1 + 1, y1 + 1, x2, y2)``. Numbers are written in
     full (the shortest decimal that reads back as the same double, never in exponent
     notation), so the devkit scores exactly what :func:`~dsod.evaluation.voc.evaluate_voc`
@@ -54,8 +76,12 @@ def write_voc_results(
             numbers = " ".join(_exact(v) for v in (score, *box))
             lines[label - 1].append(f"{image_id} {numbers}\n")
     paths = []
-    for name, class_lines in zip(class_names, lines):
-        path = out / f"{prefix}{name}.txt"
+    parts = result_file_names(class_names)
+    if parts != list(class_names):  # the mapping, for whoever reads the files
+        mapping = {name: f"{prefix}{part}.txt" for name, part in zip(class_names, parts)}
+        (out / CLASS_FILES).write_text(json.dumps(mapping, indent=2, ensure_ascii=False))
+    for part, class_lines in zip(parts, lines):
+        path = out / f"{prefix}{part}.txt"
         path.write_text("".join(class_lines))
         paths.append(path)
     return paths
@@ -91,8 +117,9 @@ def read_voc_results_in_file_order(
     file order."""
     per_image: dict[str, tuple[list, list, list, list]] = {}
     position = 0
-    for label, name in enumerate(class_names, start=1):
-        path = Path(results_dir) / f"{prefix}{name}.txt"
+    parts = result_file_names(class_names)
+    for label, (name, part) in enumerate(zip(class_names, parts), start=1):
+        path = Path(results_dir) / f"{prefix}{part}.txt"
         if not path.is_file():
             logger.warning("VOC results file %s is missing: no detections for class %r",
                            path, name)

@@ -1,0 +1,133 @@
+"""Settings a config leaves to the data: the class list and priors fitted to the boxes.
+
+``data.class_names: null`` reads the class list from the training annotations
+(:func:`resolve_class_names`); ``priors.fit: true`` fits the priors to the training boxes
+(:func:`fit_config_priors`). Training resolves both before it builds anything
+(:func:`prepare_training_data`) and saves the result in its config and checkpoints;
+evaluation and the Python API take them from the checkpoint
+(:func:`~dsod.engine.checkpoint.adopt_checkpoint_settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterator
+
+import numpy as np
+
+from dsod.config import Config, ConfigError, DataConfig
+from dsod.coverage import LOW_COVERAGE, Coverage, coverage_lines, prior_coverage
+from dsod.data.base import DetectionDataset
+from dsod.data.datasets import build_dataset
+from dsod.data.voc import voc_class_names
+from dsod.models.detector import build_priors
+from dsod.prior_fit import FittedPriors, fit_priors
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_class_names(data: DataConfig) -> DataConfig:
+    """``data`` with the class list filled in from the training split when it is null
+    (VOC layout and the built-in shapes; COCO reads its JSON's categories itself)."""
+    if data.class_names is not None or data.format == "coco":
+        return data
+    if data.format == "shapes":
+        from dsod.data.shapes import SHAPES_CLASSES
+        names = tuple(SHAPES_CLASSES)
+    else:
+        names = voc_class_names(data.root, data.train)
+    logger.info("data.class_names from the training annotations (sorted): %s", list(names))
+    return dataclasses.replace(data, class_names=names)
+
+
+def with_class_names(config: Config) -> Config:
+    """``config`` with :func:`resolve_class_names` applied, and ``model.num_classes``
+    checked against the class list (one error naming both)."""
+    data = resolve_class_names(config.data)
+    names, wanted = data.class_names, config.model.num_classes
+    if names is not None and wanted is not None and wanted != len(names) + 1:
+        raise ConfigError(f"model.num_classes is {wanted}, but the data's classes are "
+                          f"{len(names)} ({list(names)}) + background = {len(names) + 1}; "
+                          f"set model.num_classes to null or {len(names) + 1}")
+    return dataclasses.replace(config, data=data)
+
+
+def training_boxes(dataset: DetectionDataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per image, ``(boxes [N, 4] normalised xyxy, labels [N])`` as training uses them."""
+    for index in range(len(dataset)):
+        ann = dataset.training_targets(index)
+        scale = np.array([ann.width, ann.height, ann.width, ann.height], dtype=np.float32)
+        yield ann.boxes / scale, ann.labels
+
+
+def input_pixel_boxes(dataset: DetectionDataset, input_size: int) -> np.ndarray:
+    """All training boxes as ``[N, 4]`` ``(cx, cy, w, h)`` in pixels of the network input."""
+    parts = [boxes for boxes, _ in training_boxes(dataset)]
+    boxes = np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return np.concatenate([centre, boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64) * input_size
+
+
+def fit_config_priors(config: Config, dataset: DetectionDataset) -> tuple[Config, FittedPriors]:
+    """``config`` with priors fitted to ``dataset``'s training boxes (``priors.fit`` then
+    false: the values are what a later run or evaluation uses)."""
+    fitted = fit_priors(input_pixel_boxes(dataset, config.model.input_size),
+                        build_priors(config), config.loss.match_iou)
+    priors = dataclasses.replace(config.priors, min_sizes=fitted.min_sizes,
+                                 max_sizes=fitted.max_sizes, aspect_ratios=fitted.aspect_ratios,
+                                 fit=False)
+    return dataclasses.replace(config, priors=priors), fitted
+
+
+def measure_coverage(config: Config, dataset: DetectionDataset) -> Coverage:
+    """How ``config``'s priors cover ``dataset``'s training boxes (:mod:`dsod.coverage`)."""
+    return prior_coverage(training_boxes(dataset), build_priors(config)(), dataset.class_names,
+                          config.model.input_size, config.loss.match_iou)
+
+
+def fitted_lines(fitted: FittedPriors, config: Config) -> list[str]:
+    """The fitted priors as the config's YAML lines, with the objective before and after."""
+    p = config.priors
+    return [f"priors fitted to {fitted.num_boxes} training boxes at {config.model.input_size}"
+            f"x{config.model.input_size} (objective {fitted.start_objective:.4f} -> "
+            f"{fitted.objective:.4f}):",
+            f"  min_sizes: {list(p.min_sizes)}",
+            f"  max_sizes: {list(p.max_sizes)}",
+            f"  aspect_ratios: {[list(r) for r in p.aspect_ratios]}"]
+
+
+def coverage_warning(coverage: Coverage, config_path: str = "CONFIG") -> str | None:
+    """A warning naming the fix when fewer than ``LOW_COVERAGE`` of the boxes are covered
+    (overall, or in a class with boxes)."""
+    low = [(name, g) for name, g in [("all boxes", coverage.overall),
+                                     *coverage.per_class.items()]
+           if g.boxes and g.fraction < LOW_COVERAGE]
+    if not low:
+        return None
+    what = ", ".join(f"{name} {100 * g.fraction:.1f}%" for name, g in low)
+    return (f"low prior coverage ({what} of boxes have a prior at IoU >= {coverage.match_iou:g}): "
+            f"fit the priors to the data with priors.fit=true, or see the sizes that would "
+            f"with: python tools/fit_priors.py {config_path}")
+
+
+def prepare_training_data(config: Config, config_path: str = "CONFIG"
+                          ) -> tuple[Config, DetectionDataset]:
+    """Resolve the class list, read the training split, fit the priors if asked, and log
+    the priors' coverage of the training boxes (with a warning when it is low).
+
+    Returns:
+        ``(config with everything resolved, the training data set)``.
+    """
+    config = with_class_names(config)
+    dataset = build_dataset(config.data, "train")
+    if config.priors.fit:
+        config, fitted = fit_config_priors(config, dataset)
+        for line in fitted_lines(fitted, config):
+            logger.info("%s", line)
+    coverage = measure_coverage(config, dataset)
+    logger.info("%s", "\n".join(coverage_lines(coverage)))
+    warning = coverage_warning(coverage, config_path)
+    if warning:
+        logger.warning("%s", warning)
+    return config, dataset

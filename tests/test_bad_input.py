@@ -1,0 +1,148 @@
+"""Damaged data and inputs: capped, named, survived (each case fails without its fix)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import load_tool, tiny_config
+from test_check_dataset import GOOD, make_voc, write_config
+
+from dsod.config import load_config
+from dsod.data.check import check_dataset
+from dsod.data.datasets import build_dataset
+from dsod.data.errors import DataError
+from dsod.data.voc import VOCDataset
+from dsod.engine.eval_tool import evaluate_command
+from dsod.engine.trainer import Trainer, train
+from dsod.evaluation.voc_files import read_voc_results, write_voc_results
+from dsod.structures import Detections
+
+
+def _shapes(tmp_path: Path, **sections):
+    config = tiny_config(tmp_path, **sections)
+    build_dataset(config.data, "train")
+    build_dataset(config.data, "test")
+    return config
+
+
+def _cut_xml(paths) -> None:
+    for path in paths:
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+
+
+def test_unparsable_training_annotations_over_the_limit_stop_before_the_first_step(tmp_path):
+    config = _shapes(tmp_path)
+    train_ids = (tmp_path / "shapes" / "ImageSets" / "Main" / "train.txt").read_text().split()
+    _cut_xml(tmp_path / "shapes" / "Annotations" / f"{i}.xml" for i in train_ids[:5])
+    with pytest.raises(DataError, match=r"5 of the 16 images of the training split .* "
+                                        r"annotation file that cannot be used"):
+        Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    # Within the limit, the run goes on without them.
+    loose = tiny_config(tmp_path, train={"max_bad_sample_fraction": 0.5})
+    assert len(Trainer(loose, tmp_path / "out2", torch.device("cpu"), progress=False).samples) == 11
+
+
+def test_evaluation_refuses_a_test_split_mostly_left_out_unless_asked(tmp_path, capsys):
+    config = _shapes(tmp_path, solver={"max_iter": 1})
+    train(config, tmp_path / "run", progress=False)
+    test_ids = (tmp_path / "shapes" / "ImageSets" / "Main" / "test.txt").read_text().split()
+    _cut_xml(tmp_path / "shapes" / "Annotations" / f"{i}.xml" for i in test_ids[:3])
+    checkpoint = tmp_path / "run" / "checkpoints" / "final.pth"
+    with pytest.raises(DataError, match=r"3 of the 4 images of the test split .*--partial"):
+        evaluate_command(config, checkpoint, out_dir=tmp_path / "eval", progress=False)
+    figures = evaluate_command(config, checkpoint, out_dir=tmp_path / "eval", progress=False,
+                               json_path=tmp_path / "eval" / "figures.json", partial=True)
+    assert "left out: 3 of the 4 test images" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "eval" / "figures.json").read_text())
+    assert len(saved["left_out_images"]) == 3 == len(figures["left_out_images"])
+    assert saved["images"] == 1
+
+
+def test_unreadable_images_are_counted_once_per_file(tmp_path):
+    config = _shapes(tmp_path, solver={"max_iter": 40}, train={"max_bad_sample_fraction": 0.1})
+    train_ids = (tmp_path / "shapes" / "ImageSets" / "Main" / "train.txt").read_text().split()
+    for image_id in train_ids[:2]:
+        (tmp_path / "shapes" / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"broken")
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    with pytest.raises(DataError, match=r"^2 of the 16 training samples \(12.5%\) could not "
+                                        r"be read \(0 annotation file\(s\) unusable, 2 image"):
+        trainer.run()
+    # 40 steps of 4 would draw each bad file ten times: the count stays at the two files.
+    assert trainer.bad.count == 2
+
+
+def test_a_byte_order_mark_in_a_split_list_is_not_part_of_the_first_id(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    split = root / "ImageSets" / "Main" / "trainval.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes().replace(b"\n", b"\r\n"))
+    dataset = VOCDataset(root, ["trainval"], ["cat", "dog"])
+    assert [a.image_id for a in dataset.annotations] == ["a", "b"]
+
+
+def test_class_names_that_no_file_name_can_hold_get_safe_result_files(tmp_path):
+    names = ["cat/dog", "cat_dog", "a:b*c"]
+    detections = {"img": Detections(np.array([[1, 2, 30, 40], [5, 5, 9, 9.0]]),
+                                    np.array([0.9, 0.5]), np.array([1, 3]))}
+    paths = write_voc_results(tmp_path, ["img"], detections, names)
+    assert [p.name for p in paths] == ["comp4_det_test_cat_dog.txt",
+                                       "comp4_det_test_cat_dog_2.txt",
+                                       "comp4_det_test_a_b_c.txt"]
+    mapping = json.loads((tmp_path / "class_files.json").read_text())
+    assert mapping["cat/dog"] == "comp4_det_test_cat_dog.txt"
+    back = read_voc_results(tmp_path, names)
+    assert back["img"].labels.tolist() == [1, 3]
+
+
+def test_a_failed_output_keeps_the_figures(tmp_path, capsys):
+    config = _shapes(tmp_path, solver={"max_iter": 1})
+    train(config, tmp_path / "run", progress=False)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "voc_results").write_text("a file where the results folder should be")
+    with pytest.raises(DataError, match=r"could not write the detections.*figures above"):
+        evaluate_command(config, tmp_path / "run" / "checkpoints" / "final.pth", out_dir=out,
+                         json_path=out / "figures.json", progress=False)
+    assert "VOC07 11-point mAP" in capsys.readouterr().out
+    assert "mAP07" in json.loads((out / "figures.json").read_text())["voc"]
+
+
+def test_check_dataset_agrees_with_training_on_one_unreadable_image(tmp_path, capsys):
+    root = tmp_path / "voc"
+    ids = {f"i{n:03d}": GOOD for n in range(120)}
+    make_voc(root, ids, "trainval")
+    make_voc(root, {"t": GOOD}, "test")
+    data = (root / "JPEGImages" / "i007.jpg").read_bytes()
+    (root / "JPEGImages" / "i007.jpg").write_bytes(data[:-20])  # training skips it: 1 of 120
+    assert load_tool("check_dataset").main([str(write_config(tmp_path, root)),
+                                            "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING [unreadable_image]" in out and "i007.jpg" in out and "0 error(s)" in out
+    # Two of them exceed 1% of 120: training would stop, so the check says so.
+    (root / "JPEGImages" / "i008.jpg").write_bytes(b"")
+    report = check_dataset(load_config(tmp_path / "check.yaml"), workers=1)
+    assert report.exit_code == 1
+    assert sorted(p.kind for p in report.errors) == ["unreadable_image", "unreadable_image"]
+
+
+def test_one_missing_demo_input_among_many_is_skipped(tmp_path, capsys):
+    config = _shapes(tmp_path, solver={"max_iter": 1})
+    train(config, tmp_path / "run", progress=False)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    missing = tmp_path / "missing.jpg"
+    code = load_tool("demo").main([str(missing), str(image), "--checkpoint",
+                                   str(tmp_path / "run" / "checkpoints" / "final.pth"),
+                                   "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"skipped: cannot read {missing}: the file does not exist" in err
+    assert (tmp_path / "out" / "a.png").is_file()

@@ -1,0 +1,86 @@
+"""What a config leaves to the data: the class list read from the annotations, priors
+fitted to the training boxes, both saved with the run and taken back from its checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from test_voc_data import obj, write_voc, xml
+
+from dsod.config import ConfigError, config_from_dict, config_to_dict, load_config
+from dsod.data.voc import voc_class_names
+from dsod.engine.checkpoint import load_checkpoint
+from dsod.engine.eval_tool import evaluate_command
+from dsod.engine.from_data import with_class_names
+from dsod.engine.trainer import train
+from dsod.inference import Detector
+
+
+def _voc(root: Path) -> None:
+    write_voc(root, {"a": xml([obj("zebra", (1, 1, 20, 20)), obj("ant", (30, 30, 60, 60))]),
+                     "b": xml([obj("Moose", (5, 5, 50, 50)), obj(" ant ", (2, 2, 9, 9))]),
+                     "c": xml([])})
+
+
+def test_class_names_are_read_from_the_xml_files_sorted(tmp_path):
+    _voc(tmp_path)
+    assert voc_class_names(tmp_path, ["trainval"]) == ("Moose", "ant", "zebra")
+    config = config_from_dict({"data": {"root": str(tmp_path), "train": ["trainval"],
+                                        "class_names": None}})
+    resolved = with_class_names(config)
+    assert resolved.data.class_names == ("Moose", "ant", "zebra")
+    assert resolved.num_classes == 4
+
+
+def test_a_num_classes_that_disagrees_with_the_data_is_one_error_naming_both(tmp_path):
+    _voc(tmp_path)
+    config = config_from_dict({"data": {"root": str(tmp_path), "train": ["trainval"],
+                                        "class_names": None}, "model": {"num_classes": 6}})
+    with pytest.raises(ConfigError, match=r"num_classes is 6.*3 \(\['Moose', 'ant', 'zebra'\]\)"):
+        with_class_names(config)
+
+
+def test_fitted_priors_and_the_class_list_travel_with_the_run(tmp_path):
+    config = tiny_config(tmp_path, priors={"fit": True}, data={"class_names": None})
+    out = tmp_path / "run"
+    train(config, out, progress=False)
+    saved = load_config(out / "config.yaml")
+    assert saved.priors.fit is False
+    assert saved.data.class_names == ("circle", "square", "triangle")
+    assert saved.priors.min_sizes != tuple(float(v) for v in config.priors.min_sizes)
+    state = load_checkpoint(out / "checkpoints" / "final.pth")
+    assert state["config"]["priors"] == config_to_dict(saved)["priors"]
+
+    # The config that says fit: true and class_names: null evaluates the checkpoint as is,
+    # with the priors and classes the run resolved; the run's own config.yaml agrees.
+    checkpoint = out / "checkpoints" / "final.pth"
+    as_given = evaluate_command(config, checkpoint, out_dir=tmp_path / "eval1", progress=False)
+    from_run = evaluate_command(saved, checkpoint, out_dir=tmp_path / "eval2", progress=False)
+    assert as_given["voc"] == from_run["voc"]
+    detector = Detector.from_checkpoint(checkpoint, config)
+    assert detector.class_names == ["circle", "square", "triangle"]
+    assert detector.postprocessor.priors.shape[0] > 0
+
+    # Other priors than the fitted ones, given explicitly, are refused.
+    other = dataclasses.replace(saved, priors=dataclasses.replace(saved.priors,
+                                                                 min_sizes=(7,) * 6))
+    with pytest.raises(Exception, match="priors.min_sizes"):
+        Detector.from_checkpoint(checkpoint, other)
+
+
+def test_fit_priors_tool_prints_both_coverages_and_writes_a_config(tmp_path, capsys):
+    from conftest import load_tool
+    config = tiny_config(tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    written = tmp_path / "fitted.yaml"
+    assert load_tool("fit_priors").main([str(path), "--write", str(written)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("prior coverage") == 2 and "min_sizes:" in text
+    fitted = load_config(written)
+    assert fitted.priors.fit is False and fitted.priors.min_sizes != config.priors.min_sizes

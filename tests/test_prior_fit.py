@@ -1,0 +1,79 @@
+"""Priors fitted to boxes: deterministic, same shapes per position, covering what they fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dsod.coverage import prior_coverage
+from dsod.prior_fit import fit_priors
+from dsod.priors import PriorGenerator
+
+REFERENCE = dict(input_size=300, feature_sizes=[38, 19, 10, 5, 3, 2],
+                 min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
+                 aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+                 steps=[8, 16, 32, 64, 100, 300])
+
+
+def _boxes(rng: np.random.Generator, n: int, side: tuple[float, float],
+           aspect: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """``[n, 4]`` ``(cx, cy, w, h)`` inside a 300x300 input."""
+    s = rng.uniform(*side, n)
+    a = rng.uniform(*aspect, n)
+    w, h = s * np.sqrt(a), s / np.sqrt(a)
+    cx, cy = rng.uniform(w / 2, 300 - w / 2), rng.uniform(h / 2, 300 - h / 2)
+    return np.stack([cx, cy, w, h], 1)
+
+
+def _covered(boxes: np.ndarray, generator: PriorGenerator) -> float:
+    xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+    images = [(xyxy[i:i + 1] / 300, np.ones(1, np.int64)) for i in range(len(xyxy))]
+    return prior_coverage(images, generator(), ["a"], 300).overall.fraction
+
+
+def _with(fitted) -> PriorGenerator:
+    return PriorGenerator(**{**REFERENCE, "min_sizes": fitted.min_sizes,
+                             "max_sizes": fitted.max_sizes,
+                             "aspect_ratios": fitted.aspect_ratios})
+
+
+def test_small_objects_get_small_priors_and_become_covered():
+    # 14-20 px objects: the reference's smallest prior (30 px on an 8 px grid) covers few.
+    boxes = _boxes(np.random.default_rng(0), 2000, (14, 20))
+    reference = PriorGenerator(**REFERENCE)
+    fitted = fit_priors(boxes, reference, match_iou=0.5)
+    assert fitted.min_sizes[0] < 20
+    assert fitted.objective > fitted.start_objective
+    assert _covered(boxes, reference) < 0.3
+    assert _covered(boxes, _with(fitted)) > 0.8
+
+
+def test_elongated_objects_change_the_aspect_ratios_when_the_data_asks():
+    boxes = _boxes(np.random.default_rng(1), 2000, (60, 80), aspect=(4.5, 5.5))
+    fitted = fit_priors(boxes, PriorGenerator(**REFERENCE))
+    assert any(max(r) >= 4 for r in fitted.aspect_ratios)
+    assert _covered(boxes, _with(fitted)) > _covered(boxes, PriorGenerator(**REFERENCE)) + 0.2
+
+
+def test_the_fit_is_deterministic_and_keeps_the_network_shapes():
+    rng = np.random.default_rng(2)
+    boxes = np.concatenate([_boxes(rng, 500, (15, 25)), _boxes(rng, 500, (50, 70), (0.5, 2)),
+                            _boxes(rng, 200, (120, 250))])
+    reference = PriorGenerator(**REFERENCE)
+    first, second = fit_priors(boxes, reference), fit_priors(boxes.copy(), reference)
+    assert first == second
+    fitted = _with(first)
+    assert fitted.priors_per_location == reference.priors_per_location
+    assert fitted.num_priors == reference.num_priors
+    assert torch.equal(fitted(), _with(second)())
+    # SSD's scale ladder: each source's squares between its neighbours' sizes
+    assert all(large > small for small, large in zip(first.min_sizes, first.max_sizes))
+    assert all(large <= following for large, following in zip(first.max_sizes,
+                                                               first.min_sizes[1:]))
+
+
+def test_sources_no_box_needs_keep_their_configured_sizes():
+    boxes = _boxes(np.random.default_rng(3), 500, (20, 30))
+    fitted = fit_priors(boxes, PriorGenerator(**REFERENCE))
+    # Nothing is larger than 30 px: the two coarsest sources gain nothing from a change.
+    assert fitted.min_sizes[-2:] == (213, 264) and fitted.max_sizes[-2:] == (264, 315)
