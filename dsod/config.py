@@ -105,6 +105,8 @@ class DataConfig:
     shapes_train_images: int = 600  # only for format: shapes
     shapes_test_images: int = 150
     shapes_image_size: int = 128
+    # format: shapes writes the generated set only under datasets/shapes, or where this allows
+    shapes_generate: bool = False
 
 
 @dataclass(frozen=True)

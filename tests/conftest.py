@@ -80,7 +80,7 @@ def tiny_config(root: Path, **sections: dict) -> Config:
         "data": {"format": "shapes", "root": str(root / "shapes"), "train": ["train"],
                  "test": ["test"], "class_names": ["circle", "square", "triangle"],
                  "workers": 0, "shapes_train_images": 16, "shapes_test_images": 4,
-                 "shapes_image_size": 64},
+                 "shapes_image_size": 64, "shapes_generate": True},
         "solver": {"lr": 0.05, "base_batch": 4, "batch_size": 4, "max_iter": 3,
                    "warmup_iters": 1, "steps": [100]},
         "test": {"batch_size": 4},

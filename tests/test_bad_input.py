@@ -13,9 +13,10 @@ import torch
 from conftest import load_tool, tiny_config
 from test_check_dataset import GOOD, make_voc, write_config
 
-from dsod.config import load_config
+from dsod.config import DataConfig, load_config
 from dsod.data.check import check_dataset
-from dsod.data.datasets import build_dataset
+from dsod.data.coco import COCODataset
+from dsod.data.datasets import build_dataset, build_test_set
 from dsod.data.errors import DataError
 from dsod.data.voc import VOCDataset
 from dsod.engine.eval_tool import evaluate_command
@@ -146,3 +147,40 @@ def test_one_missing_demo_input_among_many_is_skipped(tmp_path, capsys):
     assert code == 1
     assert f"skipped: cannot read {missing}: the file does not exist" in err
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_coco_float_image_ids_are_read_and_unknown_ones_named(tmp_path):
+    from test_coco_data import coco_json, write_coco
+    data = coco_json([{"id": 41, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5],
+                       "segmentation": [[1.0] * 400]}])
+    for image in data["images"]:
+        image["id"] = float(image["id"])  # as pandas writes them: 7.0
+    for annotation in data["annotations"][:-1]:
+        annotation["image_id"] = float(annotation["image_id"])
+    write_coco(tmp_path, data)
+    dataset = COCODataset(tmp_path / "annotations" / "instances_val2017.json",
+                          tmp_path / "val2017")
+    assert sorted(a.image_id for a in dataset.annotations) == ["12", "3", "7"]
+    assert len(dataset.annotation([a.image_id for a in dataset.annotations].index("7"))) == 3
+    [unknown] = [p for p in dataset.problems if "99" in p.message]
+    assert "annotation 41 refers to image id 99" in unknown.message
+    assert "1.0, 1.0" not in unknown.message  # not the polygon
+
+
+def test_a_coco_test_json_without_annotations_is_refused_before_inference(tmp_path):
+    from test_coco_data import coco_json, write_coco
+    data = coco_json()
+    del data["annotations"]
+    write_coco(tmp_path, data)
+    config = DataConfig(format="coco", root=str(tmp_path), train=("val2017",),
+                        test=("val2017",), class_names=None)
+    with pytest.raises(DataError, match="has no 'annotations' list"):
+        build_test_set(config)
+
+
+def test_a_mistyped_shapes_root_is_an_error_not_a_generated_data_set(tmp_path):
+    config = tiny_config(tmp_path, data={"root": str(tmp_path / "shapez"),
+                                         "shapes_generate": False})
+    with pytest.raises(DataError, match=r"shapez .* does not exist.*data.shapes_generate=true"):
+        build_dataset(config.data, "train")
+    assert not (tmp_path / "shapez").exists() and list(tmp_path.iterdir()) == []

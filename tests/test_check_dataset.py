@@ -112,7 +112,7 @@ def test_coco_clean_set_exits_zero(tmp_path, capsys):
 def test_generated_shapes_set_checks_clean(tmp_path, capsys):
     path = write_config(tmp_path, tmp_path / "shapes", format="shapes", train=["train"],
                         class_names=["circle", "square", "triangle"], shapes_train_images=4,
-                        shapes_test_images=2, shapes_image_size=48)
+                        shapes_test_images=2, shapes_image_size=48, shapes_generate=True)
     assert tool_main()([str(path), "--workers", "1"]) == 0
     assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
 

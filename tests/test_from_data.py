@@ -21,6 +21,10 @@ from dsod.engine.trainer import train
 from dsod.inference import Detector
 
 
+# far too small for the shapes (8-40 px on the 64 px input): a fit must move them
+POOR_PRIORS = {"min_sizes": [2, 3, 4, 5, 6, 7], "max_sizes": [3, 4, 5, 6, 7, 8]}
+
+
 def _voc(root: Path) -> None:
     write_voc(root, {"a": xml([obj("zebra", (1, 1, 20, 20)), obj("ant", (30, 30, 60, 60))]),
                      "b": xml([obj("Moose", (5, 5, 50, 50)), obj(" ant ", (2, 2, 9, 9))]),
@@ -46,7 +50,8 @@ def test_a_num_classes_that_disagrees_with_the_data_is_one_error_naming_both(tmp
 
 
 def test_fitted_priors_and_the_class_list_travel_with_the_run(tmp_path):
-    config = tiny_config(tmp_path, priors={"fit": True}, data={"class_names": None})
+    config = tiny_config(tmp_path, data={"class_names": None}, priors={"fit": True,
+                                                                       **POOR_PRIORS})
     out = tmp_path / "run"
     train(config, out, progress=False)
     saved = load_config(out / "config.yaml")
@@ -75,7 +80,7 @@ def test_fitted_priors_and_the_class_list_travel_with_the_run(tmp_path):
 
 def test_fit_priors_tool_prints_both_coverages_and_writes_a_config(tmp_path, capsys):
     from conftest import load_tool
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, priors=POOR_PRIORS)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(config)))
     written = tmp_path / "fitted.yaml"

@@ -179,7 +179,8 @@ def test_build_dataset_from_config(tmp_path):
 def test_build_dataset_generates_the_shapes_set_as_voc(tmp_path):
     config = DataConfig(format="shapes", root=str(tmp_path / "shapes"), train=("train",),
                         test=("test",), class_names=("circle", "square", "triangle"),
-                        shapes_train_images=5, shapes_test_images=3, shapes_image_size=48)
+                        shapes_train_images=5, shapes_test_images=3, shapes_image_size=48,
+                        shapes_generate=True)
     train, test = build_dataset(config, "train"), build_dataset(config, "test")
     assert len(train) == 5 and len(test) == 3
     assert all(len(a) >= 1 and set(a.labels.tolist()) <= {1, 2, 3} for a in train.annotations)

@@ -49,6 +49,16 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _image_id(value: Any) -> int | str | None:
+    """An image id as pycocotools reads it: an integer (also written as an integral float,
+    ``1.0``, as pandas-based converters do) or a string; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return value if isinstance(value, (int, str)) else None
+
+
 def _integer_id(value: Any) -> int | None:
     """A COCO category id as an int: an int, or a float with an integral value (``1.0``, as
     pandas-based converters write them; pycocotools compares them equal); else None."""
@@ -128,24 +138,32 @@ class COCODataset(DetectionDataset):
 
         images: dict[Any, dict[str, Any]] = {}
         for entry in data["images"]:
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), (int, str)) \
-                    or "file_name" not in entry:
-                problems.append(Problem(file, f"image entry {str(entry)[:80]} lacks an id or "
-                                              f"file_name; skipped", "warning", "bad_field"))
-            elif entry["id"] in images:
-                problems.append(Problem(file, f"image id {entry['id']} appears twice; the "
+            coco_id = _image_id(entry.get("id")) if isinstance(entry, dict) else None
+            if coco_id is None or "file_name" not in entry:
+                shown = {k: entry.get(k) for k in ("id", "file_name")} \
+                    if isinstance(entry, dict) else str(entry)[:80]
+                problems.append(Problem(file, f"image entry {shown} lacks an id or file_name; "
+                                              f"skipped", "warning", "bad_field"))
+            elif coco_id in images:
+                problems.append(Problem(file, f"image id {coco_id} appears twice; the "
                                               f"second is skipped", "warning", "duplicate"))
             else:
-                images[entry["id"]] = entry
+                images[coco_id] = entry
 
         per_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         for ann in data.get("annotations", []):
-            if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)) \
-                    or ann["image_id"] not in images:
-                problems.append(Problem(file, f"annotation {str(ann)[:80]} refers to no listed "
-                                              f"image; skipped", "warning", "bad_field"))
+            if not isinstance(ann, dict):
+                problems.append(Problem(file, f"annotation {str(ann)[:80]} is not an object; "
+                                              f"skipped", "warning", "bad_field"))
+                continue
+            image_id = _image_id(ann.get("image_id"))
+            if image_id is None or image_id not in images:
+                problems.append(Problem(file, f"annotation {ann.get('id', '(no id)')!r} refers "
+                                              f"to image id {ann.get('image_id')!r}, which the "
+                                              f"images list does not hold; skipped", "warning",
+                                        "bad_field"))
             else:
-                per_image[ann["image_id"]].append(ann)
+                per_image[image_id].append({**ann, "image_id": image_id})
 
         annotations: list[Annotation] = []
         self.image_id_to_coco_id: dict[str, Any] = {}
@@ -175,6 +193,7 @@ class COCODataset(DetectionDataset):
             self.image_id_to_coco_id[str(coco_id)] = coco_id
         super().__init__(names, annotations, problems, keep_difficult)
         self.category_ids: tuple[int, ...] = category_ids
+        self.has_annotations = "annotations" in data  # a test set without them cannot be scored
         self.annotation_json = path
         self.image_dir = image_dir
 

@@ -128,6 +128,11 @@ def build_test_set(data_config: DataConfig, max_left_out: float | None = None
     """
     dataset = build_dataset(data_config, "test")
     source = f"the test split {list(data_config.test)}"
+    for part in getattr(dataset, "parts", (dataset,)):
+        if isinstance(part, COCODataset) and not part.has_annotations:
+            raise DataError(f"{source}: {part.annotation_json} has no 'annotations' list, so "
+                            f"there is no ground truth to score against (an image-info or "
+                            f"test-dev file?)")
     left_out = dataset.left_out
     total = len(dataset) + len(left_out)
     if max_left_out is not None and len(left_out) > max_left_out * total:
@@ -155,7 +160,8 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     ``data_config.train_difficult``; the test set keeps every box (difficult ones flagged).
     ``strict`` (default: ``data_config.on_bad_sample == "error"``) raises on the first
     unusable annotation file instead of recording it in ``problems``. ``format: shapes``
-    writes the generated data set under ``root`` on first use and reads it as VOC.
+    writes the generated data set under ``root`` on first use (only under
+    ``datasets/shapes`` or with ``data.shapes_generate``) and reads it as VOC.
 
     Raises:
         DataError: a root, split file or annotation file is missing or unusable.
@@ -171,9 +177,11 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     root = Path(data_config.root)
     fmt = data_config.format
     if fmt == "shapes":
-        from dsod.data.shapes import ensure_shapes_dataset
+        from dsod.data.shapes import DEFAULT_ROOT, ensure_shapes_dataset
         ensure_shapes_dataset(root, data_config.shapes_train_images,
-                              data_config.shapes_test_images, data_config.shapes_image_size)
+                              data_config.shapes_test_images, data_config.shapes_image_size,
+                              generate=data_config.shapes_generate
+                              or root.absolute() == DEFAULT_ROOT.absolute())
         fmt = "voc"
     if fmt == "voc":
         # Training and evaluation resolve a null class list from the training split first

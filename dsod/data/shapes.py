@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dsod.data.errors import SplitNotFoundError
+
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 MARKER = ".dsod_shapes.json"  # written last: its presence means "complete"
 _VERSION = 2
@@ -199,9 +201,18 @@ def _generate(out: Path, params: dict) -> None:
     (out / MARKER).write_text(json.dumps(params, indent=1) + "\n")
 
 
+DEFAULT_ROOT = Path("datasets/shapes")
+"""Where the built-in config keeps the generated set (relative to the working folder)."""
+
+
 def ensure_shapes_dataset(root: str | Path, num_train: int, num_test: int, image_size: int,
-                          seed: int = 0) -> Path:
+                          seed: int = 0, generate: bool = True) -> Path:
     """Make sure ``root`` holds the shapes data set for these parameters; returns ``root``.
+
+    ``generate=False`` writes nothing: a ``root`` without the data set is an error (the
+    data-set builder allows writing only at :data:`DEFAULT_ROOT` or with
+    ``data.shapes_generate``, so that a mistyped ``data.root`` is an error, not thousands
+    of files wherever the typo points).
 
     Nothing is written when ``root`` already holds it (its marker file matches). Otherwise it
     is generated in a temporary sibling folder that is renamed to ``root`` once complete, so
@@ -210,12 +221,20 @@ def ensure_shapes_dataset(root: str | Path, num_train: int, num_test: int, image
 
     Raises:
         FileExistsError: ``root`` exists, is not empty, and is not a shapes data set.
+        SplitNotFoundError: ``root`` does not hold it and may not be written.
     """
     root = Path(root)
     params = {"version": _VERSION, "classes": list(SHAPES_CLASSES), "num_train": int(num_train),
               "num_test": int(num_test), "image_size": int(image_size), "seed": int(seed)}
     if _read_marker(root) == params:
         return root
+    if not generate:
+        what = ("does not exist" if not root.exists() else
+                "holds the shapes data set with other settings" if (root / MARKER).exists()
+                else "holds no shapes data set")
+        raise SplitNotFoundError(f"data.root {root} (absolute: {root.absolute()}) {what}. The "
+                                 f"built-in shapes data set is generated only under "
+                                 f"{DEFAULT_ROOT}, or where data.shapes_generate=true allows it")
     if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
         raise FileExistsError(f"{root} is not empty and holds no shapes data set "
                               f"(no {MARKER}); choose another data.root")
