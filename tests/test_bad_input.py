@@ -184,3 +184,44 @@ def test_a_mistyped_shapes_root_is_an_error_not_a_generated_data_set(tmp_path):
     with pytest.raises(DataError, match=r"shapez .* does not exist.*data.shapes_generate=true"):
         build_dataset(config.data, "train")
     assert not (tmp_path / "shapez").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("point_at", ["kangaroo", "kangaroo/VOCdevkit"])
+def test_a_root_above_the_voc_folder_is_told_which_root_would_work(tmp_path, point_at):
+    year = tmp_path / "kangaroo" / "VOCdevkit" / "VOC2007"
+    make_voc(year, {"a": GOOD}, "test")
+    with pytest.raises(DataError) as caught:
+        VOCDataset(tmp_path / point_at, ["test"], ["cat"])
+    message = str(caught.value)
+    assert "ImageSets/Main/test.txt does not exist" in message
+    assert f"data.root={year} with split test" in message
+    relative = year.relative_to(tmp_path / point_at).as_posix()
+    assert f"split {relative}/test" in message
+
+
+def test_a_legacy_checkpoint_with_objects_is_refused_for_the_real_reason(tmp_path):
+    import collections
+
+    from dsod.engine.checkpoint import CheckpointError, load_checkpoint
+    good = tmp_path / "legacy_ok.pth"
+    torch.save({"model": {"w": torch.zeros(2)}}, good, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(good)["model"]["w"].shape == (2,)
+    bad = tmp_path / "legacy_objects.pth"
+    torch.save({"model": {}, "x": collections.UserDict()}, bad,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        load_checkpoint(bad)
+
+
+def test_checkpoints_follow_the_umask_like_every_other_output(tmp_path):
+    import os
+
+    from dsod.engine.checkpoint import save_atomic
+    previous = os.umask(0o022)
+    try:
+        save_atomic({"model": {}}, tmp_path / "a.pth")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.pth").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644

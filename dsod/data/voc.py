@@ -192,6 +192,29 @@ def voc_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     return base / "ImageSets" / "Main" / f"{name}.txt", base
 
 
+def layout_hint(root: str | Path, split: str) -> str:
+    """What ``data.root`` / ``data.train`` would work when ``split`` is not found at
+    ``root`` but a VOC year folder lies below it (``root/VOC2007/``,
+    ``root/VOCdevkit/VOC2007/``); empty when there is none."""
+    root = Path(root)
+    name = split.strip().strip("/").rpartition("/")[2]
+    found = []
+    for pattern in ("*/ImageSets/Main", "*/*/ImageSets/Main"):
+        found += sorted(p.parent.parent for p in root.glob(pattern) if p.is_dir())
+    for folder in found:
+        relative = folder.relative_to(root)
+        lists = folder / "ImageSets" / "Main"
+        if (lists / f"{name}.txt").is_file():
+            return (f"; {relative}/ below it holds {name}.txt: use data.root={root} with "
+                    f"split {relative.as_posix()}/{name}, or data.root={folder} with split "
+                    f"{name}")
+    if found:
+        names = sorted(p.stem for p in (found[0] / "ImageSets" / "Main").glob("*.txt"))
+        return (f"; {found[0].relative_to(root)}/ below it is a VOC folder with the splits "
+                f"{names}: use data.root={found[0]} and one of those")
+    return ""
+
+
 def read_split_ids(split_file: Path) -> list[str]:
     """Image ids listed in a split file (first token per line; blank lines skipped)."""
     try:
@@ -266,8 +289,9 @@ class VOCDataset(DetectionDataset):
         for split in splits:
             split_file, base = voc_split_paths(root, split)
             if not split_file.is_file():
+                hint = layout_hint(root, split) or f"; {README_HINT}"
                 raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
-                                         f"exist; {README_HINT}")
+                                         f"exist{hint}")
             ids = read_split_ids(split_file)
             images_dir = base / "JPEGImages"
             try:

@@ -44,6 +44,7 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
             torch.save(dict(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; other outputs follow the umask
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
@@ -52,6 +53,12 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: "
                               f"{getattr(error, 'strerror', None) or error} "
                               f"({_free_space(path.parent)}; the previous file is intact)") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _free_space(folder: Path) -> str:
@@ -65,6 +72,10 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, in a user's words."""
     if path.stat().st_size == 0:
         return "the file is empty"
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+        # a readable checkpoint, zip or legacy format, whose contents were refused
+        return ("it holds objects other than tensors and plain values, which are refused "
+                "because loading them could run code (dsod checkpoints hold none)")
     if not zipfile.is_zipfile(path):
         return "it is not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)"
     if isinstance(error, pickle.UnpicklingError):
