@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dsod.coverage import prior_coverage
@@ -77,3 +78,25 @@ def test_sources_no_box_needs_keep_their_configured_sizes():
     fitted = fit_priors(boxes, PriorGenerator(**REFERENCE))
     # Nothing is larger than 30 px: the two coarsest sources gain nothing from a change.
     assert fitted.min_sizes[-2:] == (213, 264) and fitted.max_sizes[-2:] == (264, 315)
+
+
+def test_every_class_weighs_the_same_however_many_boxes_it_has():
+    rng = np.random.default_rng(4)
+    common, rare = _boxes(rng, 300, (50, 70)), _boxes(rng, 30, (15, 22))
+    boxes = np.concatenate([common, rare])
+    labels = np.array([1] * 300 + [2] * 30)
+    reference = PriorGenerator(**REFERENCE)
+    fitted = fit_priors(boxes, reference, labels=labels)
+    # Ten copies of the common class change nothing: the fit sees the same objective.
+    tenfold = fit_priors(np.concatenate([np.tile(common, (10, 1)), rare]), reference,
+                         labels=np.array([1] * 3000 + [2] * 30))
+    assert (fitted.min_sizes, fitted.max_sizes, fitted.aspect_ratios) == (
+        tenfold.min_sizes, tenfold.max_sizes, tenfold.aspect_ratios)
+    assert fitted.objective == pytest.approx(tenfold.objective)
+
+
+def test_round_objects_keep_the_configured_aspect_ratios():
+    # Near-square ratios would raise the IoU of round objects a little and cover no more.
+    boxes = _boxes(np.random.default_rng(5), 1000, (40, 70))
+    fitted = fit_priors(boxes, PriorGenerator(**REFERENCE))
+    assert fitted.aspect_ratios == ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))

@@ -61,19 +61,23 @@ def training_boxes(dataset: DetectionDataset) -> Iterator[tuple[np.ndarray, np.n
         yield ann.boxes / scale, ann.labels
 
 
-def input_pixel_boxes(dataset: DetectionDataset, input_size: int) -> np.ndarray:
-    """All training boxes as ``[N, 4]`` ``(cx, cy, w, h)`` in pixels of the network input."""
-    parts = [boxes for boxes, _ in training_boxes(dataset)]
-    boxes = np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)
+def input_pixel_boxes(dataset: DetectionDataset, input_size: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """All training boxes as ``[N, 4]`` ``(cx, cy, w, h)`` in pixels of the network input,
+    and their ``[N]`` labels."""
+    parts = list(training_boxes(dataset))
+    boxes = np.concatenate([b for b, _ in parts]) if parts else np.zeros((0, 4), np.float32)
+    labels = np.concatenate([l for _, l in parts]) if parts else np.zeros(0, np.int64)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    return np.concatenate([centre, boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64) * input_size
+    cxcywh = np.concatenate([centre, boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
+    return cxcywh * input_size, labels
 
 
 def fit_config_priors(config: Config, dataset: DetectionDataset) -> tuple[Config, FittedPriors]:
     """``config`` with priors fitted to ``dataset``'s training boxes (``priors.fit`` then
     false: the values are what a later run or evaluation uses)."""
-    fitted = fit_priors(input_pixel_boxes(dataset, config.model.input_size),
-                        build_priors(config), config.loss.match_iou)
+    boxes, labels = input_pixel_boxes(dataset, config.model.input_size)
+    fitted = fit_priors(boxes, build_priors(config), config.loss.match_iou, labels)
     priors = dataclasses.replace(config.priors, min_sizes=fitted.min_sizes,
                                  max_sizes=fitted.max_sizes, aspect_ratios=fitted.aspect_ratios,
                                  fit=False)
