@@ -89,3 +89,14 @@ def test_fit_priors_tool_prints_both_coverages_and_writes_a_config(tmp_path, cap
     assert text.count("prior coverage") == 2 and "min_sizes:" in text
     fitted = load_config(written)
     assert fitted.priors.fit is False and fitted.priors.min_sizes != config.priors.min_sizes
+
+
+def test_coco_without_a_class_list_takes_num_classes_from_the_training_json(tmp_path):
+    from test_coco_data import coco_json, write_coco
+    write_coco(tmp_path, coco_json(), "train")
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "own_coco.yaml",
+                         [f"data.root={tmp_path}", "data.train=[train]", "data.test=[train]"])
+    resolved = with_class_names(config)
+    assert resolved.model.num_classes == 4 and resolved.data.class_names is None
+    with pytest.raises(ConfigError, match="model.num_classes is needed"):
+        config.num_classes  # noqa: B018 - unresolved, the config alone cannot say

@@ -102,6 +102,13 @@ def _categories(path: Path, data: dict[str, Any],
     return names, tuple(by_name[n] for n in names)
 
 
+def coco_class_names(annotation_json: str | Path) -> tuple[str, ...]:
+    """The category names of a COCO instances JSON, in category-id order (the labels
+    ``1..C`` that :class:`COCODataset` gives them without ``class_names``)."""
+    path = Path(annotation_json)
+    return _categories(path, _load_json(path), None)[0]
+
+
 class COCODataset(DetectionDataset):
     """One COCO instances JSON and its image folder, parsed once at construction.
 

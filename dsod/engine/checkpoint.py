@@ -169,6 +169,11 @@ def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: 
             and all(isinstance(n, str) for n in names):
         config = dataclasses.replace(config, data=dataclasses.replace(
             config.data, class_names=tuple(names)))
+    elif config.data.class_names is None and config.model.num_classes is None \
+            and isinstance(names, (list, tuple)) and names:
+        # COCO: the JSON names the classes; the checkpoint says how many the model has
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, num_classes=len(names) + 1))
     return config
 
 

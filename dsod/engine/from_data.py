@@ -19,7 +19,8 @@ import numpy as np
 from dsod.config import Config, ConfigError, DataConfig
 from dsod.coverage import LOW_COVERAGE, Coverage, coverage_lines, prior_coverage
 from dsod.data.base import DetectionDataset
-from dsod.data.datasets import build_dataset
+from dsod.data.coco import coco_class_names
+from dsod.data.datasets import build_dataset, coco_split_paths
 from dsod.data.voc import voc_class_names
 from dsod.models.detector import build_priors
 from dsod.prior_fit import FittedPriors, fit_priors
@@ -43,7 +44,17 @@ def resolve_class_names(data: DataConfig) -> DataConfig:
 
 def with_class_names(config: Config) -> Config:
     """``config`` with :func:`resolve_class_names` applied, and ``model.num_classes``
-    checked against the class list (one error naming both)."""
+    checked against the class list (one error naming both). On COCO data with no class
+    list, ``model.num_classes`` follows from the first training JSON's categories."""
+    if config.data.format == "coco" and config.data.class_names is None \
+            and config.model.num_classes is None and config.data.train:
+        json_path, _ = coco_split_paths(config.data.root, config.data.train[0])
+        names = coco_class_names(json_path)
+        logger.info("model.num_classes from the categories of %s: %d (%s) + background",
+                    json_path, len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10
+                                                                   else ""))
+        return dataclasses.replace(config, model=dataclasses.replace(
+            config.model, num_classes=len(names) + 1))
     data = resolve_class_names(config.data)
     names, wanted = data.class_names, config.model.num_classes
     if names is not None and wanted is not None and wanted != len(names) + 1:
