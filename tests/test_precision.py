@@ -65,3 +65,13 @@ def test_training_says_what_auto_chose(tmp_path, native_bf16, caplog, native, sa
     with caplog.at_level(logging.INFO):
         train(config, tmp_path / "run", progress=False)
     assert said in caplog.text
+
+
+def test_the_benchmark_leaves_out_bf16_on_a_cpu_without_it_unless_asked(native_bf16, capsys):
+    from dsod.benchmarks.common import BenchOptions
+    native_bf16(False)
+    assert BenchOptions().resolve().precisions == ("fp32",)
+    assert "bf16 left out" in capsys.readouterr().err
+    assert BenchOptions(precisions=("fp32", "bf16")).resolve().precisions == ("fp32", "bf16")
+    native_bf16(True)
+    assert BenchOptions().resolve().precisions == ("fp32", "bf16")

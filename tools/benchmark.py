@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice)")
     parser.add_argument("--precisions", default=None,
-                        help="comma-separated from fp32,bf16,fp16 (default: fp32 and bf16 on "
-                             "CPU, fp32 and fp16 on CUDA)")
+                        help="comma-separated from fp32,bf16,fp16 (default: fp32, and bf16 on "
+                             "a CPU with native bf16; fp32 and fp16 on CUDA)")
     parser.add_argument("--train-batches", default=None,
                         help="comma-separated training batches to sweep, up to the first that "
                              "fails (default: 32,64,128,256,512 on CUDA, none on CPU; "

@@ -108,6 +108,11 @@ def write_synthetic_voc(root: Path, count: int, width: int = 640, height: int = 
     return SYNTHETIC_CLASSES
 
 
+EXTRA_EXAMPLE = ({"name": "GaussianBlur", "blur_limit": [3, 5], "p": 0.5},
+                 {"name": "CLAHE", "p": 0.5}, {"name": "Affine", "rotate": [-10, 10], "p": 0.5})
+"""The ``augment.extra`` timed in the data section: blur, CLAHE and a rotation, each p 0.5."""
+
+
 def _per_second(count: int, seconds: float) -> float:
     return count / max(seconds, 1e-9)
 
@@ -133,6 +138,14 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     start = time.perf_counter()
     outputs = [transform(image, a.boxes, a.labels) for image, a in zip(images, annotations)]
     augment = time.perf_counter() - start
+    # the same with augment.extra as data/README.md shows it (albumentations, bbox-aware)
+    extra = TrainTransform(config.model.input_size,
+                           dataclasses.replace(config.augment, extra=EXTRA_EXAMPLE), seed=0)
+    extra(images[0], annotations[0].boxes, annotations[0].labels)  # warm-up
+    start = time.perf_counter()
+    for image, a in zip(images, annotations):
+        extra(image, a.boxes, a.labels)
+    augment_extra = time.perf_counter() - start
 
     start = time.perf_counter()
     for _, boxes, labels in outputs:
@@ -145,6 +158,7 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     whole = time.perf_counter() - start
     return {"decode_img_s": _per_second(count, decode),
             "augment_img_s": _per_second(count, augment),
+            "augment_with_extra_img_s": _per_second(count, augment_extra),
             "match_img_s": _per_second(count, match),
             "sample_img_s": _per_second(count, whole)}
 
@@ -154,7 +168,8 @@ def data_section(config: Config, options: BenchOptions) -> dict[str, Any]:
     (:func:`read_image`), SSD augmentation (:class:`TrainTransform` to the config's input
     size) and prior matching (:class:`TargetEncoder` with the config's priors), each stage
     alone and together as :class:`TrainingSamples` produces them. One torch and one OpenCV
-    thread, as in a worker. Uses the BCCD images under ``options.data_root`` when they are
+    thread, as in a worker. The augmentation is also timed with :data:`EXTRA_EXAMPLE` as
+    ``augment.extra``. Uses the BCCD images under ``options.data_root`` when they are
     there, else synthetic 640x480 JPEGs in a temporary folder."""
     count = options.counts.data_images
     root = Path(options.data_root)

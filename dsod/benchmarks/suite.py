@@ -162,7 +162,8 @@ def format_section(name: str, result: Mapping[str, Any]) -> str:
                      f"candidates per image)")
     elif name == "data":
         lines.append(f"{result['source']}: per worker, images/s: decode "
-                     f"{_fmt(result['decode_img_s'])}, augment {_fmt(result['augment_img_s'])}, "
+                     f"{_fmt(result['decode_img_s'])}, augment {_fmt(result['augment_img_s'])} "
+                     f"({_fmt(result['augment_with_extra_img_s'])} with augment.extra), "
                      f"match {_fmt(result['match_img_s'])}, whole sample "
                      f"{_fmt(result['sample_img_s'])}")
     elif name == "voc_eval":
