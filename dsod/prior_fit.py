@@ -24,7 +24,8 @@ of 46-66 pixels, 292 platelets of 17-30, 301 white cells of 66-131; the small DS
   ``max_size`` and the next one's ``min_size`` (``min_i < max_i <= min_{i+1}``), and
   ``max_i <= 1.6 min_i``, so each source answers for its own band of sizes; a fit without
   the ladder put a 40-pixel square on the finest source, which then matched red cells as
-  well as platelets (AP 0.004).
+  well as platelets (AP 0.004). A source that moves past a neighbour pushes it along, so
+  priors far from the data (another input size) still reach it.
 * **Every class weighs the same**, however many boxes it has, so a rare class of small
   objects is not traded for a few more boxes of a common one.
 * **Aspect ratios change only for a clear gain** (``RATIO_MIN_GAIN`` of the boxes).
@@ -160,38 +161,71 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
     start = _coverage(per_source.max(0), match_iou, weights)
     size_grid = np.geomspace(4.0, generator.input_size * 1.1, SIZE_STEPS)
 
+    def ladder(i: int, small: float, factor: float) -> tuple[list[float], list[float]]:
+        """Sizes with source ``i`` at ``(small, factor)`` and its neighbours pushed along
+        where they would break the ladder (upward: a source starts where the one below
+        ends; downward: a source ends where the one above starts)."""
+        new_mins, new_over = list(mins), list(over)
+        new_mins[i], new_over[i] = small, factor
+        for j in range(i + 1, n):
+            new_mins[j] = max(new_mins[j], new_mins[j - 1] * new_over[j - 1])
+        for j in range(i - 1, -1, -1):
+            new_mins[j] = min(new_mins[j], new_mins[j + 1] / new_over[j])
+        return new_mins, new_over
+
     for sweep in range(SWEEPS):
         changed = False
         # forward, then backward: a source can then follow its neighbour both ways
         for i in (range(n) if sweep % 2 == 0 else reversed(range(n))):
+
             others = np.delete(per_source, i, axis=0).max(0) if n > 1 else np.zeros(len(boxes))
-            # The scale ladder: source i's squares lie in [max of i-1, min of i+1].
-            low = mins[i - 1] * over[i - 1] if i > 0 else 0.0
-            high = mins[i + 1] if i + 1 < n else math.inf
 
             def score(small: float, factor: float, rat: Sequence[float]
-                      ) -> tuple[float, np.ndarray]:
+                      ) -> tuple[float, list[float], list[float], np.ndarray]:
+                new_mins, new_over = ladder(i, small, factor)
+                moved = [j for j in range(n) if j != i
+                         and (new_mins[j], new_over[j]) != (mins[j], over[j])]
+                trial = per_source.copy() if moved else per_source
                 mine = source_best(i, small, factor, rat)
-                return _coverage(np.maximum(others, mine), match_iou, weights), mine
+                if not moved:  # the common case: only source i changes
+                    best = np.maximum(others, mine)
+                else:
+                    trial[i] = mine
+                    for j in moved:
+                        trial[j] = source_best(j, new_mins[j], new_over[j], ratios[j])
+                    best = trial.max(0)
+                return _coverage(best, match_iou, weights), new_mins, new_over, \
+                    (trial if moved else mine)
 
-            current, mine = score(mins[i], over[i], ratios[i])
-            options = [("min", v) for v in size_grid if low <= v < high / over[i] + 1e-9]
-            options += [("over", f) for f in MAX_OVER_MIN if mins[i] * f <= high + 1e-9]
+            current = score(mins[i], over[i], ratios[i])[0]
+            # Within the ladder's bounds on the fine grid; past them (pushing neighbours
+            # along, dearer to score) on every fourth size.
+            low = mins[i - 1] * over[i - 1] if i > 0 else 0.0
+            high = mins[i + 1] if i + 1 < n else math.inf
+            options = [("min", v) for k, v in enumerate(size_grid)
+                       if low <= v <= high / over[i] or k % 4 == 0]
+            options += [("over", f) for f in MAX_OVER_MIN]
             options += [("ratios", r) for r in itertools.combinations(RATIO_CHOICES,
                                                                     len(ratios[i]))]
             for kind, value in options:
-                trial = (value if kind == "min" else mins[i],
-                         value if kind == "over" else over[i],
-                         value if kind == "ratios" else ratios[i])
-                result, trial_best = score(*trial)
+                rat = value if kind == "ratios" else ratios[i]
+                result, new_mins, new_over, trial = score(
+                    value if kind == "min" else mins[i], value if kind == "over" else over[i],
+                    rat)
                 # Other aspect ratios only for a clear gain: a network's ratios are a
                 # choice of shape, not to be traded for a box or two.
                 if result <= current + (RATIO_MIN_GAIN if kind == "ratios" else MIN_GAIN):
                     continue
-                current, mine = result, trial_best
-                mins[i], over[i], ratios[i] = float(trial[0]), float(trial[1]), tuple(trial[2])
+                if trial.ndim == 1:  # only source i changed
+                    per_source = per_source.copy()
+                    per_source[i] = trial
+                else:
+                    per_source = trial
+                others = np.delete(per_source, i, axis=0).max(0) if n > 1 else others
+                current = result
+                mins, over = [float(v) for v in new_mins], [float(v) for v in new_over]
+                ratios[i] = tuple(float(r) for r in rat)
                 changed = True
-            per_source[i] = mine
         if not changed:
             break
 

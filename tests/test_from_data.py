@@ -100,3 +100,34 @@ def test_coco_without_a_class_list_takes_num_classes_from_the_training_json(tmp_
     assert resolved.model.num_classes == 4 and resolved.data.class_names is None
     with pytest.raises(ConfigError, match="model.num_classes is needed"):
         config.num_classes  # noqa: B018 - unresolved, the config alone cannot say
+
+
+def test_training_logs_the_coverage_and_warns_with_the_fix_when_it_is_low(tmp_path, caplog):
+    import logging
+
+    from dsod.engine.trainer import Trainer
+    import torch
+    config = tiny_config(tmp_path, priors=POOR_PRIORS)
+    with caplog.at_level(logging.INFO):
+        Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    assert "prior coverage" in caplog.text and "size 16-32 px" in caplog.text
+    [warning] = [r.getMessage() for r in caplog.records
+                 if r.levelno == logging.WARNING and "low prior coverage" in r.getMessage()]
+    assert "priors.fit=true" in warning and "tools/fit_priors.py" in warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        Trainer(tiny_config(tmp_path, priors={"fit": True, **POOR_PRIORS}), tmp_path / "out2",
+                torch.device("cpu"), progress=False)
+    assert "priors fitted to" in caplog.text and "low prior coverage" not in caplog.text
+
+
+def test_check_dataset_prints_the_coverage_of_the_priors_training_would_use(tmp_path, capsys):
+    from conftest import load_tool
+    config = tiny_config(tmp_path, priors={"fit": True, **POOR_PRIORS})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    assert load_tool("check_dataset").main([str(path), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "priors fitted to" in out and "prior coverage" in out
+    assert load_tool("check_dataset").main([str(path), "priors.fit=false", "--workers", "1"]) == 0
+    assert "warning: low prior coverage" in capsys.readouterr().out

@@ -50,7 +50,9 @@ def test_small_objects_get_small_priors_and_become_covered():
 
 
 def test_elongated_objects_change_the_aspect_ratios_when_the_data_asks():
-    boxes = _boxes(np.random.default_rng(1), 2000, (60, 80), aspect=(4.5, 5.5))
+    # 8-10 times as wide as high: no size of the reference's ratios (at most 3) reaches
+    # IoU 0.5 with them
+    boxes = _boxes(np.random.default_rng(1), 2000, (60, 80), aspect=(8, 10))
     fitted = fit_priors(boxes, PriorGenerator(**REFERENCE))
     assert any(max(r) >= 4 for r in fitted.aspect_ratios)
     assert _covered(boxes, _with(fitted)) > _covered(boxes, PriorGenerator(**REFERENCE)) + 0.2
@@ -71,6 +73,14 @@ def test_the_fit_is_deterministic_and_keeps_the_network_shapes():
     assert all(large > small for small, large in zip(first.min_sizes, first.max_sizes))
     assert all(large <= following for large, following in zip(first.max_sizes,
                                                                first.min_sizes[1:]))
+
+
+def test_priors_far_too_small_are_pushed_up_the_ladder_to_the_boxes():
+    # As after changing the input size: every configured prior is a few pixels.
+    small = dict(REFERENCE, min_sizes=[2, 3, 4, 5, 6, 7], max_sizes=[3, 4, 5, 6, 7, 8])
+    boxes = _boxes(np.random.default_rng(6), 1000, (40, 120))
+    fitted = fit_priors(boxes, PriorGenerator(**small))
+    assert fitted.start_objective == 0.0 and _covered(boxes, _with(fitted)) > 0.9
 
 
 def test_sources_no_box_needs_keep_their_configured_sizes():
