@@ -345,6 +345,7 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
                         f"none of the {len(missing)} inputs exists: {'; '.join(missing)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    print(f"writing to {out.absolute()}")
     outputs, window = _Outputs(out), _Window(show)
     result = DemoResult(inputs=len(sources) + len(missing))
     for message in missing:

@@ -225,3 +225,23 @@ def test_checkpoints_follow_the_umask_like_every_other_output(tmp_path):
         os.umask(previous)
     assert (tmp_path / "a.pth").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_each_run_says_first_where_it_writes(tmp_path, caplog, capsys):
+    import logging
+    config = _shapes(tmp_path, solver={"max_iter": 1})
+    with caplog.at_level(logging.INFO):
+        train(config, tmp_path / "run", progress=False)
+    assert caplog.records[0].getMessage() == f"writing to {(tmp_path / 'run').absolute()}"
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        evaluate_command(config, tmp_path / "run" / "checkpoints" / "final.pth",
+                         out_dir=tmp_path / "eval", progress=False)
+    assert caplog.records[0].getMessage() == f"writing to {(tmp_path / 'eval').absolute()}"
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    capsys.readouterr()
+    load_tool("demo").main([str(image), "--checkpoint",
+                            str(tmp_path / "run" / "checkpoints" / "final.pth"),
+                            "--out", str(tmp_path / "demo"), "--device", "cpu"])
+    assert capsys.readouterr().out.splitlines()[0] == f"writing to {(tmp_path / 'demo').absolute()}"
