@@ -84,7 +84,8 @@ def resolve_amp(setting: str, device: torch.device | str) -> tuple[str, str]:
     """
     device = torch.device(device)
     if setting not in AMP_SETTINGS:
-        raise ValueError(f"amp must be one of {', '.join(AMP_SETTINGS)}, got {setting!r}")
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} (or auto), got "
+                         f"{setting!r}")
     if setting != "auto":
         if setting == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
             _warn_slow_bf16()

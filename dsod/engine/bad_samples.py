@@ -41,11 +41,14 @@ class BadSamples:
         return self.count / self.total if self.total else 0.0
 
     def describe(self) -> str:
-        """``"6 of the 130 training samples (4.6%): 1 annotation file unusable, 5 images
-        unreadable"``."""
+        """``"6 of the 130 training samples (4.6%) could not be read"``."""
         return (f"{self.count} of the {self.total} training samples "
-                f"({100 * self.fraction:.1f}%) could not be read ({len(self.left_out)} "
-                f"annotation file(s) unusable, {len(self.unreadable)} image(s) unreadable)")
+                f"({100 * self.fraction:.1f}%) could not be read")
+
+    def kinds(self) -> str:
+        """``"1 annotation file(s) unusable, 5 image(s) unreadable"``."""
+        return (f"{len(self.left_out)} annotation file(s) unusable, {len(self.unreadable)} "
+                f"image(s) unreadable")
 
     def check_annotations(self, source: str) -> None:
         """Before the first step: refuse a split whose unusable annotation files alone are

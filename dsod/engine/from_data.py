@@ -19,6 +19,7 @@ import numpy as np
 from dsod.config import Config, ConfigError, DataConfig
 from dsod.coverage import LOW_COVERAGE, Coverage, coverage_lines, prior_coverage
 from dsod.data.base import DetectionDataset
+from dsod.data.errors import DataError
 from dsod.data.coco import coco_class_names
 from dsod.data.datasets import build_dataset, coco_split_paths
 from dsod.data.voc import voc_class_names
@@ -49,7 +50,10 @@ def with_class_names(config: Config) -> Config:
     if config.data.format == "coco" and config.data.class_names is None \
             and config.model.num_classes is None and config.data.train:
         json_path, _ = coco_split_paths(config.data.root, config.data.train[0])
-        names = coco_class_names(json_path)
+        try:
+            names = coco_class_names(json_path)
+        except DataError:  # no training JSON here (scoring results only): the reader says
+            return config
         logger.info("model.num_classes from the categories of %s: %d (%s) + background",
                     json_path, len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10
                                                                    else ""))
