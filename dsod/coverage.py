@@ -59,14 +59,6 @@ class Coverage:
     per_class: dict[str, CoverageGroup] = field(default_factory=dict)
     per_band: dict[str, CoverageGroup] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        def group(g: CoverageGroup) -> dict:
-            return {"boxes": g.boxes, "covered": g.covered, "fraction": g.fraction,
-                    "positives_per_box": g.positives_per_box}
-        return {"match_iou": self.match_iou, "overall": group(self.overall),
-                "per_class": {k: group(v) for k, v in self.per_class.items()},
-                "per_band": {k: group(v) for k, v in self.per_band.items()}}
-
 
 def band_names(edges: Sequence[float] = SIZE_BANDS) -> list[str]:
     """``["<16", "16-32", ..., ">=256"]`` for the band edges."""

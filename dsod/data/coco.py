@@ -49,16 +49,6 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _image_id(value: Any) -> int | str | None:
-    """An image id as pycocotools reads it: an integer (also written as an integral float,
-    ``1.0``, as pandas-based converters do) or a string; None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and math.isfinite(value) and value == int(value):
-        return int(value)
-    return value if isinstance(value, (int, str)) else None
-
-
 def _integer_id(value: Any) -> int | None:
     """A COCO category id as an int: an int, or a float with an integral value (``1.0``, as
     pandas-based converters write them; pycocotools compares them equal); else None."""
@@ -69,6 +59,12 @@ def _integer_id(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
+
+
+def _image_id(value: Any) -> int | str | None:
+    """An image id as pycocotools reads it: a string, or an integer as :func:`_integer_id`
+    reads one (``1.0`` included); None for anything else."""
+    return value if isinstance(value, str) else _integer_id(value)
 
 
 def _categories(path: Path, data: dict[str, Any],
