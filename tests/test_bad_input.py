@@ -18,7 +18,7 @@ from dsod.data.check import check_dataset
 from dsod.data.coco import COCODataset
 from dsod.data.datasets import build_dataset, build_test_set
 from dsod.data.errors import DataError
-from dsod.data.voc import VOCDataset
+from dsod.data.voc import VOCDataset, voc_class_names
 from dsod.engine.eval_tool import evaluate_command
 from dsod.engine.trainer import Trainer, train
 from dsod.evaluation.voc_files import read_voc_results, write_voc_results
@@ -198,6 +198,9 @@ def test_a_root_above_the_voc_folder_is_told_which_root_would_work(tmp_path, poi
     assert f"data.root={year} with split test" in message
     relative = year.relative_to(tmp_path / point_at).as_posix()
     assert f"split {relative}/test" in message
+    # the same when the class list is left to the annotations (the own-data configs)
+    with pytest.raises(DataError, match=f"data.root={year} with split test"):
+        voc_class_names(tmp_path / point_at, ["test"])
 
 
 def test_a_legacy_checkpoint_with_objects_is_refused_for_the_real_reason(tmp_path):

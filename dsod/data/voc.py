@@ -215,6 +215,23 @@ def layout_hint(root: str | Path, split: str) -> str:
     return ""
 
 
+def _check_root(root: str | Path) -> None:
+    if not Path(root).is_dir():
+        raise SplitNotFoundError(f"VOC data set root {root} (absolute: {Path(root).absolute()}) "
+                                 f"does not exist or is not a folder; {README_HINT}")
+
+
+def _existing_split(root: str | Path, split: str) -> tuple[Path, Path]:
+    """:func:`voc_split_paths` of a split whose file exists; else a SplitNotFoundError that
+    says which root or split would work (:func:`layout_hint`)."""
+    split_file, base = voc_split_paths(root, split)
+    if not split_file.is_file():
+        hint = layout_hint(root, split) or f"; {README_HINT}"
+        raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
+                                 f"exist{hint}")
+    return split_file, base
+
+
 def read_split_ids(split_file: Path) -> list[str]:
     """Image ids listed in a split file (first token per line; blank lines skipped)."""
     try:
@@ -233,14 +250,9 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
         DataError: the annotations name no object at all.
     """
     names: set[str] = set()
-    if not Path(root).is_dir():
-        raise SplitNotFoundError(f"VOC data set root {root} (absolute: {Path(root).absolute()}) "
-                                 f"does not exist or is not a folder; {README_HINT}")
+    _check_root(root)
     for split in ([splits] if isinstance(splits, str) else splits):
-        split_file, base = voc_split_paths(root, split)
-        if not split_file.is_file():
-            raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
-                                     f"exist; {README_HINT}")
+        split_file, base = _existing_split(root, split)
         for image_id in read_split_ids(split_file):
             try:
                 root_node = ET.parse(base / "Annotations" / f"{image_id}.xml").getroot()
@@ -278,20 +290,14 @@ class VOCDataset(DetectionDataset):
                  keep_difficult: bool = True, strict: bool = False) -> None:
         root = Path(root)
         names = check_class_names(class_names)
-        if not root.is_dir():
-            raise SplitNotFoundError(f"VOC data set root {root} (absolute: {root.absolute()}) "
-                                     f"does not exist or is not a folder; {README_HINT}")
+        _check_root(root)
         if isinstance(splits, str):
             splits = (splits,)
         annotations: list[Annotation] = []
         problems: list[Problem] = []
         seen: set[Path] = set()
         for split in splits:
-            split_file, base = voc_split_paths(root, split)
-            if not split_file.is_file():
-                hint = layout_hint(root, split) or f"; {README_HINT}"
-                raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
-                                         f"exist{hint}")
+            split_file, base = _existing_split(root, split)
             ids = read_split_ids(split_file)
             images_dir = base / "JPEGImages"
             try:
