@@ -63,7 +63,8 @@ def load_test_set(config: Config, partial: bool = False) -> DetectionDataset:
 def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
               device: str | torch.device | None = None, batch_size: int | None = None,
               workers: int | None = None, progress: bool = True, amp: str | None = None,
-              compile: bool = False) -> tuple[dict[str, Detections], list[int]]:
+              compile: bool = False, state: Mapping[str, Any] | None = None
+              ) -> tuple[dict[str, Detections], list[int]]:
     """Detections of the checkpoint's model on every image of ``dataset``.
 
     The model is built from ``config``; a checkpoint made for another config raises a
@@ -76,7 +77,7 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint) if state is None else state  # read once by the caller
     config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
     check_prediction_settings(state.get("config"), config, f"checkpoint {checkpoint}")
     trained_names = state.get("class_names")
@@ -249,9 +250,9 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
         raise ValueError("give exactly one of checkpoint, voc_results and coco_results")
     out = Path(out_dir) if out_dir is not None else default_eval_dir(config)
     logger.info("writing to %s", out.absolute())
-    if checkpoint is not None:  # class list and fitted priors as the run resolved them
-        config = adopt_checkpoint_settings(config, load_checkpoint(checkpoint),
-                                           f"checkpoint {checkpoint}")
+    state = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if state is not None:  # class list and fitted priors as the run resolved them
+        config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
     config = with_class_names(config)
     dataset = load_test_set(config, partial)
     left_out = dataset.left_out
@@ -263,7 +264,7 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
     tie_break, coco_entries = None, None
     if checkpoint is not None:
         detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
-                                           workers, progress, amp, compile)
+                                           workers, progress, amp, compile, state)
     elif voc_results is not None:
         detections, tie_break = read_voc_result_dir(voc_results, dataset)
     else:

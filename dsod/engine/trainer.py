@@ -407,9 +407,9 @@ class Trainer:
         self.save_checkpoint()
         raise DataError(
             f"{self.bad.describe()}, more than train.max_bad_sample_fraction = "
-            f"{self.bad.limit} ({self.bad.kinds()}); the log names them and tools/check_dataset.py lists every "
-            f"unreadable file. Fix or remove them (or raise the limit), then continue with "
-            f"--resume from {self.checkpoints.directory}")
+            f"{self.bad.limit} ({self.bad.kinds()}); the log names them and "
+            f"tools/check_dataset.py lists every unreadable file. Fix or remove them (or raise "
+            f"the limit), then continue with --resume from {self.checkpoints.directory}")
 
     def _periodic_eval(self) -> None:
         metrics = self.evaluate()
