@@ -112,6 +112,20 @@ def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test sp
         seen[annotation.image_id] = annotation.image_path
 
 
+def check_left_out(dataset: DetectionDataset, limit: float, source: str, remedy: str) -> None:
+    """Raise a DataError when more than ``limit`` of the images ``source`` lists had to be
+    left out for an unusable annotation file (:attr:`DetectionDataset.left_out`); the
+    message ends with ``remedy``."""
+    left_out = dataset.left_out
+    total = len(dataset) + len(left_out)
+    if len(left_out) <= limit * total:
+        return
+    raise DataError(f"{len(left_out)} of the {total} images of {source} "
+                    f"({100 * len(left_out) / total:.1f}%) have an annotation file that cannot "
+                    f"be used (first: {left_out[0]}), more than train.max_bad_sample_fraction "
+                    f"= {limit}; tools/check_dataset.py lists them. {remedy}")
+
+
 def build_test_set(data_config: DataConfig, max_left_out: float | None = None
                    ) -> DetectionDataset:
     """The configured test split, ready to be scored: at least one usable image and each
@@ -135,13 +149,10 @@ def build_test_set(data_config: DataConfig, max_left_out: float | None = None
                             f"test-dev file?)")
     left_out = dataset.left_out
     total = len(dataset) + len(left_out)
-    if max_left_out is not None and len(left_out) > max_left_out * total:
-        raise DataError(f"{len(left_out)} of the {total} images of {source} "
-                        f"({100 * len(left_out) / total:.1f}%) cannot be scored: their "
-                        f"annotation file is unusable (first: {left_out[0]}), more than "
-                        f"train.max_bad_sample_fraction = {max_left_out}. Figures on the "
-                        f"rest would not be the split's; tools/check_dataset.py lists them "
-                        f"(tools/eval.py --partial scores the rest and says what it left out)")
+    if max_left_out is not None:
+        check_left_out(dataset, max_left_out, source,
+                       "Figures on the rest would not be the split's: fix them, or score the "
+                       "rest with tools/eval.py --partial, which says what it left out")
     if len(dataset) == 0:
         raise DataError(f"{source} under {data_config.root} has no usable image")
     check_unique_image_ids(dataset, source)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from dsod.data.base import DetectionDataset
-from dsod.data.errors import DataError
+from dsod.data.datasets import check_left_out
 from dsod.engine import distributed as dist
 
 
@@ -26,6 +26,7 @@ class BadSamples:
     """
 
     def __init__(self, dataset: DetectionDataset, limit: float) -> None:
+        self.dataset = dataset
         self.left_out = dataset.left_out
         self.total = len(dataset) + len(self.left_out)
         self.limit = limit
@@ -53,14 +54,8 @@ class BadSamples:
     def check_annotations(self, source: str) -> None:
         """Before the first step: refuse a split whose unusable annotation files alone are
         over the limit (training would learn from the rest without saying so)."""
-        if len(self.left_out) <= self.limit * self.total:
-            return
-        raise DataError(
-            f"{len(self.left_out)} of the {self.total} images of {source} "
-            f"({100 * len(self.left_out) / self.total:.1f}%) have an annotation file that "
-            f"cannot be used (first: {self.left_out[0]}), more than "
-            f"train.max_bad_sample_fraction = {self.limit}; tools/check_dataset.py lists them. "
-            f"Fix or remove them from the split list, or raise the limit")
+        check_left_out(self.dataset, self.limit, source,
+                       "Fix or remove them from the split list, or raise the limit")
 
     def add(self, indices: Iterable[int]) -> None:
         """Record unreadable samples drawn by this process."""

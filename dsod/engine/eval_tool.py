@@ -69,9 +69,9 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
 
     The model is built from ``config``; a checkpoint made for another config raises a
     CheckpointError listing the keys that do not fit, or the settings that would decode its
-    outputs differently (:func:`check_prediction_settings`). ``amp`` ("none", "bf16",
-    "fp16"; None: ``config.train.amp`` on GPUs, fp32 on the CPU) and ``compile`` are as
-    for :func:`predict`.
+    outputs differently (:func:`check_prediction_settings`). ``amp`` ("auto", "none",
+    "bf16", "fp16"; None: ``config.train.amp`` on GPUs, fp32 on the CPU) and ``compile``
+    are as for :func:`predict`; ``state`` is the checkpoint already read, if it was.
 
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
