@@ -181,21 +181,19 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
             others = np.delete(per_source, i, axis=0).max(0) if n > 1 else np.zeros(len(boxes))
 
             def score(small: float, factor: float, rat: Sequence[float]
-                      ) -> tuple[float, list[float], list[float], np.ndarray]:
+                      ) -> tuple[float, list[float], list[float], dict[int, np.ndarray]]:
+                """Coverage with source ``i`` at these settings, the ladder that follows,
+                and the best-IoU rows of the sources that changed."""
                 new_mins, new_over = ladder(i, small, factor)
-                moved = [j for j in range(n) if j != i
-                         and (new_mins[j], new_over[j]) != (mins[j], over[j])]
-                trial = per_source.copy() if moved else per_source
-                mine = source_best(i, small, factor, rat)
-                if not moved:  # the common case: only source i changes
-                    best = np.maximum(others, mine)
+                rows = {i: source_best(i, small, factor, rat)}
+                for j in range(n):
+                    if j != i and (new_mins[j], new_over[j]) != (mins[j], over[j]):
+                        rows[j] = source_best(j, new_mins[j], new_over[j], ratios[j])
+                if len(rows) == 1:  # the common case: only source i changes
+                    best = np.maximum(others, rows[i])
                 else:
-                    trial[i] = mine
-                    for j in moved:
-                        trial[j] = source_best(j, new_mins[j], new_over[j], ratios[j])
-                    best = trial.max(0)
-                return _coverage(best, match_iou, weights), new_mins, new_over, \
-                    (trial if moved else mine)
+                    best = np.stack([rows.get(j, per_source[j]) for j in range(n)]).max(0)
+                return _coverage(best, match_iou, weights), new_mins, new_over, rows
 
             current = score(mins[i], over[i], ratios[i])[0]
             # Within the ladder's bounds on the fine grid; past them (pushing neighbours
@@ -209,18 +207,16 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
                                                                     len(ratios[i]))]
             for kind, value in options:
                 rat = value if kind == "ratios" else ratios[i]
-                result, new_mins, new_over, trial = score(
+                result, new_mins, new_over, rows = score(
                     value if kind == "min" else mins[i], value if kind == "over" else over[i],
                     rat)
                 # Other aspect ratios only for a clear gain: a network's ratios are a
                 # choice of shape, not to be traded for a box or two.
                 if result <= current + (RATIO_MIN_GAIN if kind == "ratios" else MIN_GAIN):
                     continue
-                if trial.ndim == 1:  # only source i changed
-                    per_source = per_source.copy()
-                    per_source[i] = trial
-                else:
-                    per_source = trial
+                per_source = per_source.copy()
+                for j, row in rows.items():
+                    per_source[j] = row
                 others = np.delete(per_source, i, axis=0).max(0) if n > 1 else others
                 current = result
                 mins, over = [float(v) for v in new_mins], [float(v) for v in new_over]
