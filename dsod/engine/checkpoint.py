@@ -6,6 +6,7 @@ loads with ``torch.load(weights_only=True)``: a file from the internet cannot ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from dsod.config import Config, config_to_dict
+from dsod.config import Config, ConfigError, config_from_dict, config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +147,6 @@ def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: 
     Raises:
         CheckpointError: ``priors.fit`` is true but the checkpoint records no priors.
     """
-    import dataclasses
-
-    from dsod.config import ConfigError, config_from_dict
     saved = state.get("config")
     if config.priors.fit:
         priors = saved.get("priors") if isinstance(saved, Mapping) else None

@@ -106,11 +106,12 @@ def measure_coverage(config: Config, dataset: DetectionDataset) -> Coverage:
 
 
 def fitted_lines(fitted: FittedPriors, config: Config) -> list[str]:
-    """The fitted priors as the config's YAML lines, with the objective before and after."""
+    """The fitted priors as the config's YAML lines, with the class-weighted coverage that
+    the fit maximised, before and after."""
     p = config.priors
     return [f"priors fitted to {fitted.num_boxes} training boxes at {config.model.input_size}"
-            f"x{config.model.input_size} (objective {fitted.start_objective:.4f} -> "
-            f"{fitted.objective:.4f}):",
+            f"x{config.model.input_size} (class-weighted coverage {fitted.start_objective:.4f}"
+            f" -> {fitted.objective:.4f}):",
             f"  min_sizes: {list(p.min_sizes)}",
             f"  max_sizes: {list(p.max_sizes)}",
             f"  aspect_ratios: {[list(r) for r in p.aspect_ratios]}"]
