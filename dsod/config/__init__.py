@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from dsod.config.checks import _validate
+from dsod.config.rules import _CHOICES, _RANGES, AMP_SETTINGS
 from dsod.config.schema import (
     _SECTION_TYPES, VOC_CLASSES, AugmentConfig, Config, ConfigError, DataConfig, LossConfig,
     ModelConfig, PriorConfig, SolverConfig, TestConfig, TrainConfig,
@@ -104,191 +105,6 @@ def _build_section(cls: type, values: dict[str, Any], section: str,
                               + _did_you_mean(key, sorted(known), "keys", f"{section}."))
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key} in {origin}")
     return cls(**kwargs)
-
-
-AMP_SETTINGS: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
-"""``train.amp``: chosen for the machine, fp32, or autocast to bfloat16 or float16
-(:mod:`dsod.precision`)."""
-
-_CHOICES = {
-    ("model", "arch"): ("dsod", "ssd300_vgg16"),
-    ("model", "prediction"): ("dense", "plain"),
-    ("data", "format"): ("voc", "coco", "shapes"),
-    ("data", "on_bad_sample"): ("skip", "error"),
-    ("train", "amp"): AMP_SETTINGS,
-}
-
-
-_POSITIVE = (lambda v: v > 0, "must be positive")
-_NON_NEGATIVE = (lambda v: v >= 0, "must be 0 or more")
-_FRACTION = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
-_POSITIVE_FRACTION = (lambda v: 0 < v <= 1, "must be in (0, 1]")
-_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("model", "num_classes"): (lambda v: v >= 2, "must be at least 2 (background and a class)"),
-    ("model", "input_size"): _POSITIVE,
-    ("model", "stem_channels"): _POSITIVE,
-    ("model", "growth_rate"): _POSITIVE,
-    ("model", "bottleneck_width"): _POSITIVE,
-    ("model", "block_layers"): _NON_NEGATIVE,
-    ("model", "compression"): _POSITIVE_FRACTION,
-    ("model", "backbone_out_channels"): _POSITIVE,
-    ("model", "extra_widths"): _POSITIVE,
-    ("model", "l2norm_scale"): _POSITIVE,
-    ("model", "head_bn_eps"): _POSITIVE,
-    ("model", "head_bn_init_scale"): _POSITIVE,
-    ("priors", "min_sizes"): _POSITIVE,
-    ("priors", "max_sizes"): _POSITIVE,
-    ("priors", "steps"): _POSITIVE,
-    ("priors", "aspect_ratios"): _POSITIVE,
-    ("priors", "offset"): _FRACTION,
-    ("priors", "variances"): _POSITIVE,
-    ("data", "workers"): _NON_NEGATIVE,
-    ("data", "shapes_train_images"): _POSITIVE,
-    ("data", "shapes_test_images"): _POSITIVE,
-    ("data", "shapes_image_size"): _POSITIVE,
-    ("augment", "brightness_delta"): _NON_NEGATIVE,
-    ("augment", "contrast_range"): _NON_NEGATIVE,
-    ("augment", "saturation_range"): _NON_NEGATIVE,
-    ("augment", "hue_delta"): _NON_NEGATIVE,
-    ("augment", "expand_prob"): _FRACTION,
-    ("augment", "expand_max_ratio"): (lambda v: v >= 1, "must be at least 1"),
-    ("augment", "crop_min_ious"): _FRACTION,
-    ("augment", "crop_scale"): _POSITIVE_FRACTION,
-    ("augment", "crop_aspect"): _POSITIVE,
-    ("augment", "flip_prob"): _FRACTION,
-    ("augment", "mean_bgr"): (lambda v: 0 <= v <= 255, "must be in [0, 255]"),
-    ("loss", "match_iou"): _POSITIVE_FRACTION,
-    ("loss", "neg_pos_ratio"): _POSITIVE,
-    ("loss", "neg_iou"): _POSITIVE_FRACTION,
-    ("loss", "loc_weight"): _NON_NEGATIVE,
-    ("solver", "lr"): _POSITIVE,
-    ("solver", "base_batch"): _POSITIVE,
-    ("solver", "batch_size"): _POSITIVE,
-    ("solver", "batch_per_step"): _POSITIVE,
-    ("solver", "momentum"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    ("solver", "weight_decay"): _NON_NEGATIVE,
-    ("solver", "steps"): _POSITIVE,
-    ("solver", "gamma"): _POSITIVE,
-    ("solver", "max_iter"): _POSITIVE,
-    ("solver", "warmup_iters"): _NON_NEGATIVE,
-    ("solver", "warmup_factor"): _FRACTION,
-    ("solver", "grad_clip"): (lambda v: v > 0, "must be positive (null: no clipping)"),
-    ("test", "conf_threshold"): _FRACTION,
-    ("test", "nms_iou"): _FRACTION,
-    ("test", "top_k"): _POSITIVE,
-    ("test", "keep_top_k"): _POSITIVE,
-    ("test", "batch_size"): _POSITIVE,
-    ("train", "seed"): _NON_NEGATIVE,
-    ("train", "log_every"): _POSITIVE,
-    ("train", "eval_every"): (lambda v: v >= 0, "must be 0 or more (0: only at the end)"),
-    ("train", "checkpoint_every"): (lambda v: v >= 0, "must be 0 or more (0: only at the end)"),
-    ("train", "keep_checkpoints"): _POSITIVE,
-    ("train", "max_nonfinite_steps"): _POSITIVE,
-    ("train", "max_bad_sample_fraction"): _FRACTION,
-}
-"""The range of every number in a config, by ``(section, key)``; a list's applies to each
-entry. Comparisons are false for NaN, so NaN is out of every range."""
-
-_LOW_HIGH = (("augment", "contrast_range"), ("augment", "saturation_range"),
-             ("augment", "crop_scale"), ("augment", "crop_aspect"))
-"""Pairs ``[low, high]`` that must come in that order."""
-
-
-def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:
-    """The numbers in a setting's value with their ``[i]`` indices (nested lists too)."""
-    if isinstance(value, tuple):
-        for i, item in enumerate(value):
-            yield from _numbers(item, f"{index}[{i}]")
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield index, value
-
-
-def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) -> None:
-    def where(key: str, *related: str) -> str:
-        """``section.key in <origin>``: the override that set ``key`` or one of ``related``
-        (the other keys the check depends on), else the file."""
-        for dotted in (key, *related):
-            section, _, name = dotted.partition(".")
-            name = name.partition("[")[0]
-            if (section, name) in origins:
-                return f"{key} in {origins[section, name]}"
-        return f"{key} in {source}"
-
-    for (section, key), choices in _CHOICES.items():
-        value = getattr(getattr(config, section), key)
-        if value not in choices:
-            raise ConfigError(f"{where(f'{section}.{key}')}: {value!r} is not one of {choices}")
-    for section in _SECTION_TYPES:
-        values = getattr(config, section)
-        for f in dataclasses.fields(values):
-            rule = _RANGES.get((section, f.name))
-            for index, number in _numbers(getattr(values, f.name)):
-                if not math.isfinite(number):
-                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: expected a "
-                                      f"finite number, got {number!r}")
-                if rule is not None and not rule[0](number):
-                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: {rule[1]}, "
-                                      f"got {number!r}")
-    for section, key in _LOW_HIGH:
-        low, high = getattr(getattr(config, section), key)
-        if low > high:
-            raise ConfigError(f"{where(f'{section}.{key}')}: expected [low, high], got "
-                              f"[{low!r}, {high!r}]")
-    if config.augment.extra:
-        from dsod.data.extra_augment import ExtraAugment
-        try:
-            ExtraAugment(config.augment.extra, where("augment.extra").partition(" in ")[2])
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-    names = config.data.class_names
-    if names is not None and not names:
-        raise ConfigError(f"{where('data.class_names')}: needs at least one class "
-                          f"(null: the COCO JSON's)")
-    n_sources = len(config.priors.min_sizes)
-    if n_sources == 0:
-        raise ConfigError(f"{where('priors.min_sizes')}: needs one entry per prediction source")
-    for key in ("max_sizes", "aspect_ratios"):
-        if len(getattr(config.priors, key)) != n_sources:
-            raise ConfigError(f"{where(f'priors.{key}', 'priors.min_sizes')}: needs "
-                              f"{n_sources} entries, one per prediction source, like "
-                              f"priors.min_sizes")
-    for i, (small, large) in enumerate(zip(config.priors.min_sizes, config.priors.max_sizes)):
-        if large <= small:
-            raise ConfigError(f"{where(f'priors.max_sizes[{i}]', 'priors.min_sizes')}: must be "
-                              f"larger than priors.min_sizes[{i}] ({small:g}), got {large:g}")
-    if config.priors.steps is not None and len(config.priors.steps) != n_sources:
-        raise ConfigError(f"{where('priors.steps', 'priors.min_sizes')}: needs {n_sources} "
-                          f"entries or null")
-    if len(config.priors.variances) != 4:
-        raise ConfigError(f"{where('priors.variances')}: needs 4 entries (x, y, w, h), got "
-                          f"{len(config.priors.variances)}")
-    if config.model.arch == "dsod":
-        if len(config.model.extra_widths) != n_sources - 1:
-            raise ConfigError(f"{where('model.extra_widths', 'priors.min_sizes')}: needs "
-                              f"{n_sources - 1} entries (one per source after First)")
-        if len(config.model.block_layers) != 4:
-            raise ConfigError(f"{where('model.block_layers')}: needs 4 entries, one per dense "
-                              f"block, got {len(config.model.block_layers)}")
-        if not config.model.stem_channels:
-            raise ConfigError(f"{where('model.stem_channels')}: needs at least one entry")
-    if names is not None and config.model.num_classes is not None \
-            and config.model.num_classes != len(names) + 1:
-        raise ConfigError(f"{where('model.num_classes', 'data.class_names')}: "
-                          f"{config.model.num_classes} does not match data.class_names "
-                          f"({len(names)} classes + background)")
-    solver = config.solver
-    for key in ("warmup_iters", "steps"):
-        for index, value in _numbers(getattr(solver, key)):
-            if value >= 1 and value != int(value):
-                raise ConfigError(f"{where(f'solver.{key}{index}')}: expected a whole number "
-                                  f"of iterations or a fraction of solver.max_iter below 1, "
-                                  f"got {value!r}")
-    if solver.batch_per_step is not None and solver.batch_size % solver.batch_per_step:
-        # Each process cuts its share of the batch into micro-batches of batch_per_step
-        # images; how many processes share it is known only at run time.
-        raise ConfigError(f"{where('solver.batch_per_step', 'solver.batch_size')}: "
-                          f"{solver.batch_per_step} images per forward do not divide "
-                          f"solver.batch_size ({solver.batch_size})")
 
 
 class _DuplicateKeyError(yaml.YAMLError):
