@@ -22,18 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsod.config import Config, config_from_dict, config_to_dict, load_config
+from dsod.config import Config
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
-from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
-                                    check_prediction_settings, load_checkpoint, load_model_weights)
-from dsod.engine.evaluate import channels_last_for
-from dsod.precision import amp_dtype, autocast_context, resolve_amp
-from dsod.models.compiled import compile_for_inference
-from dsod.models.cuda_graph import CUDAGraphForward
-from dsod.models.detector import build_model
-from dsod.models.fuse import inference_network
+from dsod.engine.trained_model import load_trained_model
+from dsod.runtime.network import RunSettings, prepare_network
 from dsod.structures import Detections
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -99,57 +93,53 @@ class Detector:
 
     Args:
         model: the network (``images [B, 3, S, S] -> (logits [B, P, C+1], offsets [B, P, 4])``).
-            It runs in eval mode and is put back in its previous mode after each call, so a
-            model in training can be used.
+            The detector runs an eval-mode copy of it prepared as evaluation runs it
+            (:func:`~dsod.runtime.network.prepare_network`: BNs folded, weights stored in
+            the ``amp`` dtype), so ``model`` itself is left as it is, and changes made to
+            it later are not seen (make a new detector).
         config: the config the model was built from (input size, mean, priors, test settings).
-        device: where to run, e.g. ``"cpu"`` or ``"cuda:0"`` (the model is moved there);
-            default: where the model's parameters are.
+        device: where to run, e.g. ``"cpu"`` or ``"cuda:0"``; default: where the model's
+            parameters are.
         score_threshold: detections scoring below it are dropped.
         class_names: the ``C`` class names; default ``config.data.class_names`` (and
             ``class_<l>`` when the config has none, as COCO configs that read names from JSON).
         batch_size: images per forward pass; default ``config.test.batch_size``.
         cuda_graphs: on a CUDA device, replay each batch shape's forward pass from a recorded
             CUDA graph (:class:`~dsod.models.cuda_graph.CUDAGraphForward`): same detections,
-            much less host time per image at small batches. The model must then stay in eval
-            mode with its weights in place; ignored on the CPU.
+            much less host time per image at small batches; ignored on the CPU.
         amp: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``: run the network under autocast to
-            that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); post-processing
-            stays in fp32. Detections then differ from fp32 ones by rounding.
+            that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); ``"auto"``
+            chooses as training does. Post-processing stays in fp32. Detections then differ
+            from fp32 ones by rounding.
         compile: run the network through Inductor with frozen weights
             (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
             rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
             up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
-            size; worth it for videos and folders. The model's weights must then stay as
-            they are. With ``cuda_graphs`` the compiled network is the one recorded: for
+            size; worth it for videos and folders. With ``cuda_graphs`` the compiled network is the one recorded: for
             DSOD300 in bf16 on an H200, 1.0 ms per image at batch 1 against 1.6 ms
             uncompiled, and 1.7 times the images per second at batch 8.
-        channels_last: run the network in the channels-last (NHWC) layout; the model is
-            converted in place. :meth:`from_checkpoint` chooses as training does
-            (``train.channels_last``; unset: on the CPU, where it is faster).
+        channels_last: run the network in the channels-last (NHWC) layout; None chooses
+            as training does (``train.channels_last``; unset: on the CPU, where it is
+            faster).
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
                  score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
                  batch_size: int | None = None, cuda_graphs: bool = False,
-                 amp: str = "none", compile: bool = False, channels_last: bool = False
+                 amp: str = "none", compile: bool = False, channels_last: bool | None = None
                  ) -> None:
         self.config = config
         if device is None:
             device = next(model.parameters(), torch.empty(0)).device
-        self.device = torch.device(device)
-        self.model = model.to(self.device)
-        self.channels_last = channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        amp, _ = resolve_amp(amp, self.device)  # "auto": as training chooses (dsod.precision)
-        dtype = amp_dtype(amp)
-        self.amp = amp
-        self._compiled = compile_for_inference(self.model) if compile else None
-        # What a batch runs through: the compiled network if asked, replayed from CUDA
-        # graphs if asked (on a GPU).
-        self._network = self._compiled if self._compiled is not None else self.model
-        self._graphed = (CUDAGraphForward(self._network, autocast_dtype=dtype)
-                         if cuda_graphs and self.device.type == "cuda" else None)
+        # As evaluation runs it (dsod.runtime.network): an eval-mode copy with its BNs
+        # folded, weights stored in the amp dtype, compiled and replayed from CUDA graphs
+        # if asked; amp "auto" chooses as training does (dsod.runtime.precision).
+        settings = RunSettings.resolve(device, amp,
+                                       config.train.channels_last if channels_last is None
+                                       else channels_last)
+        self.network = prepare_network(model, settings, training=False, compile=compile,
+                                       cuda_graphs=cuda_graphs)
+        self.device, self.amp = settings.device, settings.amp
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
         self.batch_size = max(1, int(batch_size or config.test.batch_size))
@@ -161,6 +151,11 @@ class Detector:
             raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
         self.class_names: list[str] = [str(n) for n in names]
         self.score_threshold = score_threshold
+
+    @property
+    def model(self) -> nn.Module:
+        """The network as it runs: an eval-mode copy of the model given, BNs folded."""
+        return self.network.model
 
     @property
     def score_threshold(self) -> float:
@@ -188,42 +183,19 @@ class Detector:
                 :func:`~dsod.config.load_config`; a :class:`Config` is used as is.
             overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
             device, score_threshold, batch_size, cuda_graphs, amp, compile: as for the
-                constructor. The network is built as evaluation runs it
-                (:func:`~dsod.models.fuse.inference_network`: BNs folded, the layout
-                training chose for the device, weights stored in the ``amp`` dtype, so
-                it then runs only under that autocast, as :meth:`detect_arrays` runs it).
+                constructor (the checkpoint is read by
+                :func:`~dsod.engine.trained_model.load_trained_model`).
 
         Raises:
             CheckpointError: the file is unreadable, has no config (and none was given), its
-                weights do not fit the config's model (the message lists the keys), or it
-                was trained with other priors, input size or mean than the config gives.
+                weights do not fit the config's model (the message lists the keys), it was
+                trained with other priors, input size or mean than the config gives, or it
+                names another number of classes than the model has.
             ConfigError: the config or an override is invalid.
         """
-        state = load_checkpoint(path)
-        if config is None:
-            raw = state.get("config")
-            if not isinstance(raw, dict):
-                raise CheckpointError(f"checkpoint {path} holds no config; pass config=")
-            config = config_from_dict(raw, f"the config in checkpoint {path}", overrides)
-        elif isinstance(config, (str, Path)):
-            config = load_config(config, overrides)
-        elif overrides:
-            config = config_from_dict(config_to_dict(config), "<config>", overrides)
-        config = adopt_checkpoint_settings(config, state, f"checkpoint {path}")
-        check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
-        model = build_model(config)
-        load_model_weights(model, state["model"], source=f"checkpoint {path}")
-        # As evaluation runs it: BNs folded, the training layout, weights in the amp dtype.
-        channels_last = channels_last_for(config.train.channels_last, torch.device(device))
-        amp, _ = resolve_amp(amp, device)
-        model = inference_network(model, channels_last, amp_dtype(amp))
-        names = state.get("class_names")
-        names = list(names) if isinstance(names, (list, tuple)) else None
-        if names is not None and len(names) != config.num_classes - 1:
-            raise CheckpointError(f"checkpoint {path} names {len(names)} classes {names} for a "
-                                  f"model with {config.num_classes - 1}")
-        return cls(model, config, device, score_threshold, names, batch_size, cuda_graphs, amp,
-                   compile, channels_last)
+        trained = load_trained_model(path, config, overrides)
+        return cls(trained.model, trained.config, device, score_threshold, trained.class_names,
+                   batch_size, cuda_graphs, amp, compile)
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -232,27 +204,14 @@ class Detector:
         Runs in batches of ``batch_size``; keeps detections ``>= score_threshold``.
         """
         results: list[Detections] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start:start + self.batch_size]
-                batch = torch.from_numpy(np.stack([self.transform(im)[0] for im in chunk]))
-                batch = batch.to(self.device)
-                if self.channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                if self._graphed is not None:
-                    logits, offsets = self._graphed(batch)
-                else:
-                    with autocast_context(self.device, self.amp):
-                        logits, offsets = self._network(batch)
-                sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
-                for det in self.postprocessor(logits, offsets, sizes):
-                    keep = det.scores >= self._score_threshold
-                    results.append(Detections(det.boxes[keep], det.scores[keep],
-                                              det.labels[keep]))
-        finally:
-            self.model.train(was_training)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = torch.from_numpy(np.stack([self.transform(im)[0] for im in chunk]))
+            logits, offsets = self.network.run(batch)
+            sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
+            for det in self.postprocessor(logits, offsets, sizes):
+                keep = det.scores >= self._score_threshold
+                results.append(Detections(det.boxes[keep], det.scores[keep], det.labels[keep]))
         return results
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]

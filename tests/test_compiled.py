@@ -36,7 +36,7 @@ def test_detector_with_compile_finds_what_the_eager_detector_finds():
     eager = Detector(model, config, score_threshold=0.0)(image)
     compiled = Detector(model, config, score_threshold=0.0, compile=True)
     found = compiled(image)
-    assert compiled._compiled is not None and len(eager) > 0
+    assert isinstance(compiled.network.module, CompiledModel) and len(eager) > 0
     assert_same_detections(eager, found, compiled.postprocessor)
 
 
@@ -67,7 +67,7 @@ def test_trainer_with_compile_takes_the_eager_steps(tmp_path, caplog):
         config = tiny_config(tmp_path, solver={"max_iter": 2}, train={"compile": compile},
                              model={"memory_efficient": True})
         trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
-        assert isinstance(trainer.ddp, CompiledModel) is compile
+        assert isinstance(trainer.network.module, CompiledModel) is compile
         with caplog.at_level("INFO", logger="dsod.engine.trainer"):
             trainer.run()
         assert ("first step compiles" in caplog.text) is compile

@@ -77,8 +77,8 @@ def test_every_amp_setting_has_a_dtype_and_unknown_ones_are_refused():
     import torch
 
     from dsod.config import AMP_SETTINGS
-    from dsod.engine.evaluate import amp_dtype
-    from dsod.precision import resolve_amp
+    from dsod.runtime.precision import amp_dtype
+    from dsod.runtime.precision import resolve_amp
 
     assert [amp_dtype(amp) for amp in AMP_SETTINGS if amp != "auto"] == [
         None, torch.bfloat16, torch.float16]

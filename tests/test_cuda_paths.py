@@ -21,6 +21,7 @@ from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import save_atomic
 from dsod.inference import Detector
 from dsod.models.detector import build_model
+from dsod.models.compiled import CompiledModel
 from dsod.models.fuse import ClampedConv1x1, inference_network
 
 from conftest import TINY_MODEL, assert_same_detections
@@ -179,7 +180,8 @@ def test_detector_replays_the_compiled_network_from_cuda_graphs():
     eager = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2)
     fast = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2,
                     cuda_graphs=True, compile=True)
-    assert fast._compiled is not None and fast._graphed.module is fast._compiled
+    assert isinstance(fast.network.module, CompiledModel)
+    assert fast.network.graphed.module is fast.network.module
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
               for h, w in ((64, 64), (120, 90), (50, 70))]

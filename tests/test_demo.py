@@ -86,14 +86,14 @@ def test_folder_of_images_gives_annotated_images(tmp_path, checkpoint):
 
 
 def test_compiled_demo_draws_what_the_eager_demo_draws(tmp_path, checkpoint, monkeypatch):
-    import dsod.inference
+    import dsod.runtime.network
     compiled_models = []
 
     def spy(model):
         compiled_models.append(model)
         return compile_for_inference(model)
 
-    monkeypatch.setattr(dsod.inference, "compile_for_inference", spy)
+    monkeypatch.setattr(dsod.runtime.network, "compile_for_inference", spy)
     image = tmp_path / "one.png"
     cv2.imwrite(str(image), np.random.default_rng(2).integers(0, 255, (60, 90, 3), dtype=np.uint8))
     drawn = {}

@@ -176,7 +176,7 @@ def test_model_run_writes_results_and_figures(setup, capsys):
 
 
 def test_amp_and_compile_reach_the_network_and_keep_the_figures(setup, monkeypatch):
-    import dsod.engine.evaluate as evaluate
+    import dsod.runtime.network as evaluate  # where the network is prepared and run
     tmp_path, config = setup
     cfg = config_from_dict(tiny_raw(tmp_path / "voc"))
     save_atomic({"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)},

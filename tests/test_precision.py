@@ -9,9 +9,9 @@ import torch
 
 from conftest import tiny_config
 
-from dsod import precision
+from dsod.runtime import precision
 from dsod.engine.trainer import train
-from dsod.precision import resolve_amp
+from dsod.runtime.precision import resolve_amp
 
 
 @pytest.fixture
@@ -33,14 +33,14 @@ def test_auto_is_bf16_only_on_cpus_with_native_bf16(native_bf16):
 
 def test_explicit_settings_are_kept_and_slow_bf16_is_warned_about_once(native_bf16, caplog):
     native_bf16(False)
-    with caplog.at_level(logging.WARNING, logger="dsod.precision"):
+    with caplog.at_level(logging.WARNING, logger="dsod.runtime.precision"):
         assert resolve_amp("bf16", "cpu")[0] == "bf16"
         assert resolve_amp("bf16", "cpu")[0] == "bf16"
         assert resolve_amp("none", "cpu")[0] == "none"
     assert caplog.text.count("6-10 times slower") == 1
     native_bf16(True)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="dsod.precision"):
+    with caplog.at_level(logging.WARNING, logger="dsod.runtime.precision"):
         assert resolve_amp("bf16", "cpu")[0] == "bf16"
     assert "slower" not in caplog.text
     with pytest.raises(ValueError, match="amp must be one of"):

@@ -79,7 +79,7 @@ def _one_step(root: Path, name: str, solver: dict, compile: bool = False
     torch.set_num_threads(1)
     trainer = Trainer(tiny_config(root, solver=solver, train={"compile": compile}),
                       root / name, torch.device("cpu"), progress=False)
-    network = trainer.ddp.module if torch_dist.is_initialized() else trainer.ddp
+    network = trainer.network.module.module if torch_dist.is_initialized() else trainer.network.module
     assert isinstance(network, CompiledModel) is compile
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train_step(iter(trainer._loader()))
@@ -198,7 +198,7 @@ def test_layout_is_channels_last_on_the_cpu_unless_the_config_says_otherwise(tmp
     config = tiny_config(tmp_path, train={"channels_last": setting})
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     weight = trainer.model.backbone.stem.conv1.conv.weight
-    assert trainer.channels_last is expected
+    assert trainer.network.settings.channels_last is expected
     assert weight.is_contiguous(memory_format=torch.channels_last) is expected
 
 

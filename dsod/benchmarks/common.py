@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from dsod.config import Config
-from dsod.engine.evaluate import amp_dtype, autocast_context
+from dsod.runtime.precision import amp_dtype, autocast_context
 from dsod.engine.host_memory import allocator_mode
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -70,7 +70,7 @@ def default_precisions(device: str) -> tuple[str, ...]:
     benchmark would not finish in ten minutes (``--precisions fp32,bf16`` asks for it)."""
     if device == "cuda":
         return ("fp32", "fp16")
-    from dsod.precision import cpu_has_native_bf16
+    from dsod.runtime.precision import cpu_has_native_bf16
     return ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
 
 

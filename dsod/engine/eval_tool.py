@@ -28,12 +28,12 @@ from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
-from dsod.engine.builders import build_model, build_postprocessor
-from dsod.engine.checkpoint import (adopt_checkpoint_settings, check_prediction_settings,
-                                    load_checkpoint, load_model_weights)
+from dsod.engine.builders import build_postprocessor
+from dsod.engine.checkpoint import adopt_checkpoint_settings, load_checkpoint
+from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
 from dsod.engine.from_data import with_class_names
-from dsod.engine.evaluate import Scores, channels_last_for, coco_id_maps, predict, score
-from dsod.precision import resolve_amp
+from dsod.engine.trained_model import TrainedModel, load_trained_model
+from dsod.runtime.network import RunSettings, prepare_network
 from dsod.evaluation.coco import detections_to_coco_results
 from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results_in_file_order,
                                         result_file_names, write_voc_results)
@@ -60,45 +60,30 @@ def load_test_set(config: Config, partial: bool = False) -> DetectionDataset:
         raise ConfigError(str(error)) from None
 
 
-def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
+def run_model(trained: TrainedModel, dataset: DetectionDataset,
               device: str | torch.device | None = None, batch_size: int | None = None,
               workers: int | None = None, progress: bool = True, amp: str | None = None,
-              compile: bool = False, state: Mapping[str, Any] | None = None
-              ) -> tuple[dict[str, Detections], list[int]]:
-    """Detections of the checkpoint's model on every image of ``dataset``.
-
-    The model is built from ``config``; a checkpoint made for another config raises a
-    CheckpointError listing the keys that do not fit, or the settings that would decode its
-    outputs differently (:func:`check_prediction_settings`). ``amp`` ("auto", "none",
-    "bf16", "fp16"; None: ``config.train.amp`` on GPUs, fp32 on the CPU) and ``compile``
-    are as for :func:`predict`; ``state`` is the checkpoint already read, if it was.
+              compile: bool = False) -> tuple[dict[str, Detections], list[int]]:
+    """Detections of a trained model on every image of ``dataset``, the network run as
+    inference runs it (:func:`~dsod.runtime.network.prepare_network`). ``amp`` ("auto",
+    "none", "bf16", "fp16"; None: ``train.amp`` on GPUs, fp32 on the CPU) and ``compile``
+    (``torch.compile`` with frozen weights) choose how.
 
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``.
     """
+    config = trained.config
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(checkpoint) if state is None else state  # read once by the caller
-    config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
-    check_prediction_settings(state.get("config"), config, f"checkpoint {checkpoint}")
-    trained_names = state.get("class_names")
-    check_classes(dataset, config.num_classes,
-                  list(trained_names) if isinstance(trained_names, (list, tuple)) else None,
-                  f"the test split {list(config.data.test)}", f"checkpoint {checkpoint}")
-    model = build_model(config)
-    load_model_weights(model, state["model"], source=f"checkpoint {checkpoint}")
-    model.to(device)
-    samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
-                          config.data.on_bad_sample)
     if amp is None:
         amp = config.train.amp if device.type == "cuda" else "none"
-    amp, _ = resolve_amp(amp, device)
-    detections, unreadable = predict(
-        model, dataset, samples, build_postprocessor(config), device,
-        batch_size=batch_size or config.test.batch_size,
-        workers=config.data.workers if workers is None else workers, amp=amp,
-        channels_last=channels_last_for(config.train.channels_last, device), progress=progress,
-        compile=compile)
-    return detections, unreadable
+    settings = RunSettings.resolve(device, amp, config.train.channels_last)
+    network = prepare_network(trained.model, settings, training=False, compile=compile)
+    samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
+                          config.data.on_bad_sample)
+    return predict(network, dataset, samples, build_postprocessor(config),
+                   batch_size=batch_size or config.test.batch_size,
+                   workers=config.data.workers if workers is None else workers,
+                   progress=progress)
 
 
 def write_results(out_dir: str | Path, dataset: DetectionDataset,
@@ -255,6 +240,15 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
         config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
     config = with_class_names(config)
     dataset = load_test_set(config, partial)
+    trained = None
+    if state is not None:
+        def same_classes(resolved: Config) -> Config:
+            names = state.get("class_names")
+            check_classes(dataset, resolved.num_classes,
+                          list(names) if isinstance(names, (list, tuple)) else None,
+                          f"the test split {list(resolved.data.test)}", f"checkpoint {checkpoint}")
+            return resolved
+        trained = load_trained_model(checkpoint, config, state=state, resolve=same_classes)
     left_out = dataset.left_out
     if left_out:
         print(f"left out: {len(left_out)} of the {len(dataset) + len(left_out)} test images "
@@ -262,9 +256,9 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
               f"other {len(dataset)}")
     unreadable: list[int] = []
     tie_break, coco_entries = None, None
-    if checkpoint is not None:
-        detections, unreadable = run_model(config, checkpoint, dataset, device, batch_size,
-                                           workers, progress, amp, compile, state)
+    if trained is not None:
+        detections, unreadable = run_model(trained, dataset, device, batch_size, workers,
+                                           progress, amp, compile)
     elif voc_results is not None:
         detections, tie_break = read_voc_result_dir(voc_results, dataset)
     else:

@@ -19,46 +19,25 @@ from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_imag
                                   detections_to_coco_results, evaluate_coco_with_summary,
                                   load_coco_ground_truth)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
-from dsod.models.compiled import compile_for_inference
-from dsod.models.fuse import inference_network
 from dsod.postprocess import PostProcessor
-from dsod.precision import AMP_DTYPES, amp_dtype, autocast_context  # noqa: F401 (re-exported)
+from dsod.runtime.network import Network, RunSettings, prepare_network
 from dsod.structures import Detections
 
 logger = logging.getLogger(__name__)
 
 
-def channels_last_for(setting: bool | None, device: torch.device) -> bool:
-    """Whether to run in the channels-last (NHWC) layout: ``train.channels_last`` when set;
-    when it is None, on the CPU only. There oneDNN trains 1.2-2 times as fast in NHWC
-    (DSOD and SSD300, fp32 and bf16, measured side by side) and evaluates 1.4 times as fast;
-    on GPUs NCHW versus NHWC was not measured, so None keeps PyTorch's default there."""
-    return device.type == "cpu" if setting is None else bool(setting)
-
-
 @torch.no_grad()
-def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
-            postprocessor: PostProcessor, device: torch.device, batch_size: int = 8,
-            workers: int = 0, amp: str = "none", channels_last: bool = False,
-            progress: bool = True, compile: bool = False
-            ) -> tuple[dict[str, Detections], list[int]]:
-    """Detections for every image of ``samples`` (this process's share under DDP).
-
-    The network runs as :class:`~dsod.inference.Detector` runs it: an eval-mode copy with
-    its BNs folded (:func:`~dsod.models.fuse.inference_network`; ``model`` itself is left
-    as it is), in the channels-last layout with ``channels_last`` (see
-    :func:`channels_last_for`; a DSOD300 evaluation on 2 CPU cores: 8.1 s plain, 5.8 s
-    channels-last, 5.4 s with both), its weights stored in the ``amp`` dtype; with
-    ``compile``, through :func:`compile_for_inference` (compiled at the first batch of each
-    size).
+def predict(network: Network, dataset: DetectionDataset, samples: TestSamples,
+            postprocessor: PostProcessor, batch_size: int = 8, workers: int = 0,
+            progress: bool = True) -> tuple[dict[str, Detections], list[int]]:
+    """Detections of ``network`` (prepared for inference by
+    :func:`~dsod.runtime.network.prepare_network`) for every image of ``samples``, this
+    process's share under DDP.
 
     Returns:
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``,
         gathered from all processes.
     """
-    network = inference_network(model, channels_last, amp_dtype(amp))
-    if compile:
-        network = compile_for_inference(network)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
     loader = DataLoader(Subset(samples, indices), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_test, worker_init_fn=ignore_stop_signals)
@@ -69,11 +48,7 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
         unreadable.extend(bad)
         if images is None:
             continue
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp):
-            logits, offsets = network(images)
+        logits, offsets = network.run(images)
         for index, det in zip(batch_indices, postprocessor(logits, offsets, sizes)):
             detections[dataset.annotation(index).image_id] = det
     merged: dict[str, Detections] = {}
@@ -163,17 +138,18 @@ def score(dataset: DetectionDataset, detections: Mapping[str, Detections],
 
 
 def evaluate_model(model: nn.Module, dataset: DetectionDataset, postprocessor: PostProcessor,
-                   image_size: int, mean_bgr: Sequence[float], device: torch.device,
-                   batch_size: int = 8, workers: int = 0, amp: str = "none",
-                   channels_last: bool = False, on_bad_sample: str = "skip"
+                   image_size: int, mean_bgr: Sequence[float], settings: RunSettings,
+                   batch_size: int = 8, workers: int = 0, on_bad_sample: str = "skip"
                    ) -> tuple[Scores | None, dict[str, Detections]]:
-    """Predict on ``dataset`` and score on the main process (``None`` elsewhere)."""
+    """Predict on ``dataset`` with ``model`` run as inference runs it (``settings``: device,
+    precision, layout) and score on the main process (``None`` elsewhere). ``model`` itself
+    is left as it is."""
     from dsod.data.transforms import TestTransform
 
     samples = TestSamples(dataset, TestTransform(image_size, mean_bgr), on_bad_sample)
-    detections, unreadable = predict(model, dataset, samples, postprocessor, device,
-                                     batch_size, workers, amp, channels_last)
+    network = prepare_network(model, settings, training=False)
+    detections, unreadable = predict(network, dataset, samples, postprocessor, batch_size,
+                                     workers)
     if not dist.is_main_process():
         return None, detections
     return score(dataset, detections), detections
-

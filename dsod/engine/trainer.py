@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,11 +30,11 @@ from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
 from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
-from dsod.engine.evaluate import channels_last_for, evaluate_model
+from dsod.engine.evaluate import evaluate_model
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
-from dsod.models.compiled import compile_for_training
-from dsod.precision import autocast_context, resolve_amp
+from dsod.runtime.network import RunSettings, prepare_network
+from dsod.runtime.precision import precision_name
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +62,10 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = device
         self.progress = progress and dist.is_main_process()
-        self.amp, why = resolve_amp(config.train.amp, device)
-        logger.info("precision: %s (%s)", {"none": "fp32"}.get(self.amp, self.amp), why)
+        self.settings = RunSettings.resolve(device, config.train.amp,
+                                            config.train.channels_last)
+        self.amp = self.settings.amp
+        logger.info("precision: %s (%s)", precision_name(self.amp), self.settings.why)
         for line in schedule_warnings(config.solver):
             logger.warning("%s", line)
         torch.manual_seed(config.train.seed)
@@ -82,16 +82,12 @@ class Trainer:
         self.bad.check_annotations(f"the training split {list(config.data.train)}")
         for line in summarize_problems(getattr(self.samples.dataset, "problems", [])):
             logger.warning("training data: %s", line)
-        model = build_model(config)
-        if run.sync_bn and dist.is_distributed():
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(device)
-        if device.type == "cuda":  # fixed input size: let cuDNN time and pick its kernels
-            torch.backends.cudnn.benchmark = True
-        self.channels_last = channels_last_for(run.channels_last, device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model
+        # What a training step calls: the model on the device, compiled if asked, wrapped
+        # by DDP if distributed; network.model is the one the optimizer updates and saves.
+        self.network = prepare_network(build_model(config), self.settings, training=True,
+                                       compile=run.compile, distributed=dist.is_distributed(),
+                                       sync_bn=run.sync_bn)
+        model = self.model = self.network.model
         self.criterion = build_loss(config)
         self.optimizer = build_optimizer(model, solver)
         self.scheduler = build_scheduler(self.optimizer, solver)
@@ -108,10 +104,6 @@ class Trainer:
                 f"{self.checkpoints.directory} already holds the checkpoints of a run (up to "
                 f"step {self.checkpoints.step_files()[-1][0]}): pass --resume to continue it, "
                 f"or give another --out for a new run")
-        # What a training step calls: the model, compiled if asked, wrapped by DDP if distributed.
-        network = compile_for_training(model) if run.compile else model
-        self.ddp = (DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-                    if dist.is_distributed() else network)
         self.sampler = IterationBatchSampler(
             len(self.samples), solver.batch_size, micro, seed=run.seed, start_step=self.step,
             rank=dist.rank(), world_size=dist.world_size(), max_steps=solver.max_iter)
@@ -201,15 +193,11 @@ class Trainer:
         for micro in range(count):
             images, target_offsets, target_labels, bad = next(batches)
             skipped.extend(bad)
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             target_offsets = target_offsets.to(self.device, non_blocking=True)
             target_labels = target_labels.to(self.device, non_blocking=True)
             sync = micro == count - 1 or not dist.is_distributed()
-            with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
-                with autocast_context(self.device, self.amp):
-                    logits, offsets = self.ddp(images)
+            with self.network.no_sync(skip=not sync):
+                logits, offsets = self.network.run(images)
                 losses = self.criterion(logits, offsets, target_offsets, target_labels)
                 if not self._all_finite(losses["loss"]):
                     finite = False
@@ -277,8 +265,8 @@ class Trainer:
         c = self.config
         scores, _ = evaluate_model(
             self.model, self.test_split(), build_postprocessor(c), c.model.input_size,
-            c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, self.amp,
-            self.channels_last, c.data.on_bad_sample)
+            c.augment.mean_bgr, self.settings, c.test.batch_size, c.data.workers,
+            c.data.on_bad_sample)
         if scores is None:
             return None
         logger.info("step %d\n%s", self.step, scores.report())

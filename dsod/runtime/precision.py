@@ -26,7 +26,7 @@ from dsod.config import AMP_SETTINGS
 logger = logging.getLogger(__name__)
 
 __all__ = ["AMP_DTYPES", "AMP_SETTINGS", "amp_dtype", "autocast_context",
-           "cpu_has_native_bf16", "resolve_amp"]
+           "cpu_has_native_bf16", "precision_name", "resolve_amp"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
                                               "fp16": torch.float16}
@@ -47,6 +47,13 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
     return AMP_DTYPES[amp]
+
+
+def precision_name(amp: str) -> str:
+    """How logs and reports name a resolved ``amp`` setting: ``"fp32"``, ``"bf16"`` or
+    ``"fp16"``."""
+    amp_dtype(amp)  # refuses an unknown setting
+    return "fp32" if amp == "none" else amp
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

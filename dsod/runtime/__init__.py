@@ -1,0 +1,1 @@
+"""How a network runs: precision, layout and the speed paths, behind one seam."""
