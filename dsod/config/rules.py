@@ -10,7 +10,7 @@ from typing import Callable
 
 AMP_SETTINGS: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
 """``train.amp``: chosen for the machine, fp32, or autocast to bfloat16 or float16
-(:mod:`dsod.precision`)."""
+(:mod:`dsod.runtime.precision`)."""
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "arch"): ("dsod", "ssd300_vgg16"),

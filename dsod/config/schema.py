@@ -173,7 +173,7 @@ class TrainConfig:
 
     out_dir: str | None = None  # None: outputs/<config name>
     # "auto": bf16 on CPUs with native bf16, fp32 on other CPUs, fp16 on GPUs
-    # (dsod.precision); or "none" (fp32), "bf16", "fp16".
+    # (dsod.runtime.precision); or "none" (fp32), "bf16", "fp16".
     amp: str = "auto"
     channels_last: bool | None = None  # None: channels-last on the CPU, NCHW on GPUs
     sync_bn: bool = False
