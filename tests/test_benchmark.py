@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsod.benchmarks.common import BenchOptions, default_counts
-from dsod.benchmarks.models import forward_gflops
-from dsod.benchmarks.pipeline import trained_like_outputs
-from dsod.benchmarks.suite import SECTIONS, run_benchmarks
+from benchmarks.common import BenchOptions, default_counts
+from benchmarks.models import forward_gflops
+from benchmarks.pipeline import trained_like_outputs
+from benchmarks.suite import SECTIONS, run_benchmarks
 from dsod.models.summary import model_summary
 from conftest import load_tool, tiny_config
 
@@ -134,7 +134,7 @@ def test_bad_batches_are_errors(tmp_path: Path) -> None:
 
 
 def test_sweep_stops_at_the_first_batch_that_fails(monkeypatch, tmp_path: Path) -> None:
-    from dsod.benchmarks import models
+    from benchmarks import models
 
     def fake_metrics(config, device, precision, counts, channels_last, batch, steps, compile):
         if batch >= 16:
@@ -151,7 +151,7 @@ def test_sweep_stops_at_the_first_batch_that_fails(monkeypatch, tmp_path: Path) 
 
 
 def test_training_step_uses_the_first_iterations_learning_rate(tmp_path: Path) -> None:
-    from dsod.benchmarks.models import TrainingStep
+    from benchmarks.models import TrainingStep
 
     config = tiny_config(tmp_path, solver={"warmup_iters": 10, "warmup_factor": 0.25})
     step = TrainingStep(config, torch.device("cpu"), 2, "fp32", channels_last=False)
@@ -189,7 +189,7 @@ def test_counts() -> None:
 
 
 def test_training_is_timed_in_the_fastest_mode(tmp_path: Path) -> None:
-    from dsod.benchmarks.suite import fastest_training_config
+    from benchmarks.suite import fastest_training_config
 
     lean = tiny_config(tmp_path, model={"memory_efficient": True})
     assert fastest_training_config(lean).model.memory_efficient is False

@@ -68,7 +68,7 @@ def test_training_says_what_auto_chose(tmp_path, native_bf16, caplog, native, sa
 
 
 def test_the_benchmark_leaves_out_bf16_on_a_cpu_without_it_unless_asked(native_bf16, capsys):
-    from dsod.benchmarks.common import BenchOptions
+    from benchmarks.common import BenchOptions
     native_bf16(False)
     assert BenchOptions().resolve().precisions == ("fp32",)
     assert "bf16 left out" in capsys.readouterr().err

@@ -19,12 +19,14 @@ import json
 import sys
 from pathlib import Path
 
-from dsod.benchmarks.common import BenchOptions
-from dsod.benchmarks.suite import SECTIONS, run_benchmarks
-from dsod.config import Config, ConfigError, load_config
-from dsod.engine.host_memory import reuse_freed_memory
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ sits beside tools/ and is not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import BenchOptions  # noqa: E402
+from benchmarks.suite import SECTIONS, run_benchmarks  # noqa: E402
+from dsod.config import Config, ConfigError, load_config  # noqa: E402
+from dsod.engine.host_memory import reuse_freed_memory  # noqa: E402
 
 
 def _model_name(config: Config, taken: dict[str, Config]) -> str:

@@ -34,9 +34,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from dsod.benchmarks.common import (GIB, BenchOptions, median, time_runs,
+from benchmarks.common import (GIB, BenchOptions, median, time_runs,
                                     with_memory_efficient)
-from dsod.benchmarks.models import TrainingStep
+from benchmarks.models import TrainingStep
 from dsod.config import Config, config_to_dict
 
 CHILD_TIMEOUT_S = 3600
@@ -68,7 +68,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     """Body of the subprocess: one warm-up and one measured training step."""
     import torch
 
-    from dsod.benchmarks.models import TrainingStep
+    from benchmarks.models import TrainingStep
     from dsod.config import config_from_dict
 
     start_rss = _status_kib("VmRSS")  # modules imported, no model or data yet
@@ -132,7 +132,7 @@ def _child_entry(spec: dict[str, Any], conn: Connection) -> None:
 def _context() -> multiprocessing.context.BaseContext:
     """Fresh children forked from a server that has only imported torch and this package."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["dsod.benchmarks.memory", "dsod.benchmarks.models"])
+    ctx.set_forkserver_preload(["benchmarks.memory", "benchmarks.models"])
     return ctx
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dsod.benchmarks.common import Counts, autocast, autocast_dtype, median, time_runs
+from benchmarks.common import Counts, autocast, autocast_dtype, median, time_runs
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
 from dsod.engine.builders import build_loss

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from dsod.benchmarks.common import BenchOptions, median, time_runs, torch_threads
+from benchmarks.common import BenchOptions, median, time_runs, torch_threads
 from dsod.config import Config
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TrainTransform

@@ -7,13 +7,13 @@ import time
 import traceback
 from typing import Any, Callable, Mapping, Sequence
 
-from dsod.benchmarks.common import (BenchOptions, machine_info, torch_threads,
+from benchmarks.common import (BenchOptions, machine_info, torch_threads,
                                     with_memory_efficient)
-from dsod.benchmarks.memory import memory_per_image_section, memory_section
-from dsod.benchmarks.models import (conv_ceiling, forward_gflops, inference_metrics,
+from benchmarks.memory import memory_per_image_section, memory_section
+from benchmarks.models import (conv_ceiling, forward_gflops, inference_metrics,
                                     parameter_count, prepare_model, torchvision_full_latency,
                                     training_metrics, training_sweep)
-from dsod.benchmarks.pipeline import data_section, postprocess_section, voc_eval_section
+from benchmarks.pipeline import data_section, postprocess_section, voc_eval_section
 from dsod.config import Config
 
 SECTIONS: tuple[str, ...] = ("inference", "training", "ceiling", "memory", "memory_per_image",
