@@ -1,0 +1,115 @@
+"""What a training run writes for people and plotting tools to read.
+
+Owns ``log.jsonl`` (one JSON record per logged step or evaluation, non-finite numbers as
+null), the TensorBoard scalars mirroring it, dropping the records a resumed run will log
+again, ``train.log`` (the run's log messages), and the final figures: ``metrics.json`` and
+the closing ``final: ...`` line. Only the main process writes; elsewhere every call is a
+no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from dsod.engine import distributed as dist
+
+
+class RunLog:
+    """``out_dir/log.jsonl`` and ``out_dir/tensorboard/``, appended to record by record.
+
+    The TensorBoard writer is opened at the first record (TensorBoard is optional at run
+    time: without it only ``log.jsonl`` is written).
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / "log.jsonl"
+        self._writer: Any = None  # None: not opened yet; False: TensorBoard is missing
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` (it holds ``"step"``) to ``log.jsonl`` and its numbers but the
+        step to TensorBoard."""
+        if not dist.is_main_process():
+            return
+        # A skipped (non-finite) step logs its losses as null: strict JSON has no NaN.
+        record = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                  for key, value in record.items()}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # TensorBoard is optional at run time
+                self._writer = False
+        if self._writer:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._writer.add_scalar(key, value, record["step"])
+
+    def write_scores(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """The record of an evaluation: VOC07 and area mAP (0.0 when no class had ground
+        truth) and COCO AP of :meth:`~dsod.engine.evaluate.Scores.as_dict`'s ``metrics``."""
+        self.write({"step": step, "mAP07": metrics["voc"]["mAP07"] or 0.0,
+                    "mAP": metrics["voc"]["mAP"] or 0.0, "AP": metrics["coco"]["AP"]})
+
+    def drop_after(self, step: int) -> None:
+        """Remove ``log.jsonl`` records of steps after ``step``: the resumed run logs them
+        again, and curves would go back and forth."""
+        if not dist.is_main_process() or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines(keepends=True):
+            try:
+                record_step = json.loads(line).get("step", 0)
+            except (ValueError, AttributeError):
+                record_step = 0  # keep what cannot be read
+            if not isinstance(record_step, int) or record_step <= step:
+                kept.append(line)
+        self.path.write_text("".join(kept))
+
+    def write_final(self, step: int, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Save the last evaluation's figures as ``metrics.json`` and log them; returns
+        them with the step first (unchanged on other processes, or when ``None``)."""
+        if metrics is None or not dist.is_main_process():
+            return metrics
+        metrics = {"step": step, **metrics}
+        (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        self.write_scores(step, metrics)
+        return metrics
+
+    def close(self) -> None:
+        if self._writer:
+            self._writer.close()
+
+
+@contextlib.contextmanager
+def train_log_file(out_dir: Path) -> Iterator[None]:
+    """Copy every log message of the run to ``out_dir/train.log`` (main process), with
+    time, level and logger; the folder is made if needed."""
+    if not dist.is_main_process():
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def final_line(metrics: Mapping[str, Any], out_dir: Path) -> str:
+    """``final: VOC07 mAP 0.7712, area mAP 0.8011, COCO AP 0.4523; outputs in DIR``."""
+    def figure(value: float | None) -> str:  # None: no class had ground truth
+        return "n/a" if value is None else f"{value:.4f}"
+    return (f"final: VOC07 mAP {figure(metrics['voc']['mAP07'])}, area mAP "
+            f"{figure(metrics['voc']['mAP'])}, COCO AP {figure(metrics['coco']['AP'])}; "
+            f"outputs in {out_dir}")
