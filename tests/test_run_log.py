@@ -1,0 +1,27 @@
+import json
+import math
+
+from dsod.engine.run_log import RunLog, final_line
+
+
+def test_records_are_strict_json_and_a_resume_drops_the_steps_it_logs_again(tmp_path):
+    log = RunLog(tmp_path)
+    for step in (1, 2, 3):
+        log.write({"step": step, "loss": math.nan if step == 2 else 1.0})
+    with open(log.path, "a") as handle:
+        handle.write("not json\n")
+    log.close()
+    assert json.loads(log.path.read_text().splitlines()[1])["loss"] is None
+    log.drop_after(2)
+    lines = log.path.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines[:2]] == [1, 2]
+    assert lines[2:] == ["not json"]  # what cannot be read is kept
+
+
+def test_final_figures_without_ground_truth_read_n_a(tmp_path):
+    metrics = {"voc": {"mAP07": None, "mAP": 0.5}, "coco": {"AP": 0.25}}
+    assert final_line(metrics, tmp_path) == (f"final: VOC07 mAP n/a, area mAP 0.5000, COCO AP "
+                                             f"0.2500; outputs in {tmp_path}")
+    saved = RunLog(tmp_path).write_final(7, metrics)
+    assert saved == {"step": 7, **metrics}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == saved
