@@ -11,13 +11,10 @@ it in :mod:`dsod.engine.train_state`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
-import re
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,6 +39,7 @@ from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warning
 from dsod.engine.run_log import RunLog, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
+from dsod.engine.step import MicroBatch, StepResult, train_step
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
@@ -53,15 +51,6 @@ logger = logging.getLogger(__name__)
 # One micro-batch from the loader: images, target offsets, target labels, and the
 # data-set indices of the unreadable samples that were replaced in it.
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]
-
-
-@dataclass
-class StepResult:
-    loss: float
-    loc_loss: float
-    conf_loss: float
-    skipped_samples: tuple[int, ...]  # data-set indices of unreadable samples replaced
-    finite: bool
 
 
 class Trainer:
@@ -138,53 +127,22 @@ class Trainer:
             self.checkpoints.save(self.state_dict(), self.step)
         dist.barrier()
 
-    # -- one step ------------------------------------------------------------------------
-    def _all_finite(self, value: torch.Tensor) -> bool:
-        """Whether ``value`` is finite in every process (all skip a step together)."""
-        flag = torch.isfinite(value.detach()).all().float()
-        return bool(dist.all_reduce_mean(flag.to(self.device)).item() == 1.0)
-
     def train_step(self, batches: Iterator[Batch]) -> StepResult:
-        """Forward and backward over this step's micro-batches, then one SGD step.
-
-        A non-finite loss or gradient skips the update (the caller counts them)."""
-        state = self.state
-        state.optimizer.zero_grad(set_to_none=True)
-        count = self.sampler.micro_batches_per_step
-        totals = torch.zeros(3, device=self.device)
+        """One SGD step (:func:`dsod.engine.step.train_step`) over the next
+        ``sampler.micro_batches_per_step`` micro-batches of ``batches``; the result names
+        the unreadable samples that were replaced in them."""
         skipped: list[int] = []
-        finite = True
-        for micro in range(count):
-            images, target_offsets, target_labels, bad = next(batches)
-            skipped.extend(bad)
-            target_offsets = target_offsets.to(self.device, non_blocking=True)
-            target_labels = target_labels.to(self.device, non_blocking=True)
-            # Gradients are all-reduced once per step, at its last micro-batch.
-            sync = micro == count - 1 or not dist.is_distributed()
-            with self.network.no_sync(skip=not sync):
-                logits, offsets = self.network.run(images)
-                losses = self.criterion(logits, offsets, target_offsets, target_labels)
-                if not self._all_finite(losses["loss"]):
-                    finite = False
-                    continue
-                state.scaler.scale(losses["loss"] / count).backward()
-            totals += torch.stack([losses["loss"], losses["loc_loss"], losses["conf_loss"]]).detach() / count
-        if finite:
-            state.scaler.unscale_(state.optimizer)
-            max_norm = self.config.solver.grad_clip or math.inf
-            norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), max_norm)
-            finite = state.scaler.is_enabled() or self._all_finite(norm)
-        if finite:
-            state.scaler.step(state.optimizer)
-        else:
-            state.optimizer.zero_grad(set_to_none=True)
-        state.scaler.update()
-        with warnings.catch_warnings():  # a skipped update still advances the schedule
-            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-            state.scheduler.step()
-        state.step += 1
-        totals = dist.all_reduce_mean(totals).tolist() if finite else [math.nan] * 3
-        return StepResult(*totals, skipped_samples=tuple(skipped), finite=finite)
+        count = self.sampler.micro_batches_per_step
+
+        def micro_batches() -> Iterator[MicroBatch]:
+            for _ in range(count):
+                images, target_offsets, target_labels, bad = next(batches)
+                skipped.extend(bad)
+                yield images, target_offsets, target_labels
+
+        result = train_step(self.network, self.criterion, self.state, micro_batches(), count,
+                            self.config.solver.grad_clip)
+        return dataclasses.replace(result, skipped_samples=tuple(skipped))
 
     # -- the loop ------------------------------------------------------------------------
     def _loader(self) -> DataLoader:

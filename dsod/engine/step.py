@@ -1,0 +1,90 @@
+"""One SGD step of a detector: forward and MultiBox loss over a step's micro-batches,
+backward, gradient clipping, the update and the learning-rate schedule.
+
+The trainer (:mod:`dsod.engine.trainer`) and the benchmark (``benchmarks/models.py``)
+both take their steps through :func:`train_step`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from dsod.engine import distributed as dist
+from dsod.engine.train_state import TrainingState
+from dsod.runtime.network import Network
+
+__all__ = ["MicroBatch", "StepResult", "train_step"]
+
+# Network inputs [B, 3, S, S], target offsets [B, P, 4] and target labels [B, P] (int64,
+# 0 background, -1 ignored), as dsod.data.loader.collate_training gives them.
+MicroBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class StepResult:
+    """The step's losses, averaged over its micro-batches and processes (NaN for a step
+    whose update was skipped), and whether it was finite."""
+
+    loss: float
+    loc_loss: float
+    conf_loss: float
+    skipped_samples: tuple[int, ...]  # data-set indices of unreadable samples replaced
+    finite: bool
+
+
+def _all_finite(value: torch.Tensor) -> bool:
+    """Whether ``value`` is finite in every process (all skip a step together)."""
+    flag = torch.isfinite(value.detach()).all().float()
+    return bool(dist.all_reduce_mean(flag).item() == 1.0)
+
+
+def train_step(network: Network, criterion: nn.Module, state: TrainingState,
+               micro_batches: Iterable[MicroBatch], count: int, grad_clip: float = 0.0
+               ) -> StepResult:
+    """Forward and backward over ``count`` micro-batches (the loss of each divided by
+    ``count``: one step over their union), then one update of ``state``'s optimizer and
+    schedule; ``state.step`` advances by one.
+
+    A non-finite loss or gradient in any process skips the update (the schedule still
+    advances): the result is then ``finite=False`` with NaN losses, and the caller decides
+    how many in a row it accepts. Under DDP gradients are all-reduced once, at the last
+    micro-batch. ``grad_clip`` > 0 clips the gradients' total norm to it.
+    """
+    state.optimizer.zero_grad(set_to_none=True)
+    device = network.settings.device
+    totals = torch.zeros(3, device=device)
+    finite = True
+    for micro, (images, target_offsets, target_labels) in enumerate(micro_batches):
+        target_offsets = target_offsets.to(device, non_blocking=True)
+        target_labels = target_labels.to(device, non_blocking=True)
+        with network.no_sync(skip=micro < count - 1):
+            logits, offsets = network.run(images)
+            losses = criterion(logits, offsets, target_offsets, target_labels)
+            if not _all_finite(losses["loss"]):
+                finite = False
+                continue
+            state.scaler.scale(losses["loss"] / count).backward()
+        totals += torch.stack([losses["loss"], losses["loc_loss"],
+                               losses["conf_loss"]]).detach() / count
+    if finite:
+        state.scaler.unscale_(state.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip or math.inf)
+        finite = state.scaler.is_enabled() or _all_finite(norm)
+    if finite:
+        state.scaler.step(state.optimizer)
+    else:
+        state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.update()
+    with warnings.catch_warnings():  # a skipped update still advances the schedule
+        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+        state.scheduler.step()
+    state.step += 1
+    values = dist.all_reduce_mean(totals).tolist() if finite else [math.nan] * 3
+    return StepResult(*values, skipped_samples=(), finite=finite)
