@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -22,21 +22,30 @@ from dsod.inference import Detector
 from dsod.visualize import draw_detections
 
 
-def _readable_images(paths: Sequence[str], batch: int,
-                     unreadable: list[str]) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """``(path, image)`` batches of the images that can be read; the others are skipped."""
-    chunk: list[tuple[str, np.ndarray]] = []
-    for path in paths:
-        try:
-            chunk.append((path, read_image(path)))
-        except ImageReadError as error:  # names the file
-            skip(error, unreadable)
-            continue
-        if len(chunk) == batch:
+T = TypeVar("T")
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), drawn lazily so that
+    each batch is detected before the next is read."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def _readable_images(paths: Sequence[str],
+                     unreadable: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """``(path, image)`` of the images that can be read; the others are skipped."""
+    for path in paths:
+        try:
+            yield path, read_image(path)
+        except ImageReadError as error:  # names the file
+            skip(error, unreadable)
 
 
 def annotate_images(detector: Detector, paths: Sequence[str], outputs: Outputs,
@@ -48,7 +57,7 @@ def annotate_images(detector: Detector, paths: Sequence[str], outputs: Outputs,
     unreadable = [] if unreadable is None else unreadable
     written: list[Path] = []
     start, detect_time, showing = time.perf_counter(), 0.0, True
-    for chunk in _readable_images(paths, detector.batch_size, unreadable):
+    for chunk in _batches(_readable_images(paths, unreadable), detector.batch_size):
         tick = time.perf_counter()
         results = detector([image for _, image in chunk])
         detect_time += time.perf_counter() - tick
@@ -63,20 +72,15 @@ def annotate_images(detector: Detector, paths: Sequence[str], outputs: Outputs,
     return written
 
 
-def _frames(capture: cv2.VideoCapture, batch: int, limit: int | None) -> Iterator[list]:
-    """Batches of up to ``batch`` BGR frames, ``limit`` frames in all (None: to the end)."""
-    count, frames = 0, []
+def _frames(capture: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray]:
+    """The BGR frames of ``capture``, ``limit`` of them at most (None: to the end)."""
+    count = 0
     while limit is None or count < limit:
         ok, frame = capture.read()
         if not ok or frame is None:
             break
-        frames.append(frame)
+        yield frame
         count += 1
-        if len(frames) == batch:
-            yield frames
-            frames = []
-    if frames:
-        yield frames
 
 
 def annotate_video(detector: Detector, source: Source, out_path: Path, window: Window,
@@ -100,7 +104,7 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
     writer, count, detect_time, showing, stop = None, 0, 0.0, True, False
     start = time.perf_counter()
     try:
-        for frames in _frames(capture, 1 if camera else detector.batch_size, max_frames):
+        for frames in _batches(_frames(capture, max_frames), 1 if camera else detector.batch_size):
             if writer is None:
                 size = (frames[0].shape[1], frames[0].shape[0])
                 writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
