@@ -37,6 +37,7 @@ def _number(text: str | None) -> float | None:
 
 
 def _positive_int(text: str | None) -> int | None:
+    """A whole number from 1 to 1e7 from an XML text (an image side), or None."""
     value = _number(text)
     if value is None or value < 1 or value != int(value) or value > 1e7:
         return None
@@ -58,6 +59,21 @@ def _resolve_image(stem: str, images_dir: str, filename: str | None,
     candidates += [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES[1:]]
     found = next((c for c in candidates if exists(c)), candidates[0])
     return os.path.join(images_dir, found)
+
+
+def _parse_root(path: Path) -> ET.Element:
+    """The root element of XML file ``path``; an AnnotationError that says why it cannot be
+    read."""
+    try:
+        return ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise AnnotationError(path, "the file does not exist") from None
+    except ET.ParseError as error:
+        raise AnnotationError(path, f"malformed XML: {error}") from None
+    except OSError as error:
+        raise AnnotationError(path, error.strerror or str(error)) from None
+    except Exception as error:  # e.g. an unknown encoding in the XML declaration
+        raise AnnotationError(path, f"cannot parse the XML: {error}") from None
 
 
 def parse_voc_xml(path: str | Path, class_names: Sequence[str],
@@ -86,17 +102,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     path = Path(path)
     images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
     class_index = {name: label for label, name in enumerate(class_names, start=1)}
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise AnnotationError(path, "the file does not exist") from None
-    except ET.ParseError as error:
-        raise AnnotationError(path, f"malformed XML: {error}") from None
-    except OSError as error:
-        raise AnnotationError(path, error.strerror or str(error)) from None
-    except Exception as error:  # e.g. an unknown encoding in the XML declaration
-        raise AnnotationError(path, f"cannot parse the XML: {error}") from None
-
+    root = _parse_root(path)
     file = str(path)
     problems: list[Problem] = []
     image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
@@ -176,4 +182,5 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
 
 
 def _fmt(box: Sequence[float]) -> str:
+    """``(x0, y0, x1, y1)`` with short numbers, for messages."""
     return "(" + ", ".join(f"{v:g}" for v in box) + ")"
