@@ -1,0 +1,186 @@
+"""One PASCAL VOC XML annotation read into an :class:`~dsod.structures.Annotation`, with the
+problems found in it.
+
+Boxes follow :mod:`dsod.structures`: the XML's 1-based inclusive ``(xmin, ymin, xmax, ymax)``
+becomes the continuous ``xyxy`` box ``(xmin - 1, ymin - 1, xmax, ymax)``. A box whose XML
+corners coincide or are reversed (``xmax <= xmin`` or ``ymax <= ymin``) was drawn with no
+extent: it is dropped with a ``zero_size_box`` warning (BCCD has two such boxes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Collection, Sequence
+
+import numpy as np
+
+from dsod.data.errors import AnnotationError, ImageReadError, Problem
+from dsod.data.image_io import read_image_size
+from dsod.structures import Annotation
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff",
+                   ".webp")
+
+
+def _number(text: str | None) -> float | None:
+    """A finite float from an XML text, or None."""
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _positive_int(text: str | None) -> int | None:
+    """A whole number from 1 to 1e7 from an XML text (an image side), or None."""
+    value = _number(text)
+    if value is None or value < 1 or value != int(value) or value > 1e7:
+        return None
+    return int(value)
+
+
+def _resolve_image(stem: str, images_dir: str, filename: str | None,
+                   names: Collection[str] | None) -> str:
+    """The image of an annotation: ``<stem>.jpg``, else the XML's ``<filename>``, else
+    ``<stem>`` with another image suffix; ``<stem>.jpg`` when none exists. ``names``, the
+    files in ``images_dir`` if known, saves a ``stat`` per candidate."""
+    def exists(name: str) -> bool:
+        return name in names if names is not None else os.path.isfile(
+            os.path.join(images_dir, name))
+
+    candidates = [f"{stem}.jpg"]
+    if filename and os.path.basename(filename.strip()):
+        candidates.append(os.path.basename(filename.strip()))
+    candidates += [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES[1:]]
+    found = next((c for c in candidates if exists(c)), candidates[0])
+    return os.path.join(images_dir, found)
+
+
+def _parse_root(path: Path) -> ET.Element:
+    """The root element of XML file ``path``; an AnnotationError that says why it cannot be
+    read."""
+    try:
+        return ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise AnnotationError(path, "the file does not exist") from None
+    except ET.ParseError as error:
+        raise AnnotationError(path, f"malformed XML: {error}") from None
+    except OSError as error:
+        raise AnnotationError(path, error.strerror or str(error)) from None
+    except Exception as error:  # e.g. an unknown encoding in the XML declaration
+        raise AnnotationError(path, f"cannot parse the XML: {error}") from None
+
+
+def parse_voc_xml(path: str | Path, class_names: Sequence[str],
+                  images_dir: str | Path | None = None,
+                  image_names: Collection[str] | None = None
+                  ) -> tuple[Annotation, list[Problem]]:
+    """Read one VOC XML annotation.
+
+    Args:
+        path: the XML file; its stem is the ``image_id``.
+        class_names: label ``l`` is ``class_names[l - 1]``.
+        images_dir: where the image is; default ``<path>/../../JPEGImages``.
+        image_names: the file names in ``images_dir``, if known (faster than a ``stat``).
+
+    Returns:
+        The annotation (boxes float32 ``[N, 4]`` absolute ``xyxy`` inside the image, see the
+        module docstring; labels int64 ``[N]`` in ``1..C``; difficult bool ``[N]``) and the
+        problems found: boxes with an unknown class, bad or missing coordinates, zero or
+        negative size, or entirely outside the image are dropped; boxes partly outside are
+        clipped; a missing ``<size>`` is read from the image. All are warnings.
+
+    Raises:
+        AnnotationError: the file is missing or not well-formed XML, or it has no usable
+            ``<size>`` and the image cannot be read.
+    """
+    path = Path(path)
+    images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
+    class_index = {name: label for label, name in enumerate(class_names, start=1)}
+    root = _parse_root(path)
+    file = str(path)
+    problems: list[Problem] = []
+    image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
+                                image_names)
+    size = root.find("size")
+    width = _positive_int(size.findtext("width")) if size is not None else None
+    height = _positive_int(size.findtext("height")) if size is not None else None
+    if width is None or height is None:
+        try:
+            width, height = read_image_size(image_path)
+        except ImageReadError as error:
+            raise AnnotationError(path, f"no usable <size> and the image cannot be read "
+                                        f"({error})") from None
+        problems.append(Problem(file, f"no usable <size> width/height; took {width}x{height} "
+                                      f"from {image_path}", "warning", "missing_size"))
+
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    difficult: list[bool] = []
+    for number, obj in enumerate(root.findall("object"), start=1):
+        name = (obj.findtext("name") or "").strip()
+
+        def warn(kind: str, message: str) -> None:
+            where = f"object {number} ({name or 'no name'})"
+            problems.append(Problem(file, f"{where}: {message}", "warning", kind))
+
+        if name not in class_index:
+            hint = [n for n in class_index if n.lower() == name.lower()]
+            warn("unknown_class", f"class {name!r} is not in data.class_names"
+                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; box dropped")
+            continue
+        bndbox = obj.find("bndbox")
+        raw = [_number(bndbox.findtext(t)) if bndbox is not None else None
+               for t in ("xmin", "ymin", "xmax", "ymax")]
+        if any(v is None for v in raw):
+            warn("bad_coordinates", "missing or non-numeric <bndbox> coordinates; box dropped")
+            continue
+        xmin, ymin, xmax, ymax = raw  # type: ignore[misc]
+        # VOC boxes include both edge pixels: xmin == xmax is one pixel wide, which the
+        # devkit counts as an object like any other.
+        if xmax < xmin or ymax < ymin:
+            warn("zero_size_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has negative "
+                                  f"size; box dropped")
+            continue
+        if xmax == xmin or ymax == ymin:
+            warn("one_pixel_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} is one pixel "
+                                  f"wide or high (VOC boxes include both edges); kept, as the "
+                                  f"devkit keeps it")
+        box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
+            warn("box_outside", f"box {_fmt(box)} lies outside the {width}x{height} image; "
+                                f"box dropped")
+            continue
+        if clipped != box:
+            warn("box_clipped", f"box {_fmt(box)} reaches outside the {width}x{height} image; "
+                                f"clipped to {_fmt(clipped)}")
+        flag_text = obj.findtext("difficult")
+        flag = _number(flag_text)
+        if flag is None and flag_text not in (None, ""):
+            warn("bad_field", "<difficult> is not a number; taken as 0")
+        boxes.append(clipped)
+        labels.append(class_index[name])
+        difficult.append(bool(flag))
+
+    boxes32 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    valid = (boxes32[:, 2] > boxes32[:, 0]) & (boxes32[:, 3] > boxes32[:, 1])
+    if not valid.all():  # sub-pixel extents that float32 cannot hold
+        problems.append(Problem(file, f"{int((~valid).sum())} box(es) too thin for float32 "
+                                      f"coordinates; dropped", "warning", "zero_size_box"))
+    annotation = Annotation(
+        image_id=path.stem, image_path=image_path, width=int(width), height=int(height),
+        boxes=boxes32[valid], labels=np.asarray(labels, dtype=np.int64)[valid],
+        difficult=np.asarray(difficult, dtype=bool)[valid])
+    return annotation, problems
+
+
+def _fmt(box: Sequence[float]) -> str:
+    """``(x0, y0, x1, y1)`` with short numbers, for messages."""
+    return "(" + ", ".join(f"{v:g}" for v in box) + ")"
