@@ -30,10 +30,10 @@ from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
                                     check_prediction_settings, load_checkpoint, load_model_weights)
 from dsod.engine.evaluate import channels_last_for
 from dsod.precision import amp_dtype, autocast_context, resolve_amp
-from dsod.models.compiled import compile_for_inference
-from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model
-from dsod.models.fuse import inference_network
+from dsod.runtime.compiled import compile_for_inference
+from dsod.runtime.cuda_graph import CUDAGraphForward
+from dsod.runtime.speed_paths import for_inference
 from dsod.structures import Detections
 
 ImageInput = Union[str, Path, np.ndarray]
@@ -109,14 +109,14 @@ class Detector:
             ``class_<l>`` when the config has none, as COCO configs that read names from JSON).
         batch_size: images per forward pass; default ``config.test.batch_size``.
         cuda_graphs: on a CUDA device, replay each batch shape's forward pass from a recorded
-            CUDA graph (:class:`~dsod.models.cuda_graph.CUDAGraphForward`): same detections,
+            CUDA graph (:class:`~dsod.runtime.cuda_graph.CUDAGraphForward`): same detections,
             much less host time per image at small batches. The model must then stay in eval
             mode with its weights in place; ignored on the CPU.
         amp: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``: run the network under autocast to
             that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); post-processing
             stays in fp32. Detections then differ from fp32 ones by rounding.
         compile: run the network through Inductor with frozen weights
-            (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
+            (:func:`~dsod.runtime.compiled.compile_for_inference`): same detections up to
             rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
             up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
             size; worth it for videos and folders. The model's weights must then stay as
@@ -189,7 +189,7 @@ class Detector:
             overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
             device, score_threshold, batch_size, cuda_graphs, amp, compile: as for the
                 constructor. The network is built as evaluation runs it
-                (:func:`~dsod.models.fuse.inference_network`: BNs folded, the layout
+                (:func:`~dsod.runtime.speed_paths.for_inference`: BNs folded, the layout
                 training chose for the device, weights stored in the ``amp`` dtype, so
                 it then runs only under that autocast, as :meth:`detect_arrays` runs it).
 
@@ -216,7 +216,8 @@ class Detector:
         # As evaluation runs it: BNs folded, the training layout, weights in the amp dtype.
         channels_last = channels_last_for(config.train.channels_last, torch.device(device))
         amp, _ = resolve_amp(amp, device)
-        model = inference_network(model, channels_last, amp_dtype(amp))
+        model = for_inference(model, speed_paths=config.train.speed_paths,
+                              channels_last=channels_last, dtype=amp_dtype(amp))
         names = state.get("class_names")
         names = list(names) if isinstance(names, (list, tuple)) else None
         if names is not None and len(names) != config.num_classes - 1:

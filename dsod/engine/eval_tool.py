@@ -97,7 +97,7 @@ def run_model(config: Config, checkpoint: str | Path, dataset: DetectionDataset,
         batch_size=batch_size or config.test.batch_size,
         workers=config.data.workers if workers is None else workers, amp=amp,
         channels_last=channels_last_for(config.train.channels_last, device), progress=progress,
-        compile=compile)
+        compile=compile, speed_paths=config.train.speed_paths)
     return detections, unreadable
 
 

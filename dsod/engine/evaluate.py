@@ -19,8 +19,8 @@ from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_imag
                                   detections_to_coco_results, evaluate_coco_with_summary,
                                   load_coco_ground_truth)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
-from dsod.models.compiled import compile_for_inference
-from dsod.models.fuse import inference_network
+from dsod.runtime.compiled import compile_for_inference
+from dsod.runtime.speed_paths import for_inference
 from dsod.postprocess import PostProcessor
 from dsod.precision import AMP_DTYPES, amp_dtype, autocast_context  # noqa: F401 (re-exported)
 from dsod.structures import Detections
@@ -40,13 +40,13 @@ def channels_last_for(setting: bool | None, device: torch.device) -> bool:
 def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
             postprocessor: PostProcessor, device: torch.device, batch_size: int = 8,
             workers: int = 0, amp: str = "none", channels_last: bool = False,
-            progress: bool = True, compile: bool = False
+            progress: bool = True, compile: bool = False, speed_paths: bool = True
             ) -> tuple[dict[str, Detections], list[int]]:
     """Detections for every image of ``samples`` (this process's share under DDP).
 
     The network runs as :class:`~dsod.inference.Detector` runs it: an eval-mode copy with
-    its BNs folded (:func:`~dsod.models.fuse.inference_network`; ``model`` itself is left
-    as it is), in the channels-last layout with ``channels_last`` (see
+    its BNs folded (:func:`~dsod.runtime.speed_paths.for_inference` with ``speed_paths``;
+    ``model`` itself is left as it is), in the channels-last layout with ``channels_last`` (see
     :func:`channels_last_for`; a DSOD300 evaluation on 2 CPU cores: 8.1 s plain, 5.8 s
     channels-last, 5.4 s with both), its weights stored in the ``amp`` dtype; with
     ``compile``, through :func:`compile_for_inference` (compiled at the first batch of each
@@ -56,7 +56,8 @@ def predict(model: nn.Module, dataset: DetectionDataset, samples: TestSamples,
         ``(image_id -> Detections in original-image pixels, unreadable image indices)``,
         gathered from all processes.
     """
-    network = inference_network(model, channels_last, amp_dtype(amp))
+    network = for_inference(model, speed_paths=speed_paths, channels_last=channels_last,
+                            dtype=amp_dtype(amp))
     if compile:
         network = compile_for_inference(network)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
@@ -165,14 +166,15 @@ def score(dataset: DetectionDataset, detections: Mapping[str, Detections],
 def evaluate_model(model: nn.Module, dataset: DetectionDataset, postprocessor: PostProcessor,
                    image_size: int, mean_bgr: Sequence[float], device: torch.device,
                    batch_size: int = 8, workers: int = 0, amp: str = "none",
-                   channels_last: bool = False, on_bad_sample: str = "skip"
-                   ) -> tuple[Scores | None, dict[str, Detections]]:
+                   channels_last: bool = False, on_bad_sample: str = "skip",
+                   speed_paths: bool = True) -> tuple[Scores | None, dict[str, Detections]]:
     """Predict on ``dataset`` and score on the main process (``None`` elsewhere)."""
     from dsod.data.transforms import TestTransform
 
     samples = TestSamples(dataset, TestTransform(image_size, mean_bgr), on_bad_sample)
     detections, unreadable = predict(model, dataset, samples, postprocessor, device,
-                                     batch_size, workers, amp, channels_last)
+                                     batch_size, workers, amp, channels_last,
+                                     speed_paths=speed_paths)
     if not dist.is_main_process():
         return None, detections
     return score(dataset, detections), detections

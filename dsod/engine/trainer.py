@@ -35,7 +35,8 @@ from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
 from dsod.engine.evaluate import channels_last_for, evaluate_model
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
-from dsod.models.compiled import compile_for_training
+from dsod.runtime.compiled import compile_for_training
+from dsod.runtime.speed_paths import for_training
 from dsod.precision import autocast_context, resolve_amp
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class Trainer:
         self.bad.check_annotations(f"the training split {list(config.data.train)}")
         for line in summarize_problems(getattr(self.samples.dataset, "problems", [])):
             logger.warning("training data: %s", line)
-        model = build_model(config)
+        model = for_training(build_model(config), speed_paths=run.speed_paths,
+                             memory_efficient=config.model.memory_efficient)
         if run.sync_bn and dist.is_distributed():
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
@@ -278,7 +280,7 @@ class Trainer:
         scores, _ = evaluate_model(
             self.model, self.test_split(), build_postprocessor(c), c.model.input_size,
             c.augment.mean_bgr, self.device, c.test.batch_size, c.data.workers, self.amp,
-            self.channels_last, c.data.on_bad_sample)
+            self.channels_last, c.data.on_bad_sample, c.train.speed_paths)
         if scores is None:
             return None
         logger.info("step %d\n%s", self.step, scores.report())
