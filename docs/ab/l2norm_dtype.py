@@ -41,9 +41,6 @@ class PromotingL2Norm(L2Norm):
         return x * inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-def promoting(net):
-    switch(net, {L2Norm: PromotingL2Norm, ScaledL2Norm: PromotingL2Norm})
-
-
-bf16_training_and_inference({"fp32 scale": promoting,
-                             "input dtype": lambda net: switch(net, {PromotingL2Norm: ScaledL2Norm})})
+bf16_training_and_inference({
+    "fp32 scale": lambda net: switch(net, {L2Norm: PromotingL2Norm, ScaledL2Norm: PromotingL2Norm}),
+    "input dtype": lambda net: switch(net, {PromotingL2Norm: ScaledL2Norm})})
