@@ -92,8 +92,8 @@ class BenchOptions:
         batch: replaces ``counts.batch`` (inference throughput, training and memory batch);
             None keeps it.
         compile: run the inference models through ``torch.compile`` with frozen weights
-            (:func:`dsod.models.compiled.compile_for_inference`) and the training models
-            as ``train.compile`` does (:func:`dsod.models.compiled.compile_for_training`).
+            (:func:`dsod.runtime.compiled.compile_for_inference`) and the training models
+            as ``train.compile`` does (:func:`dsod.runtime.compiled.compile_for_training`).
     """
 
     device: str = "cpu"

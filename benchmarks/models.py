@@ -16,10 +16,10 @@ from dsod.config import Config
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.matching import TargetEncoder
-from dsod.models.compiled import compile_for_inference, compile_for_training
-from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model, build_priors, count_parameters
-from dsod.models.fuse import inference_network
+from dsod.runtime.compiled import compile_for_inference, compile_for_training
+from dsod.runtime.cuda_graph import CUDAGraphForward
+from dsod.runtime import speed_paths
 
 # Pixel values of the network input: BGR minus the mean, so roughly +-128; noise of this
 # spread exercises the same kernels as real images.
@@ -31,15 +31,21 @@ def prepare_model(config: Config, device: torch.device, channels_last: bool,
                   precision: str = "fp32") -> nn.Module:
     """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
     ``for_inference``, as :class:`dsod.inference.Detector` runs it under ``precision``
-    (:func:`inference_network`: eval mode, BNs folded, weights stored in the autocast
-    dtype); with ``compile``, compiled at its first call as the trainer compiles it
-    (:func:`compile_for_training`; for inference with frozen weights,
-    :func:`compile_for_inference`)."""
+    (:func:`~dsod.runtime.speed_paths.for_inference`: eval mode, BNs folded, weights
+    stored in the autocast dtype); otherwise as the trainer switches it
+    (:func:`~dsod.runtime.speed_paths.for_training`); with ``compile``, compiled at its
+    first call as the trainer compiles it (:func:`compile_for_training`; for inference
+    with frozen weights, :func:`compile_for_inference`)."""
     model = build_model(config).to(device)
+    fast = config.train.speed_paths
     if for_inference:
-        model = inference_network(model, channels_last, autocast_dtype(precision))
-    elif channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = speed_paths.for_inference(model, speed_paths=fast, channels_last=channels_last,
+                                          dtype=autocast_dtype(precision))
+    else:
+        speed_paths.for_training(model, speed_paths=fast,
+                                 memory_efficient=config.model.memory_efficient)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
     if not compile:
         return model
     return compile_for_inference(model) if for_inference else compile_for_training(model)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dsod.config import Config, config_to_dict
+from dsod.runtime.speed_paths import for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ OUTPUT_NAMES = ("logits", "offsets")
 def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int = 17,
                 dynamic_batch: bool = True, dynamo: bool = False,
                 metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``model`` (in eval mode, on the CPU) as an ONNX file.
+    """Write ``model`` (an eval-mode copy of the paper's modules on the CPU,
+    :func:`~dsod.runtime.speed_paths.for_inference` without speed paths; ONNX Runtime
+    fuses what it can itself) as an ONNX file.
 
     Args:
         model: ``images [N, 3, S, S] -> (logits [N, P, C+1], offsets [N, P, 4])``.
@@ -57,7 +60,7 @@ def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu").eval()
+    model = for_inference(model, speed_paths=False).to("cpu")
     example = torch.zeros(2 if dynamic_batch else 1, 3, input_size, input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)

@@ -95,7 +95,7 @@ class Detector:
         model: the network (``images [B, 3, S, S] -> (logits [B, P, C+1], offsets [B, P, 4])``).
             The detector runs an eval-mode copy of it prepared as evaluation runs it
             (:func:`~dsod.runtime.network.prepare_network`: BNs folded, weights stored in
-            the ``amp`` dtype), so ``model`` itself is left as it is, and changes made to
+            the ``amp`` dtype; ``config.train.speed_paths`` false runs the plain modules), so ``model`` itself is left as it is, and changes made to
             it later are not seen (make a new detector).
         config: the config the model was built from (input size, mean, priors, test settings).
         device: where to run, e.g. ``"cpu"`` or ``"cuda:0"``; default: where the model's
@@ -105,14 +105,14 @@ class Detector:
             ``class_<l>`` when the config has none, as COCO configs that read names from JSON).
         batch_size: images per forward pass; default ``config.test.batch_size``.
         cuda_graphs: on a CUDA device, replay each batch shape's forward pass from a recorded
-            CUDA graph (:class:`~dsod.models.cuda_graph.CUDAGraphForward`): same detections,
+            CUDA graph (:class:`~dsod.runtime.cuda_graph.CUDAGraphForward`): same detections,
             much less host time per image at small batches; ignored on the CPU.
         amp: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``: run the network under autocast to
             that type (bf16 on a CPU with AMX or AVX-512 BF16, fp16 on a GPU); ``"auto"``
             chooses as training does. Post-processing stays in fp32. Detections then differ
             from fp32 ones by rounding.
         compile: run the network through Inductor with frozen weights
-            (:func:`~dsod.models.compiled.compile_for_inference`): same detections up to
+            (:func:`~dsod.runtime.compiled.compile_for_inference`): same detections up to
             rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
             up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
             size; worth it for videos and folders. With ``cuda_graphs`` the compiled network is the one recorded: for
@@ -136,7 +136,7 @@ class Detector:
         # if asked; amp "auto" chooses as training does (dsod.runtime.precision).
         settings = RunSettings.resolve(device, amp,
                                        config.train.channels_last if channels_last is None
-                                       else channels_last)
+                                       else channels_last, config.train.speed_paths)
         self.network = prepare_network(model, settings, training=False, compile=compile,
                                        cuda_graphs=cuda_graphs)
         self.device, self.amp = settings.device, settings.amp

@@ -9,9 +9,10 @@ import torch
 
 from dsod.config import config_from_dict
 from dsod.inference import Detector
-from dsod.models.compiled import CompiledModel, compile_for_inference
 from dsod.models.detector import build_model
-from dsod.models.fuse import fuse_for_inference
+from dsod.runtime.compiled import CompiledModel, compile_for_inference
+from dsod.runtime.fold import fuse_for_inference
+from dsod.runtime.speed_paths import for_training
 
 from conftest import assert_same_detections
 from test_fuse import TINY, assert_same_outputs_and_detections, trained_looking
@@ -43,7 +44,7 @@ def test_detector_with_compile_finds_what_the_eager_detector_finds():
 def test_a_failed_compilation_is_one_clear_error():
     from torch._inductor import config as inductor_config
 
-    from dsod.models.compiled import CompileError
+    from dsod.runtime.compiled import CompileError
 
     config = config_from_dict(TINY)
     compiled = compile_for_inference(fuse_for_inference(build_model(config)))
@@ -86,18 +87,18 @@ def test_a_part_that_cannot_be_traced_stops_compiled_training(monkeypatch):
     """Left to run eagerly inside the compiled graph, a memory-efficient dense layer would
     update its BN statistics twice (its recomputation would run without the guard that
     restores them); compiled training must refuse instead."""
-    from dsod.models import densenet
-    from dsod.models.compiled import CompileError, compile_for_training
+    from dsod.runtime import recompute
+    from dsod.runtime.compiled import CompileError, compile_for_training
 
-    untraceable = densenet._normalise
+    untraceable = recompute.recomputed
 
-    def normalise_with_a_graph_break(norm, x):
+    def recomputed_with_a_graph_break(function, module, *inputs):
         torch._dynamo.graph_break()
-        return untraceable(norm, x)
+        return untraceable(function, module, *inputs)
 
-    monkeypatch.setattr(densenet, "_normalise", normalise_with_a_graph_break)
-    config = config_from_dict({**TINY, "model": {**TINY["model"], "memory_efficient": True}})
-    model = build_model(config).train()
+    monkeypatch.setattr(recompute, "recomputed", recomputed_with_a_graph_break)
+    config = config_from_dict(TINY)
+    model = for_training(build_model(config), memory_efficient=True).train()
     before = {k: v.clone() for k, v in model.state_dict().items() if "num_batches" in k}
     with pytest.raises(CompileError, match="torch.compile could not compile"):
         compile_for_training(model)(torch.randn(2, 3, 64, 64))

@@ -10,9 +10,9 @@ import torch
 
 from dsod.config import config_from_dict
 from dsod.inference import Detector
-from dsod.models.cuda_graph import CUDAGraphForward
 from dsod.models.detector import build_model
-from dsod.models.fuse import fuse_for_inference
+from dsod.runtime.cuda_graph import CUDAGraphForward
+from dsod.runtime.fold import fuse_for_inference
 
 from conftest import TINY_MODEL
 from test_fuse import trained_looking

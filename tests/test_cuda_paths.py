@@ -4,7 +4,7 @@ The CUDA cases need a GPU and are skipped without one (CI has none); docs/PERFOR
 where they were last run. The gradient case also runs on the CPU's bf16. What they guard: the inference network (BNs folded into clamps
 and convolutions, channels-last, weights stored in the autocast dtype) under fp32, fp16 and
 bf16 on cuDNN, and training gradients under reduced precision where a strided 3x3
-convolution meets a 1x1 map (see :class:`dsod.models.layers.Conv2d`).
+convolution meets a 1x1 map (see :class:`dsod.runtime.conv.CentreTapConv2d`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import save_atomic
 from dsod.inference import Detector
 from dsod.models.detector import build_model
-from dsod.models.compiled import CompiledModel
-from dsod.models.fuse import ClampedConv1x1, inference_network
+from dsod.runtime.compiled import CompiledModel
+from dsod.runtime.fold import ClampedConv1x1
+from dsod.runtime.speed_paths import for_inference, for_training
 
 from conftest import TINY_MODEL, assert_same_detections
 from test_fuse import _bn, trained_looking
@@ -57,7 +58,7 @@ def test_inference_network_on_cuda_gives_the_cpu_training_paths_detections():
     images = _images()
     with torch.no_grad():  # autograd off, eval mode: the CPU reference
         ref_logits, ref_offsets = model(images)
-    network = inference_network(model, channels_last=True).cuda()
+    network = for_inference(model, channels_last=True).cuda()
     with exact_fp32(), torch.inference_mode():
         logits, offsets = network(images.cuda().contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(logits.cpu(), ref_logits, rtol=1e-4, atol=1e-4)
@@ -76,8 +77,8 @@ def test_weights_stored_in_the_autocast_dtype_on_cuda(precision):
     stay near fp32's (rounded, not another function)."""
     dtype = REDUCED[precision]
     model = trained_looking(build_model(config_from_dict(TINY)))
-    plain = inference_network(model, channels_last=True).cuda()
-    stored = inference_network(model, channels_last=True, dtype=dtype).cuda()
+    plain = for_inference(model, channels_last=True).cuda()
+    stored = for_inference(model, channels_last=True, dtype=dtype).cuda()
     assert stored.heads.heads[0].conf.weight.dtype == dtype
     images = _images(4).cuda().contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -128,7 +129,7 @@ def test_reduced_precision_gradients_follow_fp32(device, precision):
     mode: with batch statistics of 4 values per channel, the from-scratch network's early
     gradients turn with any rounding, fp32's own included, and would test nothing.)"""
     torch.manual_seed(0)
-    model = trained_looking(build_model(config_from_dict(TINY))).to(device)
+    model = for_training(trained_looking(build_model(config_from_dict(TINY)))).to(device)
     model = model.to(memory_format=torch.channels_last)
     images = _images(4).to(device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -176,7 +177,7 @@ def test_detector_replays_the_compiled_network_from_cuda_graphs():
     """compile=True with cuda_graphs=True records the compiled network (the benchmark's
     fastest GPU path); its detections are the eager detector's up to rounding."""
     config = config_from_dict(TINY)
-    model = inference_network(trained_looking(build_model(config))).cuda()
+    model = for_inference(trained_looking(build_model(config))).cuda()
     eager = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2)
     fast = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2,
                     cuda_graphs=True, compile=True)

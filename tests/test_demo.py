@@ -12,7 +12,7 @@ import torch
 from dsod.config import config_from_dict, config_to_dict
 from dsod.demo import DemoError, collect_sources, gui_support
 from dsod.engine.checkpoint import save_atomic
-from dsod.models.compiled import compile_for_inference
+from dsod.runtime.compiled import compile_for_inference
 from dsod.models.detector import build_model
 
 from conftest import TINY_MODEL, load_tool

@@ -1,11 +1,16 @@
+import copy
+
 import torch
 from torch import nn
 
 from dsod.config import config_from_dict
 from dsod.engine.builders import build_postprocessor
 from dsod.models.detector import build_model
-from dsod.models.fuse import (ClampedConv1x1, FoldedDenseLayer, FrozenBatchNorm, fold_bn_into_conv,
-                              fuse_for_inference, store_weights_in)
+from dsod.models.densenet import DenseBlock
+from dsod.runtime.fold import (ClampedConv1x1, FoldedDenseLayer, FrozenBatchNorm, fold_bn_into_conv,
+                               fuse_for_inference)
+from dsod.runtime.shared_block import SharedBufferDenseBlock
+from dsod.runtime.speed_paths import store_weights_in, switch
 
 from conftest import TINY_MODEL, assert_same_detections
 
@@ -103,8 +108,10 @@ def test_every_fast_path_gives_the_same_detections():
     images = torch.randn(2, 3, 64, 64)
     ref_logits, reference = _detections(config, model, images, grad=True)
     fused = fuse_for_inference(model)
-    for name, (net, channels_last) in {"shared storage": (model, False),
+    shared = switch(copy.deepcopy(model), {DenseBlock: SharedBufferDenseBlock})
+    for name, (net, channels_last) in {"shared storage": (shared, False),
                                        "channels_last": (model, True),
+                                       "shared storage + channels_last": (shared, True),
                                        "folded BN": (fused, False),
                                        "folded BN + channels_last": (fused, True)}.items():
         logits, detections = _detections(config, net, images.clone(), channels_last)

@@ -6,7 +6,11 @@ import torch
 from dsod.config import config_from_dict, load_config
 from dsod.models.densenet import DenseBlock, Stem
 from dsod.models.detector import build_model, build_priors, count_parameters
-from dsod.models.layers import Conv2d, L2Norm, relu_
+from dsod.models.layers import L2Norm
+from dsod.runtime.conv import CentreTapConv2d
+from dsod.runtime.l2norm import ScaledL2Norm
+from dsod.runtime.relu import relu_
+from dsod.runtime.speed_paths import for_training
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -85,7 +89,8 @@ def test_forward_backward_has_no_nan(prediction):
 def test_memory_efficient_mode_gives_same_outputs_gradients_and_statistics():
     torch.manual_seed(0)
     plain = DenseBlock(4, 16, growth_rate=8, bottleneck_width=16).double()
-    efficient = DenseBlock(4, 16, growth_rate=8, bottleneck_width=16, memory_efficient=True).double()
+    efficient = for_training(DenseBlock(4, 16, growth_rate=8, bottleneck_width=16),
+                             speed_paths=False, memory_efficient=True).double()
     efficient.load_state_dict(plain.state_dict())
     x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -105,7 +110,7 @@ def test_memory_efficient_mode_gives_same_outputs_gradients_and_statistics():
 def test_memory_efficient_stem_gives_same_outputs_gradients_and_statistics():
     torch.manual_seed(0)
     plain = Stem((8, 8, 16)).double()
-    efficient = Stem((8, 8, 16), memory_efficient=True).double()
+    efficient = for_training(Stem((8, 8, 16)), speed_paths=False, memory_efficient=True).double()
     efficient.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
     out1, out2 = plain(x), efficient(x)
@@ -124,8 +129,8 @@ def test_memory_efficient_stem_gives_same_outputs_gradients_and_statistics():
 def test_memory_efficient_whole_model_matches():
     torch.manual_seed(0)
     cfg = config_from_dict(TINY)
-    eff_cfg = config_from_dict({**TINY, "model": {**TINY["model"], "memory_efficient": True}})
-    model, eff = build_model(cfg), build_model(eff_cfg)
+    model = for_training(build_model(cfg))
+    eff = for_training(build_model(cfg), memory_efficient=True)
     eff.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 64, 64)
     (a, b), (c, d) = model(x), eff(x)
@@ -141,9 +146,8 @@ def test_bf16_training_gradients_are_repeatable_and_match_the_memory_efficient_m
     # The tiny model's last prediction layers see 1x1 maps: PyTorch's bf16 weight gradient
     # of a strided 3x3 convolution there was garbage (up to 1e31) from run to run.
     torch.manual_seed(0)
-    model = build_model(config_from_dict(TINY)).train()
-    eff = build_model(config_from_dict({**TINY, "model": {**TINY["model"],
-                                                          "memory_efficient": True}})).train()
+    model = for_training(build_model(config_from_dict(TINY))).train()
+    eff = for_training(build_model(config_from_dict(TINY)), memory_efficient=True).train()
     eff.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     grads = []
@@ -161,7 +165,7 @@ def test_bf16_training_gradients_are_repeatable_and_match_the_memory_efficient_m
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_conv2d_on_a_1x1_map_uses_the_centre_tap_with_the_same_results(stride):
     torch.manual_seed(0)
-    ours = Conv2d(8, 4, 3, stride=stride, padding=1, bias=True)
+    ours = CentreTapConv2d(8, 4, 3, stride=stride, padding=1, bias=True)
     plain = torch.nn.Conv2d(8, 4, 3, stride=stride, padding=1, bias=True)
     plain.load_state_dict(ours.state_dict())
     x = torch.randn(3, 8, 1, 1, dtype=torch.float64)
@@ -196,8 +200,9 @@ def test_relu_in_place_matches_torch_in_values_and_gradients(dtype):
                                                       torch.relu(shared).nan_to_num())
 
 
-def test_l2norm_by_hand():
-    norm = L2Norm(2, initial_scale=2.0)
+@pytest.mark.parametrize("l2norm", [L2Norm, ScaledL2Norm])
+def test_l2norm_by_hand(l2norm):
+    norm = l2norm(2, initial_scale=2.0)
     x = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # |x| = 5
     with torch.no_grad():
         assert norm(x).flatten().tolist() == pytest.approx([1.2, 1.6])
@@ -210,11 +215,12 @@ def test_l2norm_by_hand():
     assert norm.weight.grad.tolist() == pytest.approx([0.6, 0.8])
 
 
-def test_l2norm_under_bf16_autocast_stays_bf16_and_follows_fp32():
+@pytest.mark.parametrize("l2norm", [L2Norm, ScaledL2Norm])
+def test_l2norm_under_bf16_autocast_stays_bf16_and_follows_fp32(l2norm):
     """A bf16 map gives a bf16 output and input gradient (an fp32 scale used to promote
     both to fp32), the scale's gradient stays fp32, and all are fp32's up to bf16 rounding."""
     torch.manual_seed(0)
-    norm = L2Norm(16)
+    norm = l2norm(16)
     with torch.no_grad():
         norm.weight.uniform_(5.0, 20.0)
     x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
@@ -234,9 +240,10 @@ def test_l2norm_under_bf16_autocast_stays_bf16_and_follows_fp32():
         torch.testing.assert_close(g.float(), e, rtol=3e-2, atol=3e-2 * e.abs().max().item())
 
 
-def test_l2norm_backward_matches_autograd_of_the_formula():
+@pytest.mark.parametrize("l2norm", [L2Norm, ScaledL2Norm])
+def test_l2norm_backward_matches_autograd_of_the_formula(l2norm):
     x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    norm = L2Norm(6).double()
+    norm = l2norm(6).double()
     with torch.no_grad():
         norm.weight.uniform_(0.5, 3.0)
     assert torch.autograd.gradcheck(norm, (x,))

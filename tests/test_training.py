@@ -74,7 +74,7 @@ def _one_step(root: Path, name: str, solver: dict, compile: bool = False
               ) -> dict[str, dict[str, torch.Tensor]]:
     """The tiny model's parameters before and after one training step (in a DDP process
     when one is initialised), checking that the step runs compiled exactly when asked."""
-    from dsod.models.compiled import CompiledModel
+    from dsod.runtime.compiled import CompiledModel
 
     torch.set_num_threads(1)
     trainer = Trainer(tiny_config(root, solver=solver, train={"compile": compile}),

@@ -1,5 +1,5 @@
 """Side by side: the inference network of 0d6f1be (fuse_for_inference: BN folded, frozen
-BNs, autocast casting the weights at every call) against ``inference_network`` (clamp fold,
+BNs, autocast casting the weights at every call) against ``for_inference`` (clamp fold,
 weights stored in the autocast dtype), same random weights with trained-looking BNs,
 alternated in one process; the figures of docs/PERFORMANCE.md. Run from the repository
 root:
@@ -13,7 +13,7 @@ from torch import nn
 import fuse_old
 from dsod.config import load_config
 from dsod.models.detector import build_model
-from dsod.models.fuse import inference_network
+from dsod.runtime.speed_paths import for_inference
 from dsod.engine.host_memory import reuse_freed_memory
 reuse_freed_memory()
 torch.manual_seed(0)
@@ -27,7 +27,7 @@ def run(cfg, dtype_name, batch, rounds=5, reps=3):
     model = trained_looking(build_model(load_config(cfg)))
     dtype = torch.bfloat16 if dtype_name == "bf16" else None
     old = fuse_old.fuse_for_inference(model).to(memory_format=torch.channels_last)
-    new = inference_network(model, True, dtype)
+    new = for_inference(model, channels_last=True, dtype=dtype)
     x = (torch.randn(batch, 3, 300, 300) * 60).contiguous(memory_format=torch.channels_last)
     ctx = lambda: torch.autocast("cpu", torch.bfloat16) if dtype else torch.autocast("cpu", enabled=False)
     times = {"old": [], "new": []}

@@ -1,13 +1,16 @@
-"""Side by side: DSOD300's L2Norm run in the input's dtype (``dsod.models.layers``: the
+"""Side by side: DSOD300's L2Norm run in the input's dtype (``dsod.runtime.l2norm``: the
 scale cast to bf16 under autocast) against its earlier form, whose fp32 scale promoted the
-bf16 map to fp32 (output and backward), in one process, the two alternated: a bf16
+bf16 map to fp32 (output and backward), switched in the network as
+``dsod.runtime.speed_paths`` switches modules, in one process, the two alternated: a bf16
 training step at batch 8 and bf16 inference at batch 1 and 8 (CPU).
 Run from the repository root: ``python benchmarks/ab/l2norm_dtype.py``."""
 from typing import Any
 
 import torch
 
-from dsod.models import layers
+from dsod.models.layers import L2Norm, inverse_norm
+from dsod.runtime.l2norm import ScaledL2Norm
+from dsod.runtime.speed_paths import switch
 from swap_harness import bf16_training_and_inference
 
 
@@ -16,7 +19,7 @@ class _Promoting(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x, weight, eps):
-        inverse = layers._inverse_norm(x, eps)
+        inverse = inverse_norm(x, eps)
         normalised = x * inverse
         ctx.save_for_backward(normalised, inverse, weight)
         return normalised * weight.view(1, -1, 1, 1)
@@ -31,18 +34,13 @@ class _Promoting(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
-def promoting_forward(self, x):
-    if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-        return _Promoting.apply(x, self.weight, self.eps)
-    return x * layers._inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
+class PromotingL2Norm(L2Norm):
+    def forward(self, x):
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _Promoting.apply(x, self.weight, self.eps)
+        return x * inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-in_input_dtype = layers.L2Norm.forward
-
-
-def use(forward):
-    layers.L2Norm.forward = forward
-
-
-bf16_training_and_inference({"fp32 scale": lambda: use(promoting_forward),
-                             "input dtype": lambda: use(in_input_dtype)})
+bf16_training_and_inference({
+    "fp32 scale": lambda net: switch(net, {L2Norm: PromotingL2Norm, ScaledL2Norm: PromotingL2Norm}),
+    "input dtype": lambda net: switch(net, {PromotingL2Norm: ScaledL2Norm})})

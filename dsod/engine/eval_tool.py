@@ -76,7 +76,8 @@ def run_model(trained: TrainedModel, dataset: DetectionDataset,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if amp is None:
         amp = config.train.amp if device.type == "cuda" else "none"
-    settings = RunSettings.resolve(device, amp, config.train.channels_last)
+    settings = RunSettings.resolve(device, amp, config.train.channels_last,
+                                   config.train.speed_paths)
     network = prepare_network(trained.model, settings, training=False, compile=compile)
     samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
                           config.data.on_bad_sample)

@@ -64,7 +64,8 @@ class Trainer:
         self.device = device
         self.progress = progress and dist.is_main_process()
         self.settings = RunSettings.resolve(device, config.train.amp,
-                                            config.train.channels_last)
+                                            config.train.channels_last,
+                                            config.train.speed_paths)
         self.amp = self.settings.amp
         logger.info("precision: %s (%s)", precision_name(self.amp), self.settings.why)
         for line in schedule_warnings(config.solver):
@@ -86,6 +87,7 @@ class Trainer:
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
         self.network = prepare_network(build_model(config), self.settings, training=True,
+                                       memory_efficient=config.model.memory_efficient,
                                        compile=run.compile, distributed=dist.is_distributed(),
                                        sync_bn=run.sync_bn)
         model = self.network.model

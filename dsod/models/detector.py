@@ -31,14 +31,14 @@ class DSOD(nn.Module):
                  prediction: str = "dense",
                  extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
                  l2norm_scale: float = 20.0, head_bn_eps: float = 1e-3,
-                 head_bn_init_scale: float = 1.0, memory_efficient: bool = False) -> None:
+                 head_bn_init_scale: float = 1.0) -> None:
         super().__init__()
         if len(priors_per_location) != len(extra_widths) + 1:
             raise ValueError(f"{len(extra_widths) + 1} sources but {len(priors_per_location)} "
                              f"prior counts")
         self.num_classes = num_classes
         self.backbone = DSODBackbone(stem_channels, growth_rate, bottleneck_width, block_layers,
-                                     compression, backbone_out_channels, memory_efficient)
+                                     compression, backbone_out_channels)
         structures = {"dense": DensePrediction, "plain": PlainPrediction}
         if prediction not in structures:
             raise ValueError(f"prediction must be 'dense' or 'plain', got {prediction!r}")
@@ -105,7 +105,6 @@ def build_model(config: Config) -> nn.Module:
         compression=m.compression, backbone_out_channels=m.backbone_out_channels,
         prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
         head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale,
-        memory_efficient=m.memory_efficient,
     )
 
 

@@ -1,1 +1,23 @@
-"""How a network runs: precision, layout and the speed paths, behind one seam."""
+"""Every speed path of the network, behind one switch.
+
+:mod:`dsod.models` is the paper's network in plain PyTorch modules. Each module here makes
+one of its blocks faster (or, for the centre-tap convolution, correct in bf16 on the CPU)
+and must give the same numbers as the plain block:
+
+* :mod:`~dsod.runtime.conv`: centre-tap convolution over 1x1 maps (training).
+* :mod:`~dsod.runtime.relu`: in-place ReLU of 16-bit CPU tensors on their int16 bits.
+* :mod:`~dsod.runtime.l2norm`: the heads' L2Norm with a hand-written backward (training).
+* :mod:`~dsod.runtime.recompute`: memory-efficient dense layers and stem, recomputed in
+  the backward pass (training, ``model.memory_efficient``).
+* :mod:`~dsod.runtime.shared_block`: dense blocks writing into one shared output
+  (inference).
+* :mod:`~dsod.runtime.fold`: BNs folded into convolutions (inference).
+* :mod:`~dsod.runtime.compiled`: ``torch.compile`` for inference and training
+  (``train.compile``, ``--compile``).
+* :mod:`~dsod.runtime.cuda_graph`: CUDA-graph replay (inference, ``cuda_graphs``).
+
+The switch is ``train.speed_paths`` (default true), passed to
+:func:`~dsod.runtime.speed_paths.for_training` (after ``build_model``) and
+:func:`~dsod.runtime.speed_paths.for_inference` (evaluation, the detector, the export);
+false runs the paper's modules as they are.
+"""

@@ -7,11 +7,15 @@ SSD300) and returns a :class:`Network` whose :meth:`Network.run` maps a batch of
 in the chosen precision. What it runs through is chosen once, here:
 
 * training: the model itself (its parameters are the ones the optimizer updates), with
-  the speed paths swapped in, compiled if asked, wrapped in DistributedDataParallel when
-  distributed;
-* inference: an eval-mode copy with the speed paths (BNs folded, shared-buffer dense
+  the speed paths swapped in (:func:`~dsod.runtime.speed_paths.for_training`), recomputed
+  in the backward pass if memory-efficient, compiled if asked, wrapped in
+  DistributedDataParallel when distributed;
+* inference: an eval-mode copy with the speed paths
+  (:func:`~dsod.runtime.speed_paths.for_inference`: BNs folded, shared-buffer dense
   blocks, weights stored in the precision's dtype), compiled with frozen weights if asked,
   replayed from CUDA graphs if asked (on a GPU).
+
+With ``speed_paths`` off both run the paper's plain modules.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dsod.models.compiled import compile_for_inference, compile_for_training
-from dsod.models.cuda_graph import CUDAGraphForward
-from dsod.models.fuse import inference_network
+from dsod.runtime.compiled import compile_for_inference, compile_for_training
+from dsod.runtime.cuda_graph import CUDAGraphForward
 from dsod.runtime.precision import amp_dtype, autocast_context, resolve_amp
+from dsod.runtime.speed_paths import for_inference, for_training
 
 __all__ = ["Network", "RunSettings", "channels_last_for", "prepare_network"]
 
@@ -49,22 +53,27 @@ class RunSettings:
         amp: the precision, resolved: ``"none"`` (fp32), ``"bf16"`` or ``"fp16"``
             (:mod:`dsod.runtime.precision`).
         channels_last: inputs (and the network) in the NHWC layout.
+        speed_paths: run the faster twins of the paper's modules (``train.speed_paths``,
+            :mod:`dsod.runtime`); False runs the plain modules.
         why: one line saying why this precision was chosen (for the log).
     """
 
     device: torch.device
     amp: str
     channels_last: bool
+    speed_paths: bool = True
     why: str = "as configured"
 
     @classmethod
     def resolve(cls, device: torch.device | str, amp: str = "auto",
-                channels_last: bool | None = None) -> "RunSettings":
-        """Settings for ``device`` from the user's ``amp`` (``"auto"`` included) and
-        ``channels_last`` (None: :func:`channels_last_for` chooses)."""
+                channels_last: bool | None = None, speed_paths: bool = True
+                ) -> "RunSettings":
+        """Settings for ``device`` from the user's ``amp`` (``"auto"`` included),
+        ``channels_last`` (None: :func:`channels_last_for` chooses) and ``speed_paths``."""
         device = torch.device(device)
         resolved, why = resolve_amp(amp, device)
-        return cls(device, resolved, channels_last_for(channels_last, device), why)
+        return cls(device, resolved, channels_last_for(channels_last, device), speed_paths,
+                   why)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -117,35 +126,42 @@ class Network:
 
 
 def prepare_network(model: nn.Module, settings: RunSettings, *, training: bool,
-                    compile: bool = False, cuda_graphs: bool = False,
-                    distributed: bool = False, sync_bn: bool = False) -> Network:
+                    memory_efficient: bool = False, compile: bool = False,
+                    cuda_graphs: bool = False, distributed: bool = False,
+                    sync_bn: bool = False) -> Network:
     """``model`` made ready to run under ``settings``.
 
     Args:
         model: the paper's network (any mode, fp32 weights).
-        settings: device, precision and layout (:meth:`RunSettings.resolve`).
-        training: for training, ``model`` itself is moved to the device and layout in
-            place and becomes :attr:`Network.model`; for inference ``model`` is left as it
-            is and the network runs an eval-mode copy with its BNs folded and its weights
-            stored in the precision's dtype
-            (:func:`~dsod.models.fuse.inference_network`).
+        settings: device, precision, layout and speed paths (:meth:`RunSettings.resolve`).
+        training: for training, ``model`` itself gets the speed paths and is moved to the
+            device and layout in place, and becomes :attr:`Network.model` (parameters and
+            ``state_dict`` keys unchanged); for inference ``model`` is left as it is and
+            the network runs an eval-mode copy with its BNs folded and its weights stored
+            in the precision's dtype (:func:`~dsod.runtime.speed_paths.for_inference`).
+        memory_efficient: training: recompute each dense layer's bottleneck and the stem in
+            the backward pass instead of storing them (``model.memory_efficient``).
         compile: run through ``torch.compile`` (training: one graph per input shape,
-            :func:`~dsod.models.compiled.compile_for_training`; inference: frozen weights,
-            :func:`~dsod.models.compiled.compile_for_inference`). Compiles at the first
+            :func:`~dsod.runtime.compiled.compile_for_training`; inference: frozen weights,
+            :func:`~dsod.runtime.compiled.compile_for_inference`). Compiles at the first
             call with each input shape.
         cuda_graphs: inference on a CUDA device: replay each input shape's forward pass
-            from a recorded CUDA graph (:class:`~dsod.models.cuda_graph.CUDAGraphForward`);
+            from a recorded CUDA graph (:class:`~dsod.runtime.cuda_graph.CUDAGraphForward`);
             ignored elsewhere and for training.
         distributed: training under torchrun: wrap in DistributedDataParallel; with
             ``sync_bn``, its BNs first become SyncBatchNorm.
     """
     device = settings.device
     if not training:
-        copy = inference_network(model.to(device), settings.channels_last, settings.dtype)
+        copy = for_inference(model, speed_paths=settings.speed_paths,
+                             channels_last=settings.channels_last, dtype=settings.dtype)
+        copy = copy.to(device)
         module = compile_for_inference(copy) if compile else copy
         graphed = (CUDAGraphForward(module, autocast_dtype=settings.dtype)
                    if cuda_graphs and device.type == "cuda" else None)
         return Network(copy, module, settings, graphed)
+    model = for_training(model, speed_paths=settings.speed_paths,
+                         memory_efficient=memory_efficient)
     if sync_bn and distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)

@@ -1,4 +1,5 @@
-"""Inference through ``torch.compile`` with frozen weights, and training through it.
+"""Compile: the whole network (every paper block at once) through ``torch.compile``, with
+frozen weights for inference, and for training.
 
 With ``freezing`` Inductor treats the parameters and buffers as constants: it folds them,
 reorders the convolution weights once into oneDNN's blocked layouts (instead of at every
@@ -9,7 +10,8 @@ faster (two runs, batch 1 and 8, before the clamp fold); compiling took 15-30 s 
 shape and precision there (docs/PERFORMANCE.md). For training, compiling fuses each BN's
 statistics, normalisation and ReLU (and their backward) into few kernels over the growing
 concatenations: DSOD300's bf16 training step at batch 256 ran 1.55 times as fast on an
-H200 (docs/PERFORMANCE.md).
+H200 (docs/PERFORMANCE.md). Compiled, the network must give the eager network's outputs
+and gradients up to float rounding (``tests/test_compiled.py``).
 """
 
 from __future__ import annotations

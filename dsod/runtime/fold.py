@@ -1,4 +1,5 @@
-"""Inference-only rewrite of a trained DSOD: every BN folded into a convolution.
+"""BN folding: the paper's BN-ReLU-conv units, dense layers, stem and heads at inference,
+with every BN folded into a convolution.
 
 A BN that directly follows a bias-free convolution whose output feeds nothing else is an
 affine map per output channel, so it folds into that convolution's weights and a bias
@@ -12,6 +13,9 @@ the convolution after the ReLU is a 1x1 one (every dense layer's bottleneck, the
 transitions, the prediction layers' reductions) BN and ReLU fold into it and a per-channel
 clamp (:class:`ClampedConv1x1`); what is left (a 3x3 after BN-ReLU, as none in DSOD300 after
 folding) becomes :class:`FrozenBatchNorm`, the same affine map in one pass.
+
+Folded, the network must give the eval-mode paper network's outputs up to float rounding
+(``tests/test_fuse.py``); the copy is for inference only.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 
 from dsod.models.densenet import DenseLayer
 from dsod.models.heads import SourceHead
-from dsod.models.layers import BnReluConv, ConvBnRelu, relu_
+from dsod.models.layers import BnReluConv, ConvBnRelu
 from dsod.models.prediction import LearningHalf
 
 # fp16's largest finite value: a ClampedConv1x1 switch point beyond it cannot be stored in
@@ -145,17 +149,19 @@ class ClampedConv1x1(nn.Module):
 
 class FoldedDenseLayer(nn.Module):
     """A :class:`~dsod.models.densenet.DenseLayer` for inference: BN1-ReLU-conv1x1-BN2 as
-    one :class:`ClampedConv1x1`, then ReLU and the 3x3 convolution. Same interface: the
-    list of the block's earlier maps in, ``[B, growth_rate, H, W]`` out."""
+    one :class:`ClampedConv1x1`, then the layer's second ReLU and its 3x3 convolution.
+    Same interface: the list of the block's earlier maps in, ``[B, growth_rate, H, W]``
+    out."""
 
     def __init__(self, layer: DenseLayer) -> None:
         super().__init__()
         self.bottleneck = ClampedConv1x1(layer.norm1, fold_bn_into_conv(layer.conv1, layer.norm2))
+        self.relu = layer.relu2
         self.conv2 = layer.conv2
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat(features, 1) if len(features) > 1 else features[0]
-        return self.conv2(relu_(self.bottleneck(x)))
+        return self.conv2(self.relu(self.bottleneck(x)))
 
 
 def _folded(module: nn.Module) -> nn.Module | None:
@@ -191,47 +197,20 @@ def _fold_children(module: nn.Module) -> None:
 
 
 @torch.no_grad()
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold ``model``'s BNs into convolutions where they can be and freeze the others into
+    :class:`FrozenBatchNorm` (see the module docstring), in place; returns ``model``. The
+    BNs are taken in eval mode; parts folded before are left as they are."""
+    _fold_children(model)
+    _freeze_batch_norms(model)
+    return model
+
+
 def fuse_for_inference(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with its BNs folded into convolutions where they
-    can be and frozen into :class:`FrozenBatchNorm` elsewhere (see the module docstring).
+    """A copy of ``model`` in eval mode with its BNs folded (:func:`fold_batch_norms`);
+    ``model`` is left as it is.
 
     Outputs equal the eval-mode model's up to float rounding. The copy is for inference
     only: training it would train a different network.
     """
-    fused = copy.deepcopy(model).eval()
-    _fold_children(fused)
-    _freeze_batch_norms(fused)
-    return fused
-
-
-@torch.no_grad()
-def store_weights_in(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
-    """Store the weights and biases of ``model``'s convolutions and linear layers in
-    ``dtype`` (the autocast dtype it will run under), in place; None leaves them alone.
-
-    Autocast casts each fp32 weight to its dtype at every call (on 2 CPU cores 7.5 ms of
-    DSOD300's 58 ms at batch 1 in bf16); stored in that dtype, the cast is a no-op and the
-    outputs are the same, bit for bit. The model then needs autocast to run.
-    """
-    if dtype is None:
-        return model
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            for name in ("weight", "bias"):
-                parameter = getattr(module, name)
-                if parameter is not None and parameter.is_floating_point():
-                    parameter.data = parameter.data.to(dtype)
-    return model
-
-
-def inference_network(model: nn.Module, channels_last: bool = False,
-                      dtype: torch.dtype | None = None) -> nn.Module:
-    """The network as evaluation, :class:`~dsod.inference.Detector` and the benchmark run
-    it: a copy of ``model`` (left as it is) in eval mode with its BNs folded
-    (:func:`fuse_for_inference`), in the channels-last layout with ``channels_last``, and
-    with its convolution weights stored in ``dtype``, the autocast dtype it will run under
-    (:func:`store_weights_in`; None: fp32). Inputs and outputs as ``model``'s."""
-    network = fuse_for_inference(model)
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    return store_weights_in(network, dtype)
+    return fold_batch_norms(copy.deepcopy(model).eval())
