@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from dsod.config import Config
-from dsod.runtime.precision import amp_dtype, autocast_context
+from dsod.runtime.precision import PRECISION_NAMES
 from dsod.engine.host_memory import allocator_mode
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(PRECISION_NAMES.values())  # fp32, bf16, fp16
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GIB = float(1 << 30)
 
@@ -151,21 +151,6 @@ class BenchOptions:
                 "compile": self.compile,
                 "data_root": self.data_root,
                 "counts": dataclasses.asdict(self.counts) if self.counts else None}
-
-
-def amp_name(precision: str) -> str:
-    """The ``train.amp`` spelling of a precision: fp32 is ``"none"``."""
-    return "none" if precision == "fp32" else precision
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a precision: None for fp32."""
-    return amp_dtype(amp_name(precision))
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bf16/fp16, or nothing for fp32."""
-    return autocast_context(device, amp_name(precision))
 
 
 def synchronize(device: torch.device) -> None:

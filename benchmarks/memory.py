@@ -25,6 +25,7 @@ step:
 from __future__ import annotations
 
 import gc
+import math
 import multiprocessing
 import resource
 import sys
@@ -77,7 +78,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     config = config_from_dict(spec["config"])
     step = TrainingStep(config, device, spec["batch"], spec["precision"], spec["channels_last"])
     step()  # warm-up
-    step.optimizer.zero_grad(set_to_none=True)
+    step.optimizer.zero_grad(set_to_none=True)  # the measured step starts without gradients
     gc.collect()
     result: dict[str, Any] = {}
     if device.type == "cuda":
@@ -91,7 +92,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     result["step_s"] = time.perf_counter() - began
-    result["finite"] = bool(torch.isfinite(loss))
+    result["finite"] = math.isfinite(loss)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
         result.update(method="torch.cuda.max_memory_allocated", peak_gib=peak / GIB,

@@ -4,22 +4,25 @@ the machine's convolution ceiling."""
 from __future__ import annotations
 
 import gc
+import math
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import Counts, autocast, autocast_dtype, median, time_runs
+from benchmarks.common import Counts, median, time_runs
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer, build_scheduler
+from dsod.engine.step import train_step
+from dsod.engine.train_state import TrainingState
 from dsod.matching import TargetEncoder
 from dsod.models.detector import build_model, build_priors, count_parameters
-from dsod.runtime.compiled import compile_for_inference, compile_for_training
 from dsod.runtime.cuda_graph import CUDAGraphForward
-from dsod.runtime import speed_paths
+from dsod.runtime.network import Network, RunSettings, prepare_network
+from dsod.runtime.precision import amp_setting, autocast_context
 
 # Pixel values of the network input: BGR minus the mean, so roughly +-128; noise of this
 # spread exercises the same kernels as real images.
@@ -28,27 +31,17 @@ _IMAGE_STD = 60.0
 
 def prepare_model(config: Config, device: torch.device, channels_last: bool,
                   for_inference: bool = False, compile: bool = False,
-                  precision: str = "fp32") -> nn.Module:
-    """The config's detector, randomly initialised, on ``device`` in the chosen layout; with
-    ``for_inference``, as :class:`dsod.inference.Detector` runs it under ``precision``
-    (:func:`~dsod.runtime.speed_paths.for_inference`: eval mode, BNs folded, weights
-    stored in the autocast dtype); otherwise as the trainer switches it
-    (:func:`~dsod.runtime.speed_paths.for_training`); with ``compile``, compiled at its
-    first call as the trainer compiles it (:func:`compile_for_training`; for inference
-    with frozen weights, :func:`compile_for_inference`)."""
-    model = build_model(config).to(device)
-    fast = config.train.speed_paths
-    if for_inference:
-        model = speed_paths.for_inference(model, speed_paths=fast, channels_last=channels_last,
-                                          dtype=autocast_dtype(precision))
-    else:
-        speed_paths.for_training(model, speed_paths=fast,
-                                 memory_efficient=config.model.memory_efficient)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-    if not compile:
-        return model
-    return compile_for_inference(model) if for_inference else compile_for_training(model)
+                  precision: str = "fp32") -> Network:
+    """The config's detector, randomly initialised, prepared as the trainer prepares it
+    (:func:`~dsod.runtime.network.prepare_network` with ``training``: the config's speed
+    paths and ``model.memory_efficient``) or, with ``for_inference``, as
+    :class:`dsod.inference.Detector` runs it under ``precision`` (eval mode, BNs folded,
+    weights stored in the autocast dtype); ``compile`` as ``train.compile`` /
+    ``Detector(compile=True)``. ``network(images)`` runs it in that precision."""
+    settings = RunSettings(torch.device(device), amp_setting(precision), channels_last,
+                           config.train.speed_paths)
+    return prepare_network(build_model(config), settings, training=not for_inference,
+                           memory_efficient=config.model.memory_efficient, compile=compile)
 
 
 def random_images(batch: int, size: int, device: torch.device, channels_last: bool,
@@ -83,50 +76,47 @@ def random_targets(config: Config, batch: int, seed: int = 0) -> tuple[torch.Ten
 
 
 class TrainingStep:
-    """One training step of the config's detector on a fixed batch, as the trainer does it:
-    forward under autocast, MultiBox loss, backward (through a GradScaler for fp16), SGD with
-    the config's momentum and weight-decay groups at the trainer's first learning rate.
+    """One training step of the config's detector on a fixed batch, taken as the trainer
+    takes it (:func:`dsod.engine.step.train_step`: forward in the chosen precision, MultiBox
+    loss, backward through a GradScaler for fp16, gradient norm, SGD with the config's
+    momentum and weight-decay groups, the learning-rate schedule from its first, warm-up
+    rate).
 
-    Calling it runs one step and returns the loss tensor (not synchronised).
+    Calling it runs one step and returns the loss.
     """
 
     def __init__(self, config: Config, device: torch.device, batch: int, precision: str,
                  channels_last: bool, seed: int = 0, compile: bool = False) -> None:
         torch.manual_seed(seed)
-        self.device = device
-        self.precision = precision
-        self.model = prepare_model(config, device, channels_last, compile=compile).train()
+        self.network = prepare_model(config, device, channels_last, compile=compile,
+                                     precision=precision)
+        self.model = self.network.model
         self.optimizer = build_optimizer(self.model, config.solver)
-        # The learning rate of the trainer's first iteration (warm-up included), held there:
-        # a from-scratch network at its full rate can diverge within the timed steps.
-        build_scheduler(self.optimizer, config.solver)
+        self.state = TrainingState(self.model, self.optimizer,
+                                   build_scheduler(self.optimizer, config.solver),
+                                   torch.amp.GradScaler(device.type,
+                                                        enabled=precision == "fp16"))
         self.criterion = build_loss(config)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        self.images = random_images(batch, config.model.input_size, device, channels_last, seed)
+        self.grad_clip = config.solver.grad_clip
         offsets, labels = random_targets(config, batch, seed)
-        self.target_offsets, self.target_labels = offsets.to(device), labels.to(device)
+        self.batch = (random_images(batch, config.model.input_size, device, channels_last,
+                                    seed), offsets.to(device), labels.to(device))
 
-    def __call__(self) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            logits, offsets = self.model(self.images)
-        loss = self.criterion(logits, offsets, self.target_offsets, self.target_labels)["loss"]
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach()
+    def __call__(self) -> float:
+        return train_step(self.network, self.criterion, self.state, [self.batch], 1,
+                          self.grad_clip).loss
 
 
-def inference_metrics(model: nn.Module, input_size: int, device: torch.device, precision: str,
+def inference_metrics(model: Network, input_size: int, device: torch.device, precision: str,
                       counts: Counts, channels_last: bool) -> dict[str, float]:
     """Batch-1 latency (median and best, ms) and batch throughput (images/s) of raw network
-    outputs, in eval mode under ``torch.inference_mode``. On CUDA also both replayed from a
+    outputs of a network prepared for inference (:func:`prepare_model`) under
+    ``torch.inference_mode``. On CUDA also both replayed from a
     CUDA graph (:class:`CUDAGraphForward`; keys ending in ``_graph``), which removes the
     host's kernel-launch time, and the largest difference between the two paths' outputs."""
-    model.eval()
     single = random_images(1, input_size, device, channels_last)
     batch = random_images(counts.batch, input_size, device, channels_last, seed=1)
-    with torch.inference_mode(), autocast(device, precision):
+    with torch.inference_mode():
         latency = time_runs(lambda: model(single), counts.latency_runs, counts.warmup, device)
         throughput = time_runs(lambda: model(batch), counts.throughput_runs,
                                min(counts.warmup, 1), device)
@@ -134,9 +124,9 @@ def inference_metrics(model: nn.Module, input_size: int, device: torch.device, p
            "throughput_img_s": counts.batch / median(throughput),
            "throughput_batch": counts.batch}
     if device.type == "cuda":
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode():
             eager_outputs = model(single)
-        graphed = CUDAGraphForward(model, autocast_dtype=autocast_dtype(precision))
+        graphed = CUDAGraphForward(model.module, autocast_dtype=model.settings.dtype)
         latency = time_runs(lambda: graphed(single), counts.latency_runs, counts.warmup, device)
         throughput = time_runs(lambda: graphed(batch), counts.throughput_runs,
                                min(counts.warmup, 1), device)
@@ -159,11 +149,11 @@ def training_metrics(config: Config, device: torch.device, precision: str, count
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step = TrainingStep(config, device, batch, precision, channels_last, compile=compile)
-    losses: list[torch.Tensor] = []
+    losses: list[float] = []
     times = time_runs(lambda: losses.append(step()), steps or counts.train_steps, 1, device)
-    loss = float(losses[-1])
+    loss = losses[-1]
     out = {"train_img_s": batch / median(times), "step_s": median(times), "batch": batch,
-           "last_loss": loss, "finite": bool(torch.isfinite(losses[-1]))}
+           "last_loss": loss, "finite": math.isfinite(loss)}
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / float(1 << 30)
     return out
@@ -229,7 +219,7 @@ def conv_ceiling(device: torch.device, precision: str, counts: Counts,
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     flops = 2.0 * batch * channels * channels * 9 * side * side
-    with torch.inference_mode(), autocast(device, precision):
+    with torch.inference_mode(), autocast_context(device, amp_setting(precision)):
         times = time_runs(lambda: conv(x), counts.conv_runs, counts.warmup, device)
     return {"gflops_per_s": flops / median(times) / 1e9, "ms": median(times) * 1e3,
             "gflop": flops / 1e9, "shape": [batch, channels, side, side]}

@@ -43,13 +43,13 @@ def bf16_training_and_inference(variants: dict[str, Callable[[nn.Module], object
         use(step.model)
         step()
     side_by_side("bf16 training step, batch 8", step, step.model, variants, 5)
-    model = prepare_model(config, torch.device("cpu"), True, for_inference=True,
-                          precision="bf16")
+    network = prepare_model(config, torch.device("cpu"), True, for_inference=True,
+                            precision="bf16")
     for batch, rounds in ((1, 9), (8, 5)):
         images = random_images(batch, 300, torch.device("cpu"), True)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        with torch.inference_mode():
             for use in variants.values():
-                use(model)
-                model(images)
-            side_by_side(f"bf16 inference, batch {batch}", lambda: model(images), model,
-                         variants, rounds)
+                use(network.module)
+                network(images)
+            side_by_side(f"bf16 inference, batch {batch}", lambda: network(images),
+                         network.module, variants, rounds)

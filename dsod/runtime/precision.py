@@ -25,8 +25,8 @@ from dsod.config import AMP_SETTINGS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AMP_DTYPES", "AMP_SETTINGS", "amp_dtype", "autocast_context",
-           "cpu_has_native_bf16", "precision_name", "resolve_amp"]
+__all__ = ["AMP_DTYPES", "AMP_SETTINGS", "PRECISION_NAMES", "amp_dtype", "amp_setting",
+           "autocast_context", "cpu_has_native_bf16", "precision_name", "resolve_amp"]
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
                                               "fp16": torch.float16}
@@ -49,11 +49,29 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     return AMP_DTYPES[amp]
 
 
+PRECISION_NAMES: dict[str, str] = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+"""How logs and reports (and the benchmark's ``--precisions``) name each resolved setting."""
+
+
 def precision_name(amp: str) -> str:
-    """How logs and reports name a resolved ``amp`` setting: ``"fp32"``, ``"bf16"`` or
-    ``"fp16"``."""
+    """The name of a resolved ``amp`` setting in logs and reports: ``"fp32"``, ``"bf16"``
+    or ``"fp16"``."""
     amp_dtype(amp)  # refuses an unknown setting
-    return "fp32" if amp == "none" else amp
+    return PRECISION_NAMES[amp]
+
+
+def amp_setting(name: str) -> str:
+    """The ``amp`` setting a precision name stands for (``"fp32"`` -> ``"none"``), the
+    inverse of :func:`precision_name`.
+
+    Raises:
+        ValueError: not one of :data:`PRECISION_NAMES`' names.
+    """
+    for amp, known in PRECISION_NAMES.items():
+        if known == name:
+            return amp
+    raise ValueError(f"unknown precision {name!r}; choose from "
+                     f"{', '.join(PRECISION_NAMES.values())}")
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
