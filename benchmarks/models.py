@@ -19,7 +19,8 @@ from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.engine.step import train_step
 from dsod.engine.train_state import TrainingState
 from dsod.matching import TargetEncoder
-from dsod.models.detector import build_model, build_priors, count_parameters
+from dsod.engine.builders import build_model, build_priors
+from dsod.models.detector import count_parameters
 from dsod.runtime.cuda_graph import CUDAGraphForward
 from dsod.runtime.network import Network, RunSettings, prepare_network
 from dsod.runtime.precision import amp_setting, autocast_context
@@ -183,7 +184,7 @@ def training_sweep(config: Config, device: torch.device, precision: str, counts:
 
 def forward_gflops(config: Config) -> float:
     """GFLOPs (10^9, a multiply-add counted as two) of one forward pass of one image at the
-    config's input size, by ``torch.utils.flop_counter`` as :mod:`dsod.models.summary` counts
+    config's input size, by ``torch.utils.flop_counter`` as :mod:`dsod.engine.summary` counts
     them, but on the meta device: the same shapes and count, no memory and no arithmetic."""
     size = config.model.input_size
     try:

@@ -72,7 +72,7 @@ def test_training_refuses_a_class_count_the_model_does_not_have(tmp_path):
 
 def test_eval_refuses_a_checkpoint_trained_with_another_class_order(tmp_path, capsys):
     from dsod.engine.checkpoint import save_atomic
-    from dsod.models.detector import build_model
+    from dsod.engine.builders import build_model
 
     from conftest import load_tool
 
@@ -103,7 +103,7 @@ def test_a_test_split_with_repeated_image_ids_is_refused_before_training(tmp_pat
 def test_detector_refuses_a_checkpoint_naming_another_number_of_classes(tmp_path):
     from dsod.engine.checkpoint import CheckpointError, save_atomic
     from dsod.inference import Detector
-    from dsod.models.detector import build_model
+    from dsod.engine.builders import build_model
 
     config = coco_config(tmp_path)  # 3 classes
     save_atomic({"model": build_model(config).state_dict(), "config": config_to_dict(config),

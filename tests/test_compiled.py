@@ -9,7 +9,7 @@ import torch
 
 from dsod.config import config_from_dict
 from dsod.inference import Detector
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.runtime.compiled import CompiledModel, compile_for_inference
 from dsod.runtime.fold import fuse_for_inference
 from dsod.runtime.speed_paths import for_training

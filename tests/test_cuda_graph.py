@@ -10,7 +10,7 @@ import torch
 
 from dsod.config import config_from_dict
 from dsod.inference import Detector
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.runtime.cuda_graph import CUDAGraphForward
 from dsod.runtime.fold import fuse_for_inference
 

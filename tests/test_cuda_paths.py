@@ -20,7 +20,7 @@ from dsod.config import config_from_dict, config_to_dict
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import save_atomic
 from dsod.inference import Detector
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.runtime.compiled import CompiledModel
 from dsod.runtime.fold import ClampedConv1x1
 from dsod.runtime.speed_paths import for_inference, for_training

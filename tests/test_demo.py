@@ -13,7 +13,7 @@ from dsod.config import config_from_dict, config_to_dict
 from dsod.demo import DemoError, collect_sources, gui_support
 from dsod.engine.checkpoint import save_atomic
 from dsod.runtime.compiled import compile_for_inference
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 
 from conftest import TINY_MODEL, load_tool
 

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from dsod.config import config_from_dict, config_to_dict
 from dsod.engine.checkpoint import save_atomic
 from dsod.evaluation.coco import annotations_to_coco, coco_from_dict
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 
 from conftest import TINY_MODEL, load_tool
 

@@ -12,7 +12,7 @@ import torch
 from dsod.config import config_from_dict, config_to_dict
 from dsod.engine.checkpoint import save_atomic
 from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 
 from conftest import TINY_MODEL, load_tool
 

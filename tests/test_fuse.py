@@ -5,7 +5,7 @@ from torch import nn
 
 from dsod.config import config_from_dict
 from dsod.engine.builders import build_postprocessor
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.models.densenet import DenseBlock
 from dsod.runtime.fold import (ClampedConv1x1, FoldedDenseLayer, FrozenBatchNorm, fold_bn_into_conv,
                                fuse_for_inference)

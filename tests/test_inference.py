@@ -11,7 +11,7 @@ from dsod.config import config_from_dict, config_to_dict
 from dsod.data.errors import ImageReadError
 from dsod.engine.checkpoint import CheckpointError, save_atomic
 from dsod.inference import DetectionResult, Detector, inference_model
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.visualize import class_colour, draw_detections
 
 from conftest import TINY_MODEL

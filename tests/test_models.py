@@ -5,7 +5,8 @@ import torch
 
 from dsod.config import config_from_dict, load_config
 from dsod.models.densenet import DenseBlock, Stem
-from dsod.models.detector import build_model, build_priors, count_parameters
+from dsod.engine.builders import build_model, build_priors
+from dsod.models.detector import count_parameters
 from dsod.models.layers import L2Norm
 from dsod.runtime.conv import CentreTapConv2d
 from dsod.runtime.l2norm import ScaledL2Norm

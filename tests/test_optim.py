@@ -7,7 +7,7 @@ from dsod.config import ConfigError, SolverConfig, config_from_dict
 from dsod.engine.optim import (build_optimizer, build_scheduler, lr_factor, parameter_groups,
                                scaled_lr, schedule_warnings)
 from dsod.engine.trainer import train
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 
 from conftest import TINY_MODEL, tiny_config
 

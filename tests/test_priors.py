@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dsod.config import Config
-from dsod.models.detector import DSOD, build_priors
+from dsod.engine.builders import build_priors
+from dsod.models.detector import DSOD
 from dsod.priors import PriorGenerator, priors_per_location
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dsod.config import config_from_dict
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.runtime.conv import CentreTapConv2d
 from dsod.runtime.recompute import RecomputedDenseLayer, RecomputedStem
 from dsod.runtime.speed_paths import for_inference, for_training

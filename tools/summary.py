@@ -10,7 +10,7 @@ import json
 import sys
 
 from dsod.config import ConfigError, load_config
-from dsod.models.summary import format_summary, model_summary
+from dsod.engine.summary import format_summary, model_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ sys.path.insert(0, "/tmp/ab")
 from torch import nn
 import fuse_old
 from dsod.config import load_config
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 from dsod.runtime.speed_paths import for_inference
 from dsod.engine.host_memory import reuse_freed_memory
 reuse_freed_memory()

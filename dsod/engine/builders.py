@@ -12,11 +12,42 @@ from dsod.data.loader import DetectionDataset, TrainingSamples
 from dsod.data.transforms import TrainTransform
 from dsod.loss import MultiBoxLoss
 from dsod.matching import TargetEncoder
-from dsod.models.detector import build_model, build_priors
+from dsod.models.detector import DSOD
 from dsod.postprocess import PostProcessor
+from dsod.priors import PriorGenerator, priors_per_location
 
 __all__ = ["build_model", "build_priors", "build_dataset", "build_loss", "build_postprocessor",
            "build_training_samples"]
+
+
+def build_priors(config: Config) -> PriorGenerator:
+    """The prior generator of a config, with feature sizes derived from the input size."""
+    num_sources = len(config.priors.min_sizes)
+    if config.model.arch == "dsod":
+        sizes = DSOD.feature_sizes(config.model.input_size, num_sources)
+    else:
+        from dsod.models.ssd_vgg import ssd_vgg_feature_sizes
+        sizes = ssd_vgg_feature_sizes(config.model.input_size)
+    return PriorGenerator(config.model.input_size, sizes, config.priors.min_sizes,
+                          config.priors.max_sizes, config.priors.aspect_ratios,
+                          config.priors.steps, config.priors.offset, config.priors.clip)
+
+
+def build_model(config: Config) -> nn.Module:
+    """The detector a config describes (DSOD, or the torchvision VGG SSD baseline)."""
+    per_location = [priors_per_location(r) for r in config.priors.aspect_ratios]
+    m = config.model
+    if m.arch == "ssd300_vgg16":
+        from dsod.models.ssd_vgg import SSDVGG16
+        return SSDVGG16(config.num_classes, per_location)
+    return DSOD(
+        num_classes=config.num_classes, priors_per_location=per_location,
+        stem_channels=m.stem_channels, growth_rate=m.growth_rate,
+        bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
+        compression=m.compression, backbone_out_channels=m.backbone_out_channels,
+        prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
+        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale,
+    )
 
 
 def build_loss(config: Config) -> nn.Module:

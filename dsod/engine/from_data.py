@@ -23,7 +23,7 @@ from dsod.data.errors import DataError
 from dsod.data.coco import coco_class_names
 from dsod.data.datasets import build_dataset, coco_split_paths
 from dsod.data.voc import voc_class_names
-from dsod.models.detector import build_priors
+from dsod.engine.builders import build_priors
 from dsod.prior_fit import FittedPriors, fit_priors
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dsod.config import Config, config_from_dict, config_to_dict, load_config
 from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
                                     check_prediction_settings, load_checkpoint,
                                     load_model_weights)
-from dsod.models.detector import build_model
+from dsod.engine.builders import build_model
 
 __all__ = ["TrainedModel", "load_trained_model"]
 

@@ -1,4 +1,4 @@
-"""The DSOD detector: backbone, prediction structure and heads, built from a config."""
+"""The DSOD detector: backbone, prediction structure and heads."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dsod.config import Config
 from dsod.models.densenet import DSODBackbone
 from dsod.models.heads import PredictionHeads
 from dsod.models.prediction import DensePrediction, PlainPrediction
-from dsod.priors import PriorGenerator, priors_per_location
 
 
 class DSOD(nn.Module):
@@ -76,36 +74,6 @@ class DSOD(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.forward_sources(images))
-
-
-def build_priors(config: Config) -> PriorGenerator:
-    """The prior generator of a config, with feature sizes derived from the input size."""
-    num_sources = len(config.priors.min_sizes)
-    if config.model.arch == "dsod":
-        sizes = DSOD.feature_sizes(config.model.input_size, num_sources)
-    else:
-        from dsod.models.ssd_vgg import ssd_vgg_feature_sizes
-        sizes = ssd_vgg_feature_sizes(config.model.input_size)
-    return PriorGenerator(config.model.input_size, sizes, config.priors.min_sizes,
-                          config.priors.max_sizes, config.priors.aspect_ratios,
-                          config.priors.steps, config.priors.offset, config.priors.clip)
-
-
-def build_model(config: Config) -> nn.Module:
-    """The detector a config describes (DSOD, or the torchvision VGG SSD baseline)."""
-    per_location = [priors_per_location(r) for r in config.priors.aspect_ratios]
-    m = config.model
-    if m.arch == "ssd300_vgg16":
-        from dsod.models.ssd_vgg import SSDVGG16
-        return SSDVGG16(config.num_classes, per_location)
-    return DSOD(
-        num_classes=config.num_classes, priors_per_location=per_location,
-        stem_channels=m.stem_channels, growth_rate=m.growth_rate,
-        bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
-        compression=m.compression, backbone_out_channels=m.backbone_out_channels,
-        prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
-        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale,
-    )
 
 
 def count_parameters(model: nn.Module) -> int:

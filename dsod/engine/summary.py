@@ -8,7 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsod.config import Config
-from dsod.models.detector import build_model, build_priors, count_parameters
+from dsod.engine.builders import build_model, build_priors
+from dsod.models.detector import count_parameters
 
 
 def model_summary(config: Config) -> dict[str, Any]:
