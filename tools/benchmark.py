@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # benchmarks/ sits beside tools/ and is not insta
 from benchmarks.common import BenchOptions  # noqa: E402
 from benchmarks.suite import SECTIONS, run_benchmarks  # noqa: E402
 from dsod.config import Config, ConfigError, load_config  # noqa: E402
-from dsod.engine.host_memory import reuse_freed_memory  # noqa: E402
+from dsod.cli import run_guarded  # noqa: E402
 
 
 def _model_name(config: Config, taken: dict[str, Config]) -> str:
@@ -82,31 +82,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip timing torchvision's complete SSD300 model")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    reuse_freed_memory()  # as the other tools do; the memory sections measure in fresh processes
-    try:
-        configs = [load_config(args.dsod_config)]
-        if args.ssd_config.lower() != "none":
-            configs.append(load_config(args.ssd_config))
-        models = {}
-        for config in configs:
-            models[_model_name(config, models)] = config
-        options = BenchOptions(
-            device=args.device, quick=args.quick, channels_last=args.channels_last,
-            threads=args.threads, data_root=args.data_root,
-            precisions=tuple(args.precisions.split(",")) if args.precisions else None,
-            train_batches=_batches(args.train_batches), batch=args.batch,
-            compile=args.compile)
-        report = run_benchmarks(models, options, only,
-                                torchvision_full=args.torchvision_full and "ssd300_vgg16" in models)
-    except (ConfigError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
-    return 1 if report["errors"] else 0
+
+    def benchmark() -> int:
+        try:
+            configs = [load_config(args.dsod_config)]
+            if args.ssd_config.lower() != "none":
+                configs.append(load_config(args.ssd_config))
+            models = {}
+            for config in configs:
+                models[_model_name(config, models)] = config
+            options = BenchOptions(
+                device=args.device, quick=args.quick, channels_last=args.channels_last,
+                threads=args.threads, data_root=args.data_root,
+                precisions=tuple(args.precisions.split(",")) if args.precisions else None,
+                train_batches=_batches(args.train_batches), batch=args.batch,
+                compile=args.compile)
+            report = run_benchmarks(
+                models, options, only,
+                torchvision_full=args.torchvision_full and "ssd300_vgg16" in models)
+        except ValueError as error:  # an unknown section or precision, a bad batch list
+            raise ConfigError(str(error)) from None
+        if args.json:
+            path = Path(args.json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"wrote {path}")
+        return 1 if report["errors"] else 0
+
+    # run_guarded lets the C allocator reuse freed memory, as for the other tools; the
+    # memory sections measure in fresh processes.
+    return run_guarded(benchmark)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from dsod.config import ConfigError, load_config
+from dsod.cli import run_tool
+from dsod.config import ConfigError
 from dsod.coverage import coverage_lines
 from dsod.data.check import check_dataset, report_lines
 from dsod.data.datasets import build_dataset
@@ -36,21 +37,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE config overrides")
     parser.add_argument("--workers", type=int, default=8, help="image-reading threads")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
+
+    def check(config) -> int:
         try:
             config = with_class_names(config)
         except DataError:
             pass  # the split's own problem: the report below names it
-        report = check_dataset(config, workers=args.workers)
-    except (ConfigError, NotImplementedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print("\n".join(report_lines(report)))
-    if all(s.usable for s in report.splits if s.split == "train"):
-        print()
-        print("\n".join(coverage_report(config, args.config)))
-    return report.exit_code
+        try:
+            report = check_dataset(config, workers=args.workers)
+        except NotImplementedError as error:  # a data format without a reader
+            raise ConfigError(str(error)) from None
+        print("\n".join(report_lines(report)))
+        if all(s.usable for s in report.splits if s.split == "train"):
+            print()
+            print("\n".join(coverage_report(config, args.config)))
+        return report.exit_code
+
+    return run_tool(args.config, args.overrides, check)
 
 
 def coverage_report(config, config_path: str) -> list[str]:

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsod.cli import run_guarded
+from dsod.data.errors import DataError
 from dsod.engine.curves import plot_learning_curves, read_learning_curve
 
 
@@ -21,22 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="output folders or log.jsonl files ([NAME=]PATH)")
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
-    curves = {}
-    for run in args.runs:
-        name, _, path = run.rpartition("=")
-        log = Path(path)
-        if log.is_dir():
-            log = log / "log.jsonl"
-        if not log.is_file():
-            print(f"error: {log}: no such training log", file=sys.stderr)
-            return 2
-        try:
-            curves[name or log.parent.name] = read_learning_curve(log)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    print(f"wrote {plot_learning_curves(curves, args.out)}")
-    return 0
+
+    def plot() -> None:
+        curves = {}
+        for run in args.runs:
+            name, _, path = run.rpartition("=")
+            log = Path(path)
+            if log.is_dir():
+                log = log / "log.jsonl"
+            if not log.is_file():
+                raise DataError(f"{log}: no such training log")
+            try:
+                curves[name or log.parent.name] = read_learning_curve(log)
+            except ValueError as error:
+                raise DataError(str(error)) from None
+        print(f"wrote {plot_learning_curves(curves, args.out)}")
+
+    return run_guarded(plot)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ import argparse
 import json
 import sys
 
-from dsod.config import ConfigError, load_config
-from dsod.engine.summary import format_summary, model_summary
+from dsod.cli import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,14 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.growth_rate=16")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_intermixed_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    summary = model_summary(config)
-    print(json.dumps(summary) if args.json else format_summary(summary))
-    return 0
+
+    def summarise(config) -> None:
+        from dsod.engine.summary import format_summary, model_summary
+        summary = model_summary(config)
+        print(json.dumps(summary) if args.json else format_summary(summary))
+
+    return run_tool(args.config, args.overrides, summarise)
 
 
 if __name__ == "__main__":
