@@ -21,7 +21,7 @@ from dsod.runtime.precision import PRECISION_NAMES
 from dsod.engine.host_memory import allocator_mode
 
 PRECISIONS = tuple(PRECISION_NAMES.values())  # fp32, bf16, fp16
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = float(1 << 30)
 
 

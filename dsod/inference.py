@@ -187,11 +187,9 @@ class Detector:
                 :func:`~dsod.engine.trained_model.load_trained_model`).
 
         Raises:
-            CheckpointError: the file is unreadable, has no config (and none was given), its
-                weights do not fit the config's model (the message lists the keys), it was
-                trained with other priors, input size or mean than the config gives, or it
-                names another number of classes than the model has.
-            ConfigError: the config or an override is invalid.
+            CheckpointError, ConfigError: as
+                :func:`~dsod.engine.trained_model.load_trained_model` raises them (an
+                unreadable file, weights or settings that do not fit the config, ...).
         """
         trained = load_trained_model(path, config, overrides)
         return cls(trained.model, trained.config, device, score_threshold, trained.class_names,

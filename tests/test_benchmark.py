@@ -196,3 +196,12 @@ def test_training_is_timed_in_the_fastest_mode(tmp_path: Path) -> None:
     assert lean.model.memory_efficient is True  # the caller's config is left alone
     ssd = dataclasses.replace(lean, model=dataclasses.replace(lean.model, arch="ssd300_vgg16"))
     assert fastest_training_config(ssd) is ssd
+
+
+def test_the_report_names_this_repository_and_its_commit() -> None:
+    from benchmarks.common import REPO_ROOT, _git_commit
+
+    assert (REPO_ROOT / "benchmarks" / "common.py").is_file()
+    assert (REPO_ROOT / "dsod" / "__init__.py").is_file()
+    if (REPO_ROOT / ".git").exists():
+        assert _git_commit() is not None
