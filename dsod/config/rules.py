@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-AMP_SETTINGS: tuple[str, ...] = ("auto", "none", "bf16", "fp16")
-"""``train.amp``: chosen for the machine, fp32, or autocast to bfloat16 or float16
-(:mod:`dsod.runtime.precision`)."""
+from dsod.runtime.precision import AMP_SETTINGS  # train.amp: auto, none (fp32), bf16, fp16
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "arch"): ("dsod", "ssd300_vgg16"),

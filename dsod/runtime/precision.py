@@ -21,8 +21,6 @@ from pathlib import Path
 
 import torch
 
-from dsod.config import AMP_SETTINGS
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["AMP_DTYPES", "AMP_SETTINGS", "PRECISION_NAMES", "amp_dtype", "amp_setting",
@@ -31,6 +29,10 @@ __all__ = ["AMP_DTYPES", "AMP_SETTINGS", "PRECISION_NAMES", "amp_dtype", "amp_se
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
                                               "fp16": torch.float16}
 """The precisions a network can run in, once ``"auto"`` is resolved."""
+
+AMP_SETTINGS: tuple[str, ...] = ("auto", *AMP_DTYPES)
+"""What ``train.amp`` and the tools' ``--amp`` accept: ``"auto"`` (chosen for the machine,
+:func:`resolve_amp`) or a precision of :data:`AMP_DTYPES`."""
 
 SLOW_BF16_WARNING = (
     "train.amp=bf16 on a CPU without native bf16 (no AVX512-BF16, no AMX): bf16 is emulated "
