@@ -41,9 +41,11 @@ OUTPUT_NAMES = ("logits", "offsets")
 def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int = 17,
                 dynamic_batch: bool = True, dynamo: bool = False,
                 metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``model`` (an eval-mode copy of the paper's modules on the CPU,
-    :func:`~dsod.runtime.speed_paths.for_inference` without speed paths; ONNX Runtime
-    fuses what it can itself) as an ONNX file.
+    """Write ``model`` as an ONNX file: an eval-mode copy on the CPU with its modules
+    switched back to the paper's (:func:`~dsod.runtime.speed_paths.for_inference` without
+    speed paths: plain ReLUs and concatenating dense blocks, which trace to standard ONNX
+    operators). BNs already folded into ``model`` stay folded (``tools/export.py`` exports
+    the network :class:`~dsod.inference.Detector` runs).
 
     Args:
         model: ``images [N, 3, S, S] -> (logits [N, P, C+1], offsets [N, P, 4])``.

@@ -95,8 +95,9 @@ class Detector:
         model: the network (``images [B, 3, S, S] -> (logits [B, P, C+1], offsets [B, P, 4])``).
             The detector runs an eval-mode copy of it prepared as evaluation runs it
             (:func:`~dsod.runtime.network.prepare_network`: BNs folded, weights stored in
-            the ``amp`` dtype; ``config.train.speed_paths`` false runs the plain modules), so ``model`` itself is left as it is, and changes made to
-            it later are not seen (make a new detector).
+            the ``amp`` dtype; ``config.train.speed_paths`` false runs the plain modules),
+            so ``model`` itself is left as it is, and changes made to it later are not
+            seen (make a new detector).
         config: the config the model was built from (input size, mean, priors, test settings).
         device: where to run, e.g. ``"cpu"`` or ``"cuda:0"``; default: where the model's
             parameters are.
@@ -115,18 +116,19 @@ class Detector:
             (:func:`~dsod.runtime.compiled.compile_for_inference`): same detections up to
             rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
             up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
-            size; worth it for videos and folders. With ``cuda_graphs`` the compiled network is the one recorded: for
-            DSOD300 in bf16 on an H200, 1.0 ms per image at batch 1 against 1.6 ms
-            uncompiled, and 1.7 times the images per second at batch 8.
+            size; worth it for videos and folders. With ``cuda_graphs`` the compiled
+            network is the one recorded: for DSOD300 in bf16 on an H200, 1.0 ms per image
+            at batch 1 against 1.6 ms uncompiled, and 1.7 times the images per second at
+            batch 8.
         channels_last: run the network in the channels-last (NHWC) layout; None chooses
             as training does (``train.channels_last``; unset: on the CPU, where it is
-            faster).
+            faster), as :meth:`from_checkpoint` does.
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
                  score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
                  batch_size: int | None = None, cuda_graphs: bool = False,
-                 amp: str = "none", compile: bool = False, channels_last: bool | None = None
+                 amp: str = "none", compile: bool = False, channels_last: bool | None = False
                  ) -> None:
         self.config = config
         if device is None:
@@ -193,7 +195,7 @@ class Detector:
         """
         trained = load_trained_model(path, config, overrides)
         return cls(trained.model, trained.config, device, score_threshold, trained.class_names,
-                   batch_size, cuda_graphs, amp, compile)
+                   batch_size, cuda_graphs, amp, compile, channels_last=None)
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:

@@ -241,6 +241,11 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
         config = adopt_checkpoint_settings(config, state, f"checkpoint {checkpoint}")
     config = with_class_names(config)
     dataset = load_test_set(config, partial)
+    left_out = dataset.left_out
+    if left_out:
+        print(f"left out: {len(left_out)} of the {len(dataset) + len(left_out)} test images "
+              f"(unusable annotation files, first: {left_out[0]}); the figures are for the "
+              f"other {len(dataset)}")
     trained = None
     if state is not None:
         def same_classes(resolved: Config) -> Config:
@@ -250,11 +255,6 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
                           f"the test split {list(resolved.data.test)}", f"checkpoint {checkpoint}")
             return resolved
         trained = load_trained_model(checkpoint, config, state=state, resolve=same_classes)
-    left_out = dataset.left_out
-    if left_out:
-        print(f"left out: {len(left_out)} of the {len(dataset) + len(left_out)} test images "
-              f"(unusable annotation files, first: {left_out[0]}); the figures are for the "
-              f"other {len(dataset)}")
     unreadable: list[int] = []
     tie_break, coco_entries = None, None
     if trained is not None:
