@@ -22,7 +22,6 @@ import sys
 from typing import Sequence
 
 from dsod.cli import run_tool
-from dsod.config import ConfigError
 from dsod.coverage import coverage_lines
 from dsod.data.check import check_dataset, report_lines
 from dsod.data.datasets import build_dataset
@@ -43,10 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = with_class_names(config)
         except DataError:
             pass  # the split's own problem: the report below names it
-        try:
-            report = check_dataset(config, workers=args.workers)
-        except NotImplementedError as error:  # a data format without a reader
-            raise ConfigError(str(error)) from None
+        report = check_dataset(config, workers=args.workers)
         print("\n".join(report_lines(report)))
         if all(s.usable for s in report.splits if s.split == "train"):
             print()

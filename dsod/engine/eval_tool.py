@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from dsod.config import Config, ConfigError
+from dsod.config import Config
 from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import DataError
 from dsod.data.loader import DetectionDataset, TestSamples
@@ -50,14 +50,10 @@ def default_eval_dir(config: Config) -> Path:
 
 
 def load_test_set(config: Config, partial: bool = False) -> DetectionDataset:
-    """The config's test split; a ConfigError for a format this tool cannot read. Unless
-    ``partial``, a split that left out more than ``train.max_bad_sample_fraction`` of its
-    images for unusable annotation files is refused (:func:`build_test_set`)."""
-    try:
-        return build_test_set(config.data,
-                              None if partial else config.train.max_bad_sample_fraction)
-    except NotImplementedError as error:
-        raise ConfigError(str(error)) from None
+    """The config's test split. Unless ``partial``, a split that left out more than
+    ``train.max_bad_sample_fraction`` of its images for unusable annotation files is
+    refused (:func:`build_test_set`)."""
+    return build_test_set(config.data, None if partial else config.train.max_bad_sample_fraction)
 
 
 def run_model(trained: TrainedModel, dataset: DetectionDataset,
