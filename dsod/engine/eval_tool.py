@@ -244,13 +244,10 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
               f"other {len(dataset)}")
     trained = None
     if state is not None:
-        def same_classes(resolved: Config) -> Config:
-            names = state.get("class_names")
-            check_classes(dataset, resolved.num_classes,
-                          list(names) if isinstance(names, (list, tuple)) else None,
+        def same_classes(resolved: Config, trained_names: list | None) -> None:
+            check_classes(dataset, resolved.num_classes, trained_names,
                           f"the test split {list(resolved.data.test)}", f"checkpoint {checkpoint}")
-            return resolved
-        trained = load_trained_model(checkpoint, config, state=state, resolve=same_classes)
+        trained = load_trained_model(checkpoint, config, state=state, check=same_classes)
     unreadable: list[int] = []
     tie_break, coco_entries = None, None
     if trained is not None:

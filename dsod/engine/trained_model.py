@@ -56,7 +56,7 @@ def _config_for(path: str | Path, state: Mapping[str, Any], config: Config | str
 
 def load_trained_model(checkpoint: str | Path, config: Config | str | Path | None = None,
                        overrides: Sequence[str] = (), *,
-                       resolve: Callable[[Config], Config] | None = None,
+                       check: Callable[[Config, list | None], None] | None = None,
                        state: Mapping[str, Any] | None = None) -> TrainedModel:
     """Read ``checkpoint`` and build its network.
 
@@ -66,9 +66,10 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
         config: None takes the config saved in the checkpoint; a path is loaded with
             :func:`~dsod.config.load_config`; a :class:`Config` is used as it is.
         overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
-        resolve: applied to the config after the checkpoint's settings are adopted and
-            checked, before the network is built: it may complete the config or check it
-            against the data (evaluation checks the test split's classes there).
+        check: called with the config (the checkpoint's settings adopted and checked) and
+            the class names the checkpoint records (None without) before the network is
+            built: evaluation checks the test split's classes there, so that a split of
+            other classes is named as such rather than as weights that do not fit.
         state: the checkpoint's contents, when the caller has read them already.
 
     Raises:
@@ -83,12 +84,13 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
     resolved = adopt_checkpoint_settings(_config_for(checkpoint, state, config, overrides),
                                          state, source)
     check_prediction_settings(state.get("config"), resolved, source)
-    if resolve is not None:
-        resolved = resolve(resolved)
+    recorded = state.get("class_names")
+    recorded = list(recorded) if isinstance(recorded, (list, tuple)) else None
+    if check is not None:
+        check(resolved, recorded)
     model = build_model(resolved)
     load_model_weights(model, state["model"], source=source)
-    names = state.get("class_names")
-    names = [str(n) for n in names] if isinstance(names, (list, tuple)) else None
+    names = [str(n) for n in recorded] if recorded is not None else None
     if names is not None and len(names) != resolved.num_classes - 1:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
                               f"{resolved.num_classes - 1}")
