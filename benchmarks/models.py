@@ -3,6 +3,8 @@ the machine's convolution ceiling."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gc
 import math
 from typing import Any
@@ -93,8 +95,12 @@ class TrainingStep:
                                      precision=precision)
         self.model = self.network.model
         self.optimizer = build_optimizer(self.model, config.solver)
+        # A run length left to the data (None) is set when a run reads it; any length
+        # serves a benchmark's few steps.
+        solver = (config.solver if config.solver.max_iter is not None
+                  else dataclasses.replace(config.solver, max_iter=1000))
         self.state = TrainingState(self.model, self.optimizer,
-                                   build_scheduler(self.optimizer, config.solver),
+                                   build_scheduler(self.optimizer, solver),
                                    torch.amp.GradScaler(device.type,
                                                         enabled=precision == "fp16"))
         self.criterion = build_loss(config)

@@ -131,3 +131,30 @@ def test_check_dataset_prints_the_coverage_of_the_priors_training_would_use(tmp_
     assert "priors fitted to" in out and "prior coverage" in out
     assert load_tool("check_dataset").main([str(path), "priors.fit=false", "--workers", "1"]) == 0
     assert "warning: low prior coverage" in capsys.readouterr().out
+
+
+def test_run_length_from_the_number_of_training_images():
+    from dsod.engine.from_data import run_length
+    # 25 passes, within 4,000-8,000 images, whole iterations rounded up
+    assert run_length(160, 16) == 250      # 4,000 images
+    assert run_length(100, 16) == 250      # 2,500 -> at least 4,000
+    assert run_length(292, 16) == 457      # 7,300 -> 456.25 iterations
+    assert run_length(1200, 16) == 500     # 30,000 -> at most 8,000
+    assert run_length(1200, 32) == 250
+
+
+def test_a_run_with_max_iter_null_takes_its_length_from_the_data(tmp_path, caplog):
+    import torch
+
+    from dsod.engine.trainer import Trainer
+    config = tiny_config(tmp_path, solver={"max_iter": None, "batch_size": 16,
+                                           "base_batch": 16, "steps": [0.5]})
+    with pytest.raises(ConfigError, match="solver.max_iter is null"):
+        config.solver.schedule()
+    with caplog.at_level("INFO"):
+        trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    # 16 training images: 25 passes are 400 images, raised to 4,000: 250 iterations of 16
+    assert trainer.config.solver.max_iter == 250
+    assert trainer.config.solver.schedule() == (1, (125,))
+    assert "solver.max_iter from the data" in caplog.text
+    assert "250 iterations of 16 images: 4,000 images, 250.0 passes" in caplog.text

@@ -21,9 +21,12 @@ TINY_EPS = 1e-12
 
 
 def trained_looking(model: nn.Module) -> nn.Module:
-    """Give every BN non-trivial statistics and affine parameters, as after training."""
+    """Give every BN non-trivial statistics and affine parameters, and every convolution
+    bias (the heads' without BN) values away from its start, as after training."""
     torch.manual_seed(0)
     for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            m.bias.data.uniform_(-1.0, 1.0)
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)

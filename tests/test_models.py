@@ -73,6 +73,24 @@ def test_initialisation_follows_the_reference():
     assert torch.allclose(small.heads.heads[2].loc_bn.weight, torch.tensor(0.1))
 
 
+def test_heads_without_batch_norm_start_at_the_prior_probability():
+    config = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
+                                                 "head_prior_prob": 0.02}})
+    model = build_model(config)
+    head = model.heads.heads[0]
+    assert isinstance(head.conf_bn, torch.nn.Identity) and head.conf.bias is not None
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.heads.modules())
+    for h in model.heads.heads:  # outputs from the biases alone
+        torch.nn.init.zeros_(h.conf.weight)
+        torch.nn.init.zeros_(h.loc.weight)
+    logits, offsets = model(torch.randn(2, 3, 64, 64))
+    probabilities = logits.softmax(-1)
+    # background 1 - 0.02 everywhere, the rest shared by the 20 classes: 0.001 each
+    assert torch.allclose(probabilities[..., 0], torch.tensor(0.98))
+    assert torch.allclose(probabilities[..., 1:], torch.tensor(0.001))
+    assert torch.equal(offsets, torch.zeros_like(offsets))
+
+
 @pytest.mark.parametrize("prediction", ["dense", "plain"])
 def test_forward_backward_has_no_nan(prediction):
     raw = {**TINY, "model": {**TINY["model"], "prediction": prediction}}

@@ -78,9 +78,11 @@ def test_bf16_weight_gradient_over_a_1x1_map_is_repeatable_through_for_training(
         assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_inference_with_and_without_speed_paths_gives_the_same_detections(channels_last):
-    config = config_from_dict(TINY)
+@pytest.mark.parametrize("channels_last, head_bn", [(False, True), (True, True),
+                                                    (True, False)])
+def test_inference_with_and_without_speed_paths_gives_the_same_detections(channels_last,
+                                                                          head_bn):
+    config = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": head_bn}})
     model = for_training(trained_looking(build_model(config)), memory_efficient=True)
     plain = for_inference(model, speed_paths=False, channels_last=channels_last,
                           dtype=torch.bfloat16)

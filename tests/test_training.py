@@ -319,3 +319,17 @@ def test_under_ddp_all_processes_stop_together_on_unreadable_samples(tmp_path):
     assert outcomes[0] == outcomes[1] and outcomes[0].startswith("DataError at step 4:")
     assert "training samples (50.0%) could not be read" in outcomes[0]
     assert (tmp_path / "ddp_bad" / "checkpoints" / "checkpoint_00000004.pth").is_file()
+
+
+def test_a_run_stopped_by_non_finite_losses_exits_with_loader_workers(tmp_path):
+    # The error leaves the loader iterator in its traceback; its worker (which ignores
+    # SIGTERM) must still be stopped, or the interpreter waits for it forever at exit.
+    config = tiny_config(tmp_path, solver={"max_iter": 50, "lr": 1e30}, data={"workers": 1},
+                         train={"max_nonfinite_steps": 1})
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(_train_command(path, tmp_path / "out"), env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "non-finite" in run.stderr and "Traceback" not in run.stderr

@@ -38,9 +38,12 @@ class ModelConfig:
     extra_widths: tuple[int, ...] = (256, 256, 128, 128, 128)  # Second, Third, ... Sixth
     l2norm_scale: float = 20.0
     head_bn_eps: float = 1e-3
-    # Initial scale of the heads' BN (the reference: 1). Smaller starts the logits near the
-    # constant predictor, which short from-scratch schedules leave much sooner (README).
+    # BN after the heads' convolutions, as the reference has it; false gives them biases,
+    # the class logits starting at p(background) = 1 - head_prior_prob (dsod.models.heads).
+    head_bn: bool = True
+    # Initial scale of the heads' BN (the reference: 1); only with head_bn.
     head_bn_init_scale: float = 1.0
+    head_prior_prob: float = 0.01  # only without head_bn
     memory_efficient: bool = False
 
 
@@ -144,13 +147,26 @@ class SolverConfig:
     decay_backbone_bn: bool = True  # reference decays the backbone's BN, not the heads'
     steps: tuple[int | float, ...] = (0.2, 0.4, 0.6, 0.8)  # 20k, 40k, 60k, 80k of 100k
     gamma: float = 0.1
-    max_iter: int = 100000
+    # None: set from the number of training images when a run starts
+    # (dsod.engine.from_data.run_length), logged and saved in the run's config.yaml
+    max_iter: int | None = 100000
     warmup_iters: int | float = 0.01  # 1,000 of 100k
     warmup_factor: float = 0.1
     grad_clip: float | None = None
+    # A moving average of the weights for evaluation and checkpoints (dsod.engine.ema): its
+    # time constant as a fraction of max_iter; 0 keeps none.
+    ema: float = 0.0
 
     def schedule(self) -> tuple[int, tuple[int, ...]]:
-        """``(warm-up iterations, lr step iterations)`` with fractions resolved."""
+        """``(warm-up iterations, lr step iterations)`` with fractions resolved.
+
+        Raises:
+            ConfigError: ``max_iter`` is still None (it is set when a run reads its data).
+        """
+        if self.max_iter is None:
+            raise ConfigError("solver.max_iter is null: a run sets it from its training "
+                              "data before the schedule is built")
+
         def iterations(value: float) -> int:
             return int(round(value * self.max_iter)) if value < 1 else int(value)
         return iterations(self.warmup_iters), tuple(iterations(s) for s in self.steps)

@@ -44,6 +44,18 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+def close_loader(batches: Iterator) -> None:
+    """Stop a DataLoader iterator's worker processes now (told to finish, then joined).
+
+    Left to garbage collection, an iterator that an exception's traceback still holds
+    lives until the interpreter exits, where multiprocessing waits forever for workers
+    that ignore SIGTERM (:func:`ignore_stop_signals`): a run that failed would never exit.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 class TrainingSamples(Dataset):
     """Items ``(epoch, index)`` -> ``(image [3,S,S], offsets [P,4], labels [P], skipped)``.
 

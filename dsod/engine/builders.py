@@ -46,7 +46,8 @@ def build_model(config: Config) -> nn.Module:
         bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
         compression=m.compression, backbone_out_channels=m.backbone_out_channels,
         prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
-        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale,
+        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale, head_bn=m.head_bn,
+        head_prior_prob=m.head_prior_prob,
     )
 
 

@@ -1,8 +1,10 @@
-"""Settings a config leaves to the data: the class list and priors fitted to the boxes.
+"""Settings a config leaves to the data: the class list, the run's length and priors
+fitted to the boxes.
 
 ``data.class_names: null`` reads the class list from the training annotations
-(:func:`resolve_class_names`); ``priors.fit: true`` fits the priors to the training boxes
-(:func:`fit_config_priors`). Training resolves both before it builds anything
+(:func:`resolve_class_names`); ``solver.max_iter: null`` sets the run's length from the
+number of training images (:func:`run_length`); ``priors.fit: true`` fits the priors to
+the training boxes (:func:`fit_config_priors`). Training resolves them before it builds anything
 (:func:`prepare_training_data`) and saves the result in its config and checkpoints;
 evaluation and the Python API take them from the checkpoint
 (:func:`~dsod.engine.checkpoint.adopt_checkpoint_settings`).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Iterator
 
 import numpy as np
@@ -131,16 +134,46 @@ def coverage_warning(coverage: Coverage, config_path: str = "CONFIG") -> str | N
             f"with: python tools/fit_priors.py {config_path}")
 
 
+RUN_PASSES = 25
+"""A run whose length comes from the data sees its training images this many times..."""
+RUN_IMAGES = (4000, 8000)
+"""... but at least and at most this many images in all (docs/RESULTS.md: the budgets of
+the shared data sets, 160 to 1,200 training images)."""
+
+
+def run_length(num_images: int, batch_size: int) -> int:
+    """Iterations of ``batch_size`` images for a run on ``num_images`` training images:
+    :data:`RUN_PASSES` passes over them, kept within :data:`RUN_IMAGES` images, rounded up
+    to whole iterations. 160 images at 16 give 250 iterations; 1,200 give 500."""
+    images = min(max(RUN_PASSES * num_images, RUN_IMAGES[0]), RUN_IMAGES[1])
+    return max(1, math.ceil(images / batch_size))
+
+
+def with_run_length(config: Config, num_images: int) -> Config:
+    """``config`` with ``solver.max_iter`` set by :func:`run_length` where it is None
+    (logged); unchanged otherwise."""
+    if config.solver.max_iter is not None:
+        return config
+    max_iter = run_length(num_images, config.solver.batch_size)
+    logger.info("solver.max_iter from the data: %d passes over %d training images, within "
+                "%s-%s images in all: %d iterations (set solver.max_iter to choose)",
+                RUN_PASSES, num_images, f"{RUN_IMAGES[0]:,}", f"{RUN_IMAGES[1]:,}", max_iter)
+    return dataclasses.replace(config, solver=dataclasses.replace(config.solver,
+                                                                  max_iter=max_iter))
+
+
 def prepare_training_data(config: Config, config_path: str = "CONFIG"
                           ) -> tuple[Config, DetectionDataset]:
-    """Resolve the class list, read the training split, fit the priors if asked, and log
-    the priors' coverage of the training boxes (with a warning when it is low).
+    """Resolve the class list, read the training split, set the run's length if the config
+    leaves it to the data, fit the priors if asked, and log the priors' coverage of the
+    training boxes (with a warning when it is low).
 
     Returns:
         ``(config with everything resolved, the training data set)``.
     """
     config = with_class_names(config)
     dataset = build_dataset(config.data, "train")
+    config = with_run_length(config, len(dataset))
     if config.priors.fit:
         config, fitted = fit_config_priors(config, dataset)
         for line in fitted_lines(fitted, config):

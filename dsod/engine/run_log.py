@@ -106,6 +106,51 @@ def train_log_file(out_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def budget_line(max_iter: int, batch_size: int, num_images: int, start_step: int = 0) -> str:
+    """What the run will see: ``500 iterations of 16 images: 8,000 images, 27.4 passes
+    over the 292 training images`` (and where a resumed run starts)."""
+    images = max_iter * batch_size
+    line = (f"{max_iter:,} iterations of {batch_size} images: {images:,} images, "
+            f"{images / max(num_images, 1):.1f} passes over the {num_images:,} training images")
+    return line + (f"; resuming at iteration {start_step:,}" if start_step else "")
+
+
+class RunTiming:
+    """The run's remaining time, estimated once from its first steps here.
+
+    :meth:`after_step` returns the estimate after ``steps`` steps of this process (the
+    first step, which warms up, not timed), ``None`` before and after.
+    """
+
+    def __init__(self, start_step: int, max_iter: int, batch_size: int, eval_every: int,
+                 steps: int = 10) -> None:
+        self.start_step, self.max_iter, self.batch_size = start_step, max_iter, batch_size
+        self.eval_every, self.steps = eval_every, steps
+        self._first: float | None = None  # time at the end of the first step
+
+    def after_step(self, step: int, now: float) -> str | None:
+        done = step - self.start_step
+        if done == 1:
+            self._first = now
+        if done != self.steps or self._first is None or step >= self.max_iter:
+            return None
+        seconds_per_step = (now - self._first) / (self.steps - 1)
+        remaining = (self.max_iter - step) * seconds_per_step
+        evaluations = (self.max_iter - step) // self.eval_every if self.eval_every else 0
+        return (f"{self.batch_size / seconds_per_step:.1f} training images/s here: the "
+                f"remaining {self.max_iter - step:,} iterations take about "
+                f"{_duration(remaining)}, plus {evaluations + 1} evaluation"
+                f"{'s' if evaluations else ''} of the test split")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def final_line(metrics: Mapping[str, Any], out_dir: Path) -> str:
     """``final: VOC07 mAP 0.7712, area mAP 0.8011, COCO AP 0.4523; outputs in DIR``."""
     def figure(value: float | None) -> str:  # None: no class had ground truth

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 from torch import nn
 
 from dsod.engine import distributed as dist
+from dsod.engine.learning import SignalSums, signal_sums
 from dsod.engine.train_state import TrainingState
 from dsod.runtime.network import Network
 
@@ -30,13 +31,15 @@ MicroBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 @dataclass
 class StepResult:
     """The step's losses, averaged over its micro-batches and processes (NaN for a step
-    whose update was skipped), and whether it was finite."""
+    whose update was skipped), whether it was finite, and the learning signal's sums over
+    its images (:mod:`dsod.engine.learning`)."""
 
     loss: float
     loc_loss: float
     conf_loss: float
     skipped_samples: tuple[int, ...]  # data-set indices of unreadable samples replaced
     finite: bool
+    signal: SignalSums = field(default_factory=SignalSums)
 
 
 def _all_finite(value: torch.Tensor) -> bool:
@@ -60,6 +63,7 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
     state.optimizer.zero_grad(set_to_none=True)
     device = network.settings.device
     totals = torch.zeros(3, device=device)
+    signal = SignalSums()
     finite = True
     for micro, (images, target_offsets, target_labels) in enumerate(micro_batches):
         target_offsets = target_offsets.to(device, non_blocking=True)
@@ -71,6 +75,7 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
                 finite = False
                 continue
             state.scaler.scale(losses["loss"] / count).backward()
+        signal.add(signal_sums(logits, offsets, target_offsets, target_labels))
         totals += torch.stack([losses["loss"], losses["loc_loss"],
                                losses["conf_loss"]]).detach() / count
     if finite:
@@ -86,5 +91,10 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
         warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
         state.scheduler.step()
     state.step += 1
-    values = dist.all_reduce_mean(totals).tolist() if finite else [math.nan] * 3
-    return StepResult(*values, skipped_samples=(), finite=finite)
+    # One all-reduce for the losses and the signal's sums (means over processes: the
+    # signal's ratios are unchanged by it).
+    reduced = dist.all_reduce_mean(torch.cat([totals, torch.tensor(
+        [signal.total, signal.images], device=device)])).tolist()
+    losses = reduced[:3] if finite else [math.nan] * 3
+    return StepResult(*losses, skipped_samples=(), finite=finite,
+                      signal=SignalSums(*reduced[3:]))

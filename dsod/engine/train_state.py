@@ -21,6 +21,7 @@ from torch import nn
 from dsod.config import Config, config_to_dict
 from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
+from dsod.engine.ema import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,13 @@ class TrainingState:
     scaler: torch.amp.GradScaler
     step: int = 0
     best_map: float = -math.inf  # VOC07 mAP of best.pth
+    ema: WeightAverage | None = None  # the weights' moving average (solver.ema)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights a run evaluates and a trained model is read back with: the moving
+        average where the run keeps one, else the trained weights."""
+        return self.ema.model if self.ema is not None else self.model
 
     def state_dict(self, config: Config, class_names: Sequence[str]) -> dict[str, Any]:
         """The checkpoint dict; ``config`` and ``class_names`` are the run's resolved ones
@@ -49,6 +57,7 @@ class TrainingState:
             "torch_rng": torch.get_rng_state(),
             "config": config_to_dict(config),
             "class_names": list(class_names),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load(self, state: Mapping[str, Any], path: Path, config: Config, out_dir: Path,
@@ -76,6 +85,14 @@ class TrainingState:
         elif self.scaler.is_enabled() != bool(scaler_state):
             logger.warning("--resume: the run used train.amp=%s loss scaling differently; the "
                            "scaler starts afresh", amp)
+        if self.ema is not None:
+            if isinstance(state.get("ema"), Mapping):
+                load_model_weights(self.ema.model, state["ema"]["weights"], f"{path} (ema)")
+                self.ema.averaged.n_averaged.fill_(int(state["ema"]["updates"]))
+            else:
+                logger.warning("--resume: %s holds no weight average (solver.ema); it starts "
+                               "from the resumed weights", path)
+                self.ema = WeightAverage(self.model, self.ema.decay)
         self.step = int(state["step"])
         self.best_map = float(state.get("best_map", -math.inf))
         if "torch_rng" in state:

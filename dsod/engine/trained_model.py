@@ -62,7 +62,8 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
 
     Args:
         checkpoint: a file written by training (``{"model": state_dict, "config": ...,
-            "class_names": [...]}``).
+            "class_names": [...]}``, and ``"ema": {"weights": state_dict, ...}`` for a run
+            that kept a moving average of its weights: those are the ones read).
         config: None takes the config saved in the checkpoint; a path is loaded with
             :func:`~dsod.config.load_config`; a :class:`Config` is used as it is.
         overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
@@ -89,7 +90,12 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
     if check is not None:
         check(resolved, recorded)
     model = build_model(resolved)
-    load_model_weights(model, state["model"], source=source)
+    # A run that kept a moving average of its weights (solver.ema) evaluated with it.
+    average = state.get("ema")
+    if isinstance(average, Mapping) and "weights" in average:
+        load_model_weights(model, average["weights"], source=f"{source} (ema)")
+    else:
+        load_model_weights(model, state["model"], source=source)
     names = [str(n) for n in recorded] if recorded is not None else None
     if names is not None and len(names) != resolved.num_classes - 1:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "

@@ -26,17 +26,19 @@ from tqdm import tqdm
 from dsod.config import Config, save_config
 from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import summarize_problems
-from dsod.data.loader import (DetectionDataset, IterationBatchSampler, collate_training,
-                              ignore_stop_signals)
+from dsod.data.loader import (DetectionDataset, IterationBatchSampler, close_loader,
+                              collate_training, ignore_stop_signals)
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
                                   build_training_samples)
 from dsod.engine.checkpoint import CheckpointManager
+from dsod.engine.ema import WeightAverage, ema_decay
 from dsod.engine.evaluate import evaluate_model
 from dsod.engine.from_data import prepare_training_data
+from dsod.engine.learning import LearningMonitor
 from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
-from dsod.engine.run_log import RunLog, final_line, train_log_file
+from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
 from dsod.engine.step import MicroBatch, StepResult, train_step
@@ -68,12 +70,12 @@ class Trainer:
                                             config.train.speed_paths)
         self.amp = self.settings.amp
         logger.info("precision: %s (%s)", precision_name(self.amp), self.settings.why)
+        torch.manual_seed(config.train.seed)
+        # Class list, run length and fitted priors, resolved from the training data before
+        # anything is built from them; the resolved config is the one saved with the run.
+        config, dataset = prepare_training_data(config)
         for line in schedule_warnings(config.solver):
             logger.warning("%s", line)
-        torch.manual_seed(config.train.seed)
-        # Class list and fitted priors, resolved from the training data before anything is
-        # built from them; the resolved config is the one saved with the run.
-        config, dataset = prepare_training_data(config)
         self.config = config
         solver, run = config.solver, config.train
         self.micro_batch = solver.batch_per_step or solver.batch_size // dist.world_size()
@@ -94,11 +96,14 @@ class Trainer:
         self.criterion = build_loss(config)
         optimizer = build_optimizer(model, solver)
         self.state = TrainingState(model, optimizer, build_scheduler(optimizer, solver),
-                                   torch.amp.GradScaler(device.type, enabled=self.amp == "fp16"))
+                                   torch.amp.GradScaler(device.type, enabled=self.amp == "fp16"),
+                                   ema=WeightAverage(model, ema_decay(solver.ema, solver.max_iter))
+                                   if solver.ema > 0 else None)
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.log = RunLog(self.out_dir)
         self.signals = StopSignals()
         self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps)
+        self.learning = LearningMonitor(solver.max_iter)
         if not resume:
             refuse_to_overwrite(self.checkpoints)
         elif resume_latest(self.state, self.checkpoints, config, self.out_dir, self.amp):
@@ -108,6 +113,9 @@ class Trainer:
             start_step=self.step, rank=dist.rank(), world_size=dist.world_size(),
             max_steps=solver.max_iter)
         self._test_set: DetectionDataset | None = None
+        if dist.is_main_process():
+            logger.info("%s", budget_line(solver.max_iter, solver.batch_size, len(self.samples),
+                                          self.step))
 
     @property
     def model(self) -> nn.Module:
@@ -168,11 +176,30 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, self.out_dir / "config.yaml")
         self.test_split()  # a test split that cannot be scored fails now, not after training
-        batches = iter(self._loader())
         bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
+        batches = iter(self._loader())
+        try:
+            self._train_steps(batches, bar)
+        finally:
+            close_loader(batches)
+        bar.close()
+        self.save_checkpoint()
+        metrics = self.log.write_final(self.step, self.evaluate())
+        if dist.is_main_process():
+            self.checkpoints.save_named({**self.state_dict(), "metrics": json.dumps(metrics)},
+                                        "final")
+        self.log.close()
+        return metrics
+
+    def _train_steps(self, batches: Iterator[Batch], bar: tqdm) -> None:
+        """Steps until ``solver.max_iter``, or until a stop signal or too many bad steps
+        (the exceptions of :meth:`run`)."""
+        c = self.config
         samples_per_step = self.micro_batch * self.sampler.micro_batches_per_step  # this process
         tic, seen = time.perf_counter(), 0
+        timing = RunTiming(self.step, c.solver.max_iter, c.solver.batch_size,
+                           c.train.eval_every)
         if c.train.compile and self.step < c.solver.max_iter and dist.is_main_process():
             logger.info("train.compile: the first step compiles the network's forward and "
                         "backward (about 2 minutes for DSOD300 on a GPU)")
@@ -187,6 +214,8 @@ class Trainer:
                     # changed the model yet: the last complete step is what is saved.
                     result = None
                 if result is not None:
+                    if result.finite and self.state.ema is not None:
+                        self.state.ema.update(self.model)
                     self.bad.add(result.skipped_samples)
                     seen += samples_per_step
                 stop, seen_all = agree(self.signals.received is not None, self.bad, seen,
@@ -201,6 +230,9 @@ class Trainer:
                         raise error
                     self._after_step(result, tic, bar)
                     tic = time.perf_counter()
+                    estimate = timing.after_step(self.step, tic)
+                    if estimate and dist.is_main_process():
+                        logger.info("%s", estimate)
                 if stop:
                     bar.close()
                     self.save_checkpoint()
@@ -208,14 +240,6 @@ class Trainer:
                                    "(continue with --resume)", self.signals.received or 0,
                                    self.step, self.checkpoints.directory)
                     raise KeyboardInterrupt
-        bar.close()
-        self.save_checkpoint()
-        metrics = self.log.write_final(self.step, self.evaluate())
-        if dist.is_main_process():
-            self.checkpoints.save_named({**self.state_dict(), "metrics": json.dumps(metrics)},
-                                        "final")
-        self.log.close()
-        return metrics
 
     def _after_step(self, result: StepResult, tic: float, bar: tqdm) -> None:
         """Progress, logs, checkpoints and evaluations due after a step (the step began at
@@ -227,12 +251,16 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}",
                         img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}")
+        self.learning.add(result.signal)
         if self.step % c.train.log_every == 0 or self.step == c.solver.max_iter:
             # skipped_samples: the training images found unusable so far, distinct files.
             self.log.write({"step": self.step, "loss": result.loss, "loc_loss": result.loc_loss,
                             "conf_loss": result.conf_loss, "lr": lr,
                             "images_per_s": images_per_step / max(elapsed, 1e-9),
-                            "skipped_samples": self.bad.count})
+                            "skipped_samples": self.bad.count, **self.learning.record()})
+        verdict = self.learning.check(self.step) if dist.is_main_process() else None
+        if verdict is not None:
+            self.log.write({"step": self.step, "learning_check": verdict})
         if c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0:
             self.save_checkpoint()
         if c.train.eval_every and self.step % c.train.eval_every == 0 \
@@ -256,7 +284,7 @@ class Trainer:
         """Score the current model on the test split (main process returns the figures)."""
         c = self.config
         scores, _ = evaluate_model(
-            self.model, self.test_split(), build_postprocessor(c), c.model.input_size,
+            self.state.eval_model, self.test_split(), build_postprocessor(c), c.model.input_size,
             c.augment.mean_bgr, self.settings, c.test.batch_size, c.data.workers,
             c.data.on_bad_sample)
         if scores is None:

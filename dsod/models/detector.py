@@ -29,7 +29,8 @@ class DSOD(nn.Module):
                  prediction: str = "dense",
                  extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
                  l2norm_scale: float = 20.0, head_bn_eps: float = 1e-3,
-                 head_bn_init_scale: float = 1.0) -> None:
+                 head_bn_init_scale: float = 1.0, head_bn: bool = True,
+                 head_prior_prob: float = 0.01) -> None:
         super().__init__()
         if len(priors_per_location) != len(extra_widths) + 1:
             raise ValueError(f"{len(extra_widths) + 1} sources but {len(priors_per_location)} "
@@ -44,7 +45,7 @@ class DSOD(nn.Module):
                                                  self.backbone.out_channels, extra_widths)
         self.heads = PredictionHeads(self.prediction.out_channels, priors_per_location,
                                      num_classes, l2norm_scale, head_bn_eps,
-                                     head_bn_init_scale)
+                                     head_bn_init_scale, head_bn, head_prior_prob)
 
     @property
     def source_channels(self) -> list[int]:

@@ -1,7 +1,14 @@
-"""Per-source prediction heads: L2Norm, then 3x3 loc and conf convolutions each with BN."""
+"""Per-source prediction heads: L2Norm, then 3x3 loc and conf convolutions.
+
+The reference follows each convolution with BN (``batch_norm=True``). Without it
+(``batch_norm=False``) the convolutions have biases and the class logits start where a
+detector starts that has seen nothing yet: background at ``1 - prior_prob`` at every
+prior (Lin et al. 2017, "Focal Loss", Sec. 4.1, for a softmax).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -19,19 +26,32 @@ class SourceHead(nn.Module):
 
     def __init__(self, in_channels: int, priors_per_location: int, num_classes: int,
                  l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
-                 bn_init_scale: float = 1.0) -> None:
+                 bn_init_scale: float = 1.0, batch_norm: bool = True,
+                 prior_prob: float = 0.01) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.norm = L2Norm(in_channels, l2norm_scale)
-        self.loc = nn.Conv2d(in_channels, priors_per_location * 4, 3, padding=1, bias=False)
-        self.loc_bn = nn.BatchNorm2d(priors_per_location * 4, eps=bn_eps)
+        self.loc = nn.Conv2d(in_channels, priors_per_location * 4, 3, padding=1,
+                             bias=not batch_norm)
         self.conf = nn.Conv2d(in_channels, priors_per_location * num_classes, 3, padding=1,
-                              bias=False)
-        self.conf_bn = nn.BatchNorm2d(priors_per_location * num_classes, eps=bn_eps)
+                              bias=not batch_norm)
         for layer in (self.loc, self.conf):
             nn.init.normal_(layer.weight, std=0.01)
-        for norm in (self.loc_bn, self.conf_bn):
-            nn.init.constant_(norm.weight, bn_init_scale)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        if self.conf.bias is not None and num_classes > 1:
+            # Start at p(background) = 1 - prior_prob at every prior (RetinaNet's prior init,
+            # for a softmax): bias_bg = log((num_classes - 1) * (1 - pi) / pi), others 0.
+            background = math.log((num_classes - 1) * (1 - prior_prob) / prior_prob)
+            with torch.no_grad():
+                self.conf.bias.view(priors_per_location, num_classes)[:, 0] = background
+        self.loc_bn: nn.Module = nn.Identity()
+        self.conf_bn: nn.Module = nn.Identity()
+        if batch_norm:
+            self.loc_bn = nn.BatchNorm2d(priors_per_location * 4, eps=bn_eps)
+            self.conf_bn = nn.BatchNorm2d(priors_per_location * num_classes, eps=bn_eps)
+            for norm in (self.loc_bn, self.conf_bn):
+                nn.init.constant_(norm.weight, bn_init_scale)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.norm(x)
@@ -51,13 +71,15 @@ class PredictionHeads(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], priors_per_location: Sequence[int],
                  num_classes: int, l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
-                 bn_init_scale: float = 1.0) -> None:
+                 bn_init_scale: float = 1.0, batch_norm: bool = True,
+                 prior_prob: float = 0.01) -> None:
         super().__init__()
         if len(in_channels) != len(priors_per_location):
             raise ValueError(f"{len(in_channels)} sources but {len(priors_per_location)} "
                              f"prior counts")
         self.heads = nn.ModuleList(
-            SourceHead(c, k, num_classes, l2norm_scale, bn_eps, bn_init_scale)
+            SourceHead(c, k, num_classes, l2norm_scale, bn_eps, bn_init_scale, batch_norm,
+                       prior_prob)
             for c, k in zip(in_channels, priors_per_location)
         )
 

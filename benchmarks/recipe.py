@@ -1,0 +1,292 @@
+"""The recipe benchmark: one config trained on each shared data set at a fixed budget.
+
+Each run is ``tools/train.py CONFIG data.root=SET solver.max_iter=BUDGET train.seed=S``
+in a process of its own, one at a time, then ``tools/eval.py`` on its final checkpoint
+(fp32 on a CPU, as a user evaluates). The report is one table: VOC07 and area mAP, COCO AP,
+per-class AP, the learning signal, wall time, training images/s, the CPU, the seed, and
+YOLO11n's figures on the same set beside them.
+
+A *control* run trains on a copy of the set whose training annotations are shuffled across
+images (each image gets another image's boxes, scaled to its size): nothing can be learnt
+from it, and the learning signal (:mod:`dsod.engine.learning`) must say so. It stops after
+the run's learning check, a third of the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from benchmarks.common import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class SharedSet:
+    """A shared data set: its budget and YOLO11n's figures on it."""
+
+    name: str
+    what: str
+    max_iter: int  # at batch 16
+    yolo: dict[str, float]  # YOLO11n from scratch: images seen, VOC07 mAP, area mAP, COCO AP
+
+
+# YOLO11n (ultralytics 8.4.190) trained from random weights with its own default recipe
+# (mosaic, 320 px, batch 16, fp32) for about as many images as the budget, its last
+# weights' detections on `test` scored by tools/eval.py --voc-results. Quoted from the
+# shared data sets' README (measured there on 2 cores of an AMD EPYC with AVX512-BF16).
+YOLO_SOURCE = "shared data README: YOLO11n (ultralytics 8.4.190) from scratch, own recipe"
+SHARED_SETS: dict[str, SharedSet] = {s.name: s for s in (
+    SharedSet("bccd", "3 classes of blood cells, 13 small objects an image, 292 images", 500,
+              {"images": 7900, "mAP07": 0.600, "mAP": 0.601, "AP": 0.393}),
+    SharedSet("raccoon", "1 class, about 1 large object an image, 160 images", 250,
+              {"images": 4000, "mAP07": 0.375, "mAP": 0.376, "AP": 0.112}),
+    SharedSet("deeppcb", "6 classes of PCB defects, 6.7 small objects an image, 1,200 images",
+              500, {"images": 8400, "mAP07": 0.342, "mAP": 0.326, "AP": 0.145}),
+)}
+
+
+@dataclass
+class RunResult:
+    """One training run's figures (``None`` where a control run did not evaluate)."""
+
+    data_set: str
+    seed: int
+    control: bool
+    out_dir: str
+    wall_s: float
+    images_per_s: float | None
+    eval: dict[str, Any] | None
+    learning: dict[str, Any] | None
+    agreement_end: float | None = None  # the last logged agreement
+
+
+# -- a control copy with shuffled labels ----------------------------------------------------
+
+def _split_ids(root: Path, split: str) -> list[str]:
+    return [line.split()[0] for line in
+            (root / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines()
+            if line.strip()]
+
+
+def _size(tree: ET.ElementTree) -> tuple[float, float]:
+    size = tree.getroot().find("size")
+    return float(size.findtext("width")), float(size.findtext("height"))
+
+
+def shuffled_copy(root: Path, out: Path, split: str = "trainval", seed: int = 0) -> Path:
+    """A copy of the VOC folder ``root`` at ``out`` whose ``split`` annotations are
+    shuffled: image ``i`` gets the objects of image ``perm(i) != i``, their boxes scaled
+    from that image's size to ``i``'s. Images and split files are linked, other
+    annotations copied as they are. Returns ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("JPEGImages", "ImageSets"):
+        link = out / name
+        if not link.exists():
+            link.symlink_to((root / name).resolve(), target_is_directory=True)
+    annotations = out / "Annotations"
+    annotations.mkdir(exist_ok=True)
+    for xml in (root / "Annotations").glob("*.xml"):
+        (annotations / xml.name).write_bytes(xml.read_bytes())
+    ids = _split_ids(root, split)
+    order = ids[:]
+    random.Random(seed).shuffle(order)
+    donors = dict(zip(order, order[1:] + order[:1]))  # a cycle: nobody keeps its own
+    for image_id, donor_id in donors.items():
+        target = ET.parse(root / "Annotations" / f"{image_id}.xml")
+        donor = ET.parse(root / "Annotations" / f"{donor_id}.xml")
+        (tw, th), (dw, dh) = _size(target), _size(donor)
+        target_root = target.getroot()
+        for obj in target_root.findall("object"):
+            target_root.remove(obj)
+        for obj in donor.getroot().findall("object"):
+            box = obj.find("bndbox")
+            for key, scale, limit in (("xmin", tw / dw, tw), ("xmax", tw / dw, tw),
+                                      ("ymin", th / dh, th), ("ymax", th / dh, th)):
+                value = min(max(1.0, float(box.findtext(key)) * scale), limit)
+                box.find(key).text = str(int(round(value)))
+            target_root.append(obj)
+        target.write(annotations / f"{image_id}.xml")
+    return out
+
+
+# -- what a predictor that never looks at the image scores ----------------------------------
+
+def blind_map(config: str, overrides: Sequence[str], root: Path) -> float:
+    """VOC07 mAP on the test split of a predictor that never looks at the image: for every
+    test image, every training box of each class (relative to its image, scaled to the
+    test image), scored by how typical it is (its mean IoU with that class's training
+    boxes), the 200 most typical per class. A set of one large, centred object an image
+    scores high here; the detector's figure is to be read against it."""
+    from torchvision.ops import box_iou
+
+    from dsod.config import load_config
+    from dsod.data.datasets import build_dataset
+    from dsod.engine.from_data import with_class_names
+    from dsod.evaluation.voc import evaluate_voc
+    from dsod.structures import Detections
+
+    data = with_class_names(load_config(config, [*overrides, f"data.root={root}"])).data
+    train, test = build_dataset(data, "train"), build_dataset(data, "test")
+    relative, labels = [], []
+    for i in range(len(train)):
+        annotation = train.annotation(i)
+        size = np.array([annotation.width, annotation.height] * 2, dtype=np.float32)
+        relative.append(annotation.boxes / size)
+        labels.append(annotation.labels)
+    boxes, classes = np.concatenate(relative), np.concatenate(labels)
+    typical = {}
+    for label in np.unique(classes):
+        own = torch.from_numpy(boxes[classes == label])
+        score = box_iou(own, own).mean(1)
+        order = score.argsort(descending=True)[:200]
+        typical[int(label)] = (own[order].numpy(), score[order].numpy())
+    detections = {}
+    annotations = [test.annotation(i) for i in range(len(test))]
+    for annotation in annotations:
+        size = np.array([annotation.width, annotation.height] * 2, dtype=np.float32)
+        detections[annotation.image_id] = Detections(
+            np.concatenate([b * size for b, _ in typical.values()]).astype(np.float32),
+            np.concatenate([s for _, s in typical.values()]).astype(np.float32),
+            np.concatenate([np.full(len(s), label) for label, (_, s) in typical.items()]))
+    return float(evaluate_voc(annotations, detections, test.class_names).map07)
+
+
+# -- running and reading one run --------------------------------------------------------------
+
+def _log_records(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "log.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pass
+    return records
+
+
+def _learning_check(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r["learning_check"] for r in records if "learning_check" in r), None)
+
+
+def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool
+          ) -> float:
+    """``tools/train.py`` in its own process; with ``stop_after_check`` it is stopped (a
+    stop signal: it saves a checkpoint and exits) once the learning check is logged.
+    Returns the wall time in seconds."""
+    command = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), config, *overrides,
+               "--out", str(out_dir), "--no-progress"]
+    tic = time.perf_counter()
+    with open(out_dir.with_suffix(".log"), "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=REPO_ROOT)
+        while process.poll() is None:
+            time.sleep(5)
+            if stop_after_check and _learning_check(_log_records(out_dir)) is not None:
+                process.send_signal(signal.SIGINT)
+                process.wait()
+    wall = time.perf_counter() - tic
+    if process.returncode not in (0, 130) and not stop_after_check:
+        raise RuntimeError(f"training failed ({process.returncode}): see "
+                           f"{out_dir.with_suffix('.log')}")
+    return wall
+
+
+def evaluate(config: str, overrides: Sequence[str], out_dir: Path) -> dict[str, Any]:
+    """``tools/eval.py`` on the run's final checkpoint; its JSON report."""
+    report = out_dir / "eval.json"
+    command = [sys.executable, str(REPO_ROOT / "tools" / "eval.py"), config, *overrides,
+               "--checkpoint", str(out_dir / "checkpoints" / "final.pth"),
+               "--out", str(out_dir / "eval"), "--json", str(report), "--no-progress"]
+    with open(out_dir / "eval.log", "w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                       check=True)
+    return json.loads(report.read_text())
+
+
+def run_one(config: str, overrides: Sequence[str], data_dir: Path, shared: SharedSet,
+            seed: int, out_root: Path, control: bool = False) -> RunResult:
+    """Train (and, unless ``control``, evaluate) ``config`` on one shared set."""
+    root = data_dir / shared.name
+    name = f"{shared.name}_seed{seed}" + ("_control" if control else "")
+    out_dir = out_root / name
+    if control:
+        root = shuffled_copy(root, out_root / "data" / f"{shared.name}_shuffled", seed=seed)
+    settings = [f"data.root={root}", f"solver.max_iter={shared.max_iter}",
+                f"train.seed={seed}", *overrides]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    wall = train(config, settings, out_dir, stop_after_check=control)
+    records = _log_records(out_dir)
+    rates = [r["images_per_s"] for r in records if r.get("images_per_s")]
+    signals = [r["agreement"] for r in records if r.get("agreement") is not None]
+    return RunResult(
+        data_set=shared.name, seed=seed, control=control, out_dir=str(out_dir), wall_s=wall,
+        images_per_s=statistics.median(rates) if rates else None,
+        eval=None if control else evaluate(config, settings, out_dir),
+        learning=_learning_check(records),
+        agreement_end=signals[-1] if signals else None)
+
+
+# -- the report -------------------------------------------------------------------------------
+
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report_markdown(results: Sequence[RunResult], machine: dict[str, Any], config: str,
+                    overrides: Sequence[str]) -> str:
+    """The table of a benchmark: one row per run, YOLO11n's figures beside each set."""
+    lines = [f"config `{config}`" + (f" with `{' '.join(overrides)}`" if overrides else ""),
+             f"machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores "
+             f"({', '.join(machine.get('cpu_features', []))}), torch "
+             f"{machine.get('versions', {}).get('torch')}, commit {machine.get('git_commit')}, "
+             f"{machine.get('date')}", "",
+             "| set | seed | iterations | VOC07 mAP | area mAP | COCO AP | per-class AP07 | "
+             "agreement at 1/3 (end) | wall | img/s | YOLO11n VOC07 / area / AP |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        shared = SHARED_SETS[r.data_set]
+        check = r.learning or {}
+        signal = (f"{_figure(check.get('agreement'))}"
+                  f"{' (warned)' if check and not check.get('learning') else ''}"
+                  f" ({_figure(r.agreement_end)})")
+        if r.eval is not None:
+            voc, coco = r.eval["voc"], r.eval["coco"]
+            per_class = ", ".join(f"{name} {_figure(v['AP07'])}"
+                                  for name, v in voc["per_class"].items())
+            figures = [_figure(voc["mAP07"]), _figure(voc["mAP"]), _figure(coco["AP"]), per_class]
+        else:
+            figures = ["control: labels shuffled", "-", "-", "-"]
+        yolo = shared.yolo
+        lines.append(f"| {r.data_set} | {r.seed} | {shared.max_iter} | " + " | ".join(figures)
+                     + f" | {signal} | {r.wall_s / 60:.1f} min | "
+                     f"{_figure(r.images_per_s, 1)} | {yolo['mAP07']:.3f} / {yolo['mAP']:.3f}"
+                     f" / {yolo['AP']:.3f} |")
+    lines += ["", f"YOLO11n: {YOLO_SOURCE}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[RunResult], machine: dict[str, Any], config: str,
+                 overrides: Sequence[str], json_path: Path | None) -> str:
+    """The markdown table (returned) and, if asked, the whole report as JSON."""
+    text = report_markdown(results, machine, config, overrides)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({
+            "config": config, "overrides": list(overrides), "machine": machine,
+            "yolo11n": {"source": YOLO_SOURCE, **{n: s.yolo for n, s in SHARED_SETS.items()}},
+            "runs": [r.__dict__ for r in results]}, indent=2))
+    return text

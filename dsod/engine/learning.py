@@ -1,0 +1,197 @@
+"""Whether a training run is learning: a signal the mined loss cannot give, and its warning.
+
+The MultiBox loss mines the hardest negatives, so it can sit at the same value while the
+model improves (the mined negatives get harder) and while it learns nothing. It also
+falls for a model that learns only where objects usually are and how large they are,
+which on a set of one large, centred object an image is most of the way to a good score.
+What such a model cannot do is tell *this image's* objects from another image's.
+
+The signal, the **agreement**: pair each image of a batch with the next one (cyclically)
+and ask the model, looking at this image, to decide between the two images' annotations
+where they differ:
+
+* *where the objects are*: a prior matched to an object of this image but background for
+  the other (set ``A``) against one that is the other way round (``B``). The model decides
+  for this image when it gives the ``A`` prior the higher object score
+  (``1 - p(background)``); over all such pairs this is the AUC of ``A`` against ``B``.
+* *what the boxes are*: a prior matched in both images, whose predicted offsets are closer
+  (smooth L1, as the loss measures them) to this image's box than to the other's.
+
+Each comparison counts 1 when the model decides for this image and 1/2 for a tie; an
+image's agreement is the mean of its two rates (either one where the other has no
+comparison). A model that does not look at the image, whatever it has learnt about usual
+positions and sizes, decides for either image equally often: 0.5 (exactly, for two images
+with the same predictions, as each decision then has its mirror). Labels that do not belong
+to their images keep it at 0.5 too. A model that finds each image's objects takes it
+towards 1.
+
+:class:`LearningMonitor` averages it between log records and, once a stated fraction of
+the run has passed, warns once when it is still below :data:`MIN_AGREEMENT`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MIN_AGREEMENT", "CHECK_FRACTION", "MIN_CHECK_STEP", "LearningMonitor",
+           "SignalSums", "agreement", "pair_auc", "signal_sums"]
+
+logger = logging.getLogger(__name__)
+
+MIN_AGREEMENT = 0.6
+"""Below this agreement at :data:`CHECK_FRACTION` of the run, the run is warned about
+(docs/RESULTS.md, "The learning signal": runs that learn passed it before that point on
+every shared data set, runs on shuffled labels stayed near 0.5)."""
+
+CHECK_FRACTION = 1 / 3
+"""The fraction of ``solver.max_iter`` after which the agreement is checked, once."""
+
+MIN_CHECK_STEP = 20
+"""Runs whose check would come before this step are too short to tell, and not checked."""
+
+
+def pair_auc(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Per row, the chance that a prior of ``first`` scores above a prior of ``second``.
+
+    Args:
+        scores: ``[B, P]`` float scores.
+        first, second: ``[B, P]`` bool masks of the two prior sets of each row.
+
+    Returns:
+        ``[B]`` float64: the fraction of (first, second) pairs in which the first prior's
+        score is higher, ties counting half; NaN for a row where either set is empty.
+    """
+    scores = scores.detach().float().contiguous()
+    # Each row's scores of `second` in order, the other priors pushed past them (+inf is
+    # never below a finite score, nor equal to it).
+    others = torch.where(second, scores, torch.full_like(scores, math.inf))
+    others = others.sort(1).values.contiguous()
+    below = torch.searchsorted(others, scores, right=False)
+    not_above = torch.searchsorted(others, scores, right=True)
+    wins = ((below + 0.5 * (not_above - below)).double() * first).sum(1)
+    pairs = first.sum(1).double() * second.sum(1).double()
+    return torch.where(pairs > 0, wins / pairs.clamp(min=1), torch.full_like(wins, math.nan))
+
+
+def agreement(logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor,
+              labels: torch.Tensor) -> torch.Tensor:
+    """The agreement of each image with its own annotation against the next image's.
+
+    Args:
+        logits: ``[B, P, C+1]`` raw class scores, class 0 background.
+        offsets: ``[B, P, 4]`` predicted box offsets.
+        target_offsets: ``[B, P, 4]`` encoded ground truth (meaningful where matched).
+        labels: ``[B, P]`` int target labels: ``> 0`` matched to an object, ``0``
+            background, ``< 0`` ignored (as the loss receives them).
+
+    Returns:
+        ``[B]`` float64 in ``[0, 1]``; NaN for an image with no comparison (its annotation
+        and the next one's agree everywhere), and for every image of a batch of one.
+    """
+    if logits.shape[0] < 2:
+        return torch.full((logits.shape[0],), math.nan, dtype=torch.float64)
+    # -log p(background): monotone in 1 - p(background), and finite where p is near 1.
+    scores = -torch.log_softmax(logits.detach().float(), -1)[..., 0]
+    other = labels.roll(-1, 0)
+    where = pair_auc(scores, (labels > 0) & (other == 0), (other > 0) & (labels == 0))
+    both = (labels > 0) & (other > 0)
+    predicted = offsets.detach().float()
+    own_error = F.smooth_l1_loss(predicted, target_offsets.float(), reduction="none").sum(-1)
+    other_error = F.smooth_l1_loss(predicted, target_offsets.float().roll(-1, 0),
+                                   reduction="none").sum(-1)
+    decided = (own_error < other_error).double() + 0.5 * (own_error == other_error).double()
+    count = both.sum(1).double()
+    boxes = torch.where(count > 0, (decided * both).sum(1) / count.clamp(min=1),
+                        torch.full_like(count, math.nan))
+    rates = torch.stack([where, boxes], 1)
+    return rates.nanmean(1)
+
+
+@dataclass
+class SignalSums:
+    """The sum of the agreement over the images that have one, and their number."""
+
+    total: float = 0.0
+    images: float = 0.0
+
+    def add(self, other: "SignalSums") -> None:
+        self.total += other.total
+        self.images += other.images
+
+    def mean(self) -> float:
+        """The mean agreement; NaN when no image counted."""
+        return self.total / self.images if self.images > 0 else math.nan
+
+
+@torch.no_grad()
+def signal_sums(logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor,
+                labels: torch.Tensor) -> SignalSums:
+    """:func:`agreement` of one batch, summed over the images that have one."""
+    values = agreement(logits, offsets, target_offsets, labels)
+    valid = ~values.isnan()
+    return SignalSums(float(values[valid].sum()), float(valid.sum()))
+
+
+class LearningMonitor:
+    """Averages the agreement between log records and warns once when the run is not
+    learning.
+
+    Call :meth:`add` after every step with that step's :class:`SignalSums`, :meth:`record`
+    when a log record is written (the mean since the last record), and :meth:`check` after
+    every step (warns once, at ``check_step``).
+    """
+
+    def __init__(self, max_iter: int, check_fraction: float = CHECK_FRACTION,
+                 minimum: float = MIN_AGREEMENT) -> None:
+        self.check_step = max(1, math.ceil(check_fraction * max_iter))
+        self.minimum = minimum
+        self._since_record = SignalSums()
+        self._window: list[SignalSums] = []  # the last steps, for the check
+        self._window_steps = max(1, min(50, self.check_step // 2))
+        self.verdict: dict[str, Any] | None = None
+
+    def add(self, sums: SignalSums) -> None:
+        self._since_record.add(sums)
+        self._window.append(sums)
+        del self._window[:-self._window_steps]
+
+    def record(self) -> dict[str, float]:
+        """``{"agreement": mean since the last call}``, for the log record."""
+        mean = self._since_record.mean()
+        self._since_record = SignalSums()
+        return {"agreement": mean}
+
+    def recent(self) -> float:
+        """The mean agreement over the last steps (at most 50, at most half the check
+        step)."""
+        total = SignalSums()
+        for sums in self._window:
+            total.add(sums)
+        return total.mean()
+
+    def check(self, step: int) -> dict[str, Any] | None:
+        """At ``check_step``: the verdict (also kept in :attr:`verdict`), warned about when
+        the agreement is below the minimum; ``None`` at every other step, and always for a
+        run too short to tell (``check_step`` below :data:`MIN_CHECK_STEP`)."""
+        if step != self.check_step or self.check_step < MIN_CHECK_STEP:
+            return None
+        value = self.recent()
+        learning = math.isnan(value) or value >= self.minimum
+        self.verdict = {"step": step, "agreement": value, "min_agreement": self.minimum,
+                        "steps_averaged": len(self._window), "learning": learning}
+        if not learning:
+            logger.warning(
+                "the model is not learning to find the objects: after %d iterations, where "
+                "an image's annotation and another image's disagree, it decides for the "
+                "image's own hardly more often than chance (agreement %.3f; 0.5 is chance, "
+                "runs that learn pass %.2f by now). Check that the annotations belong to "
+                "their images (tools/check_dataset.py); if they do, try a lower learning "
+                "rate (solver.lr) or a longer run (solver.max_iter)",
+                step, value, self.minimum)
+        return self.verdict

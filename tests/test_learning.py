@@ -1,0 +1,126 @@
+"""The learning signal (image AUC) worked by hand, its chance level, and its warning."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsod.engine.learning import (LearningMonitor, SignalSums, agreement, pair_auc,
+                                  signal_sums)
+
+
+def test_pair_auc_by_hand_with_a_tie():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.5, 0.2]])
+    first = torch.tensor([[True, False, True, False, False]])   # 0.9, 0.5
+    second = torch.tensor([[False, True, False, True, False]])  # 0.1, 0.5
+    # pairs: 0.9>0.1, 0.9>0.5, 0.5>0.1 win; 0.5 = 0.5 ties (half): 3.5 of 4
+    assert pair_auc(scores, first, second).tolist() == [0.875]
+
+
+def test_pair_auc_is_nan_for_an_empty_set():
+    scores = torch.rand(2, 6)
+    first = torch.tensor([[True] + [False] * 5, [False] * 6])
+    second = torch.tensor([[False, True] + [False] * 4, [True] * 6])
+    values = pair_auc(scores, first, second)
+    assert values[0].item() in (0.0, 1.0) and math.isnan(values[1].item())
+
+
+def _logits_from_object_scores(scores: torch.Tensor, classes: int = 3) -> torch.Tensor:
+    """Logits whose -log p(background) orders the priors as ``scores`` does."""
+    logits = torch.zeros(*scores.shape, classes)
+    logits[..., 1] = scores
+    return logits
+
+
+def test_agreement_by_hand():
+    # Two images, five priors. Image 0's object covers priors 0-1, image 1's priors 1-3
+    # (prior 4 is background in both); prior 1 is matched in both.
+    labels = torch.tensor([[1, 1, 0, 0, 0], [0, 2, 2, 2, 0]])
+    targets = torch.zeros(2, 5, 4)
+    targets[0, 1] = 1.0  # at prior 1, image 0's box is at offsets 1, image 1's at 0
+    # Image 0 finds its object at prior 0 (score 3), scores prior 2 (1) above prior 3 (-1),
+    # and predicts offsets 0.8 at prior 1: closer to its own box (1) than to image 1's (0).
+    # Image 1 sees nothing: equal scores, and offsets 0.5 at prior 1, as far from both.
+    scores = torch.tensor([[3.0, 5.0, 1.0, -1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    offsets = torch.zeros(2, 5, 4)
+    offsets[0, 1], offsets[1, 1] = 0.8, 0.5
+    logits = _logits_from_object_scores(scores)
+    values = agreement(logits, offsets, targets, labels)
+    # Image 0: where: own-only {0} against other-only {2, 3}: 3 > 1, 3 > -1 -> 1.0;
+    #          boxes: prior 1, own error 4 * 0.5 * 0.2^2 = 0.08 < other 4 * 0.5 * 0.8^2 -> 1.0.
+    # Image 1: where: own-only {2, 3} against other-only {0}: ties -> 0.5;
+    #          boxes: prior 1, equal errors -> 0.5.
+    assert values.tolist() == [1.0, 0.5]
+    assert signal_sums(logits, offsets, targets, labels) == SignalSums(1.5, 2.0)
+    # Image 0 deciding for image 1's box at prior 1 instead halves its agreement with it.
+    offsets[0, 1] = 0.1
+    assert agreement(logits, offsets, targets, labels).tolist() == [0.5, 0.5]
+
+
+def test_agreement_is_nan_for_one_image_and_for_annotations_that_agree():
+    labels = torch.tensor([[0, 1, 1, 0]])
+    targets = torch.rand(1, 4, 4)
+    assert math.isnan(agreement(torch.randn(1, 4, 2), torch.randn(1, 4, 4), targets,
+                                labels).item())
+    # Same labels and the same boxes: nothing to decide between.
+    same = agreement(torch.randn(2, 4, 2), torch.randn(2, 4, 4), targets.repeat(2, 1, 1),
+                     labels.repeat(2, 1))
+    assert same.tolist() == [0.5, 0.5]  # every box comparison a tie
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.integers(4, 60))
+def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, priors):
+    # The same predictions for both images (what a model that ignores its input gives,
+    # however much it has learnt about where objects usually are and how large they are):
+    # each decision of one image has its mirror in the other, so the mean is exactly 0.5.
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(priors, generator=generator).round(decimals=1).expand(2, priors)
+    offsets = torch.randn(priors, 4, generator=generator).round(decimals=1).expand(2, -1, -1)
+    targets = torch.randn(2, priors, 4, generator=generator).round(decimals=1)
+    labels = torch.randint(-1, 3, (2, priors), generator=generator)
+    values = agreement(_logits_from_object_scores(scores.clone()), offsets.clone(), targets,
+                       labels)
+    if not values.isnan().any():
+        assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
+
+
+def test_monitor_averages_between_records_and_checks_once(caplog):
+    monitor = LearningMonitor(max_iter=90, check_fraction=1 / 3, minimum=0.6)
+    assert monitor.check_step == 30
+    monitor.add(SignalSums(1.0, 2.0))
+    monitor.add(SignalSums(2.0, 2.0))
+    assert monitor.record() == {"agreement": 0.75}
+    assert math.isnan(monitor.record()["agreement"])  # nothing since the last record
+    for step in range(1, 31):
+        monitor.add(SignalSums(0.52 * 16, 16))
+        with caplog.at_level(logging.WARNING):
+            verdict = monitor.check(step)
+        assert (verdict is None) == (step != 30)
+    assert verdict["learning"] is False and verdict["agreement"] == pytest.approx(0.52)
+    warned = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+    assert len(warned) == 1 and "0.520" in warned[0] and "0.5 is chance" in warned[0]
+    assert monitor.check(31) is None
+
+
+def test_monitor_does_not_warn_a_run_that_learns(caplog):
+    monitor = LearningMonitor(max_iter=60, check_fraction=1 / 3, minimum=0.6)
+    with caplog.at_level(logging.WARNING):
+        for step in range(1, 21):
+            monitor.add(SignalSums(0.9 * 16, 16))
+            monitor.check(step)
+    assert monitor.verdict == {"step": 20, "agreement": pytest.approx(0.9), "min_agreement": 0.6,
+                               "steps_averaged": 10, "learning": True}
+    assert not caplog.records
+
+
+def test_a_run_too_short_to_tell_is_not_checked():
+    monitor = LearningMonitor(max_iter=30, check_fraction=1 / 3)
+    monitor.add(SignalSums(0.5, 1.0))
+    assert all(monitor.check(step) is None for step in range(1, 31))
+    assert monitor.verdict is None

@@ -1,0 +1,73 @@
+"""Train one config on each shared data set at its budget and write one table.
+
+    python tools/benchmark_recipe.py CONFIG [key=value ...] [--data DIR] [--sets bccd,raccoon]
+                                     [--seeds 0,1,2] [--control] [--out DIR]
+                                     [--markdown FILE] [--json FILE]
+
+The shared sets (bccd, raccoon, deeppcb, in VOC layout under --data) are trained one after
+the other, each with ``data.root``, ``solver.max_iter`` (its budget) and ``train.seed`` set,
+then evaluated with tools/eval.py. The table has VOC07 and area mAP, COCO AP, per-class
+AP, the learning signal, wall time, images/s and YOLO11n's figures on the same set.
+--control trains on copies whose training labels are shuffled across images, each up to
+its learning check (a third of the budget): the learning signal must flag every one.
+Run it on a quiet machine, one benchmark at a time: runs side by side slow each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ sits beside tools/ and is not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import machine_info  # noqa: E402
+from benchmarks.recipe import SHARED_SETS, run_one, write_report  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="experiment YAML file (e.g. configs/own_voc.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
+                        help="folder holding the shared sets (default: ../shared/data)")
+    parser.add_argument("--sets", default=",".join(SHARED_SETS),
+                        help=f"comma-separated, from: {', '.join(SHARED_SETS)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated train.seed values")
+    parser.add_argument("--control", action="store_true",
+                        help="shuffled training labels, stopped at the learning check")
+    parser.add_argument("--out", default="outputs/recipe", help="runs go in OUT/<set>_seed<S>")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--json", help="also write the whole report to this JSON file")
+    args = parser.parse_intermixed_args(argv)
+
+    names = [n.strip() for n in args.sets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SHARED_SETS]
+    if unknown:
+        parser.error(f"unknown sets {unknown}; known: {', '.join(SHARED_SETS)}")
+    data = Path(args.data)
+    missing = [n for n in names if not (data / n / "Annotations").is_dir()]
+    if missing:
+        parser.error(f"{', '.join(missing)} not found under {data} (--data)")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    results = []
+    for name in names:
+        for seed in seeds:
+            result = run_one(args.config, args.overrides, data, SHARED_SETS[name], seed,
+                             Path(args.out), control=args.control)
+            results.append(result)
+            voc = (result.eval or {}).get("voc", {})
+            print(f"{name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
+                  f"{result.learning}, {result.wall_s / 60:.1f} min", flush=True)
+    text = write_report(results, machine_info(), args.config, args.overrides,
+                        Path(args.json) if args.json else None)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
