@@ -135,11 +135,11 @@ def test_size_mismatch_says_the_image_is_resized(tmp_path):
 
 
 def test_every_box_dropped_is_an_error(tmp_path, capsys):
-    # Class names in another case: every box is dropped as an unknown class.
+    # Class names the annotations do not use: every box is dropped as an unknown class.
     root = tmp_path / "voc"
     make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
     make_voc(root, {"c": GOOD}, "test")
-    assert tool_main()([str(write_config(tmp_path, root, class_names=["Cat", "Dog"]))]) == 1
+    assert tool_main()([str(write_config(tmp_path, root, class_names=["bird", "fish"]))]) == 1
     out = capsys.readouterr().out
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 2

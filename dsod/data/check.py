@@ -106,8 +106,7 @@ def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
             report.problems.append(Problem(
                 f"data.{split} ({', '.join(repr(s.entry) for s in entries)})",
                 f"none of its {images} image(s) has a usable box (is there an annotations "
-                f"list? do data.class_names match the annotations' class names, case "
-                f"included?)",
+                f"list? do data.class_names match the annotations' class names?)",
                 "error", "no_objects"))
             for summary in entries:
                 summary.usable = False

@@ -17,6 +17,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from dsod.data.class_names import class_key, clean_class_name
 from dsod.data.errors import AnnotationError, ImageReadError, Problem
 from dsod.data.image_io import read_image_size
 from dsod.structures import Annotation
@@ -84,14 +85,17 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
 
     Args:
         path: the XML file; its stem is the ``image_id``.
-        class_names: label ``l`` is ``class_names[l - 1]``.
+        class_names: label ``l`` is ``class_names[l - 1]``. An object's ``<name>`` is read
+            as :func:`~dsod.data.class_names.clean_class_name` reads it; one that differs
+            from a class only in case or spacing is that class (a ``class_variant``
+            warning).
         images_dir: where the image is; default ``<path>/../../JPEGImages``.
         image_names: the file names in ``images_dir``, if known (faster than a ``stat``).
 
     Returns:
         The annotation (boxes float32 ``[N, 4]`` absolute ``xyxy`` inside the image, see the
         module docstring; labels int64 ``[N]`` in ``1..C``; difficult bool ``[N]``) and the
-        problems found: boxes with an unknown class, bad or missing coordinates, zero or
+        problems found: boxes of a class spelled otherwise (kept), boxes with an unknown class, bad or missing coordinates, zero or
         negative size, or entirely outside the image are dropped; boxes partly outside are
         clipped; a missing ``<size>`` is read from the image. All are warnings.
 
@@ -102,6 +106,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     path = Path(path)
     images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
     class_index = {name: label for label, name in enumerate(class_names, start=1)}
+    by_key = {class_key(name): (label, name) for name, label in class_index.items()}
     root = _parse_root(path)
     file = str(path)
     problems: list[Problem] = []
@@ -123,16 +128,19 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     labels: list[int] = []
     difficult: list[bool] = []
     for number, obj in enumerate(root.findall("object"), start=1):
-        name = (obj.findtext("name") or "").strip()
+        name = clean_class_name(obj.findtext("name") or "")
 
         def warn(kind: str, message: str) -> None:
             where = f"object {number} ({name or 'no name'})"
             problems.append(Problem(file, f"{where}: {message}", "warning", kind))
 
-        if name not in class_index:
-            hint = [n for n in class_index if n.lower() == name.lower()]
-            warn("unknown_class", f"class {name!r} is not in data.class_names"
-                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; box dropped")
+        label = class_index.get(name)
+        if label is None and class_key(name) in by_key:
+            label, spelled = by_key[class_key(name)]
+            warn("class_variant", f"class {name!r} is counted as {spelled!r} (names that "
+                                  f"differ only in case or spacing are one class)")
+        if label is None:
+            warn("unknown_class", f"class {name!r} is not in data.class_names; box dropped")
             continue
         bndbox = obj.find("bndbox")
         raw = [_number(bndbox.findtext(t)) if bndbox is not None else None
@@ -166,7 +174,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
         if flag is None and flag_text not in (None, ""):
             warn("bad_field", "<difficult> is not a number; taken as 0")
         boxes.append(clipped)
-        labels.append(class_index[name])
+        labels.append(label)
         difficult.append(bool(flag))
 
     boxes32 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
