@@ -36,6 +36,7 @@ from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.evaluate import evaluate_model
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
+from dsod.engine.run_lock import claim_output_folder
 from dsod.engine.run_log import RunLog, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
@@ -289,7 +290,7 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
     out = Path(out_dir) if out_dir else default_out_dir(config)
     if dist.is_main_process():
         logger.info("writing to %s", out.absolute())
-    with train_log_file(out):
+    with claim_output_folder(out, dist.is_main_process()), train_log_file(out):
         try:
             metrics = Trainer(config, out, device, resume=resume, progress=progress).run()
         finally:
