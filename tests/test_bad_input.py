@@ -249,3 +249,34 @@ def test_each_run_says_first_where_it_writes(tmp_path, caplog, capsys):
                             str(tmp_path / "run" / "checkpoints" / "final.pth"),
                             "--out", str(tmp_path / "demo"), "--device", "cpu"])
     assert capsys.readouterr().out.splitlines()[0] == f"writing to {(tmp_path / 'demo').absolute()}"
+
+
+def test_repeated_coco_annotation_ids_are_warned_about_and_scored_right(tmp_path, caplog):
+    import logging
+
+    from test_coco_data import coco_json, write_coco
+
+    from dsod.engine.evaluate import score
+    data = coco_json()
+    data["annotations"] = [  # ids 5 and 9 used twice, by boxes of other images
+        {"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},
+        {"id": 5, "image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},
+        {"id": 9, "image_id": 7, "category_id": 5, "bbox": [50, 40, 40, 30], "iscrowd": 0},
+        {"id": 9, "image_id": 12, "category_id": 90, "bbox": [1, 2, 30, 20], "iscrowd": 0},
+        {"id": 2, "image_id": 12, "category_id": 5, "bbox": [3, 3, 10, 10], "iscrowd": 0},
+    ]
+    path = write_coco(tmp_path, data)
+    dataset = COCODataset(path, tmp_path / "val2017")
+    [problem] = [p for p in dataset.problems if p.kind == "duplicate"]
+    assert problem.file == str(path) and problem.severity == "warning"
+    assert "2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9" \
+        in problem.message
+    assert sum(len(a) for a in dataset.annotations) == 5  # every box is kept
+    perfect = {a.image_id: Detections(a.boxes.astype(np.float64), np.ones(len(a)), a.labels)
+               for a in dataset.annotations}
+    with caplog.at_level(logging.WARNING):
+        scores = score(dataset, perfect)
+    assert scores.coco["AP"] == pytest.approx(1.0)
+    assert any("2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9"
+               in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert json.loads(path.read_text())["annotations"][1]["id"] == 5  # the file is untouched

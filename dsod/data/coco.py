@@ -125,6 +125,21 @@ def _categories(path: Path, data: dict[str, Any], class_names: Sequence[str] | N
     return names, tuple(by_name[json_of[class_key(n)]] for n in names), notes
 
 
+def repeated_annotation_ids(annotations: Sequence[Any]) -> dict[Any, int]:
+    """``id -> count`` of the annotation ids that more than one annotation of a COCO file
+    uses (pycocotools indexes annotations by id: all but one of them would be lost)."""
+    counts = Counter(a["id"] for a in annotations if isinstance(a, dict)
+                     and isinstance(a.get("id"), (int, float, str)))
+    return {number: count for number, count in counts.items() if count > 1}
+
+
+def describe_repeated_ids(repeated: dict[Any, int]) -> str:
+    """``2 annotation ids are each used by more than one box (5 boxes), e.g. 4, 9``."""
+    shown = ", ".join(str(n) for n in list(repeated)[:5])
+    return (f"{len(repeated)} annotation id(s) are each used by more than one box "
+            f"({sum(repeated.values())} boxes), e.g. {shown}")
+
+
 def coco_class_names(annotation_json: str | Path) -> tuple[str, ...]:
     """The category names of a COCO instances JSON, in category-id order (the labels
     ``1..C`` that :class:`COCODataset` gives them without ``class_names``)."""
@@ -181,6 +196,12 @@ class COCODataset(DetectionDataset):
             else:
                 images[coco_id] = entry
 
+        repeated = repeated_annotation_ids(data.get("annotations", []))
+        if repeated:
+            problems.append(Problem(file, f"{describe_repeated_ids(repeated)}; every box is "
+                                          f"kept, and the COCO evaluation numbers them afresh "
+                                          f"(pycocotools would keep one box per id)",
+                                    "warning", "duplicate"))
         per_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         for ann in data.get("annotations", []):
             if not isinstance(ann, dict):
