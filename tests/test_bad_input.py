@@ -280,3 +280,27 @@ def test_repeated_coco_annotation_ids_are_warned_about_and_scored_right(tmp_path
     assert any("2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9"
                in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
     assert json.loads(path.read_text())["annotations"][1]["id"] == 5  # the file is untouched
+
+
+def test_eval_reports_the_test_splits_annotation_problems(tmp_path, caplog):
+    import logging
+    root = tmp_path / "voc"
+    unknown = GOOD.replace("<name>cat</name>", "<name>wombat</name>")
+    clipped = GOOD.replace("<xmax>50</xmax>", "<xmax>140</xmax>")
+    make_voc(root, {"a": GOOD, "b": unknown, "c": clipped}, "test")
+    make_voc(root, {"a": GOOD}, "trainval")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "comp4_det_test_cat.txt").write_text("a 0.9 1 1 50 40\n")
+    config = load_config(write_config(tmp_path, root))
+    with caplog.at_level(logging.WARNING):
+        figures = evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
+                                   json_path=tmp_path / "eval" / "figures.json")
+    logged = [r.getMessage() for r in caplog.records]
+    assert "test data: 1 warning box_clipped, 1 warning unknown_class" in logged
+    assert any("b.xml" in line and "class 'wombat' is not in data.class_names" in line
+               for line in logged)
+    saved = json.loads((tmp_path / "eval" / "figures.json").read_text())
+    assert saved["data_problems"] == figures["data_problems"]
+    assert [(p["kind"], Path(p["file"]).name) for p in saved["data_problems"]] == [
+        ("unknown_class", "b.xml"), ("box_clipped", "c.xml")]

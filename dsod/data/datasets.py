@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from dsod.config import DataConfig
 from dsod.data.coco import COCODataset
-from dsod.data.errors import DataError, SplitNotFoundError
+from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset
 from dsod.data.voc import VOCDataset, voc_class_names
 
@@ -129,7 +129,9 @@ def check_left_out(dataset: DetectionDataset, limit: float, source: str, remedy:
 def build_test_set(data_config: DataConfig, max_left_out: float | None = None
                    ) -> DetectionDataset:
     """The configured test split, ready to be scored: at least one usable image and each
-    image id once (:func:`check_unique_image_ids`); images left out for unusable
+    image id once (:func:`check_unique_image_ids`); the problems its readers worked around
+    (boxes dropped or clipped, unknown classes, ...) are logged as training logs its own
+    (:func:`~dsod.data.errors.summarize_problems`), and images left out for unusable
     annotations are counted in a warning.
 
     Args:
@@ -156,6 +158,8 @@ def build_test_set(data_config: DataConfig, max_left_out: float | None = None
     if len(dataset) == 0:
         raise DataError(f"{source} under {data_config.root} has no usable image")
     check_unique_image_ids(dataset, source)
+    for line in summarize_problems(dataset.problems):
+        logger.warning("test data: %s", line)
     if left_out:
         logger.warning("%d of the %d test images were left out for unusable annotations "
                        "(first: %s); tools/check_dataset.py lists them", len(left_out), total,
