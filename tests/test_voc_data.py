@@ -237,3 +237,18 @@ def test_property_valid_boxes_or_data_error(tmp_path, text):
     assert np.all(b[:, 2] <= ann.width) and np.all(b[:, 3] <= ann.height)
     assert set(ann.labels.tolist()) <= {1, 2}
     assert all(p.severity in ("error", "warning") for p in problems)
+
+
+@pytest.mark.parametrize("namespace", ['xmlns="http://example.org/voc"',
+                                       'xmlns:v="http://example.org/voc"'])
+def test_a_namespaced_xml_keeps_its_boxes(tmp_path, namespace):
+    text = xml([obj("dog", (1, 1, 50, 40)), obj("cat", (10, 20, 30, 40))])
+    text = text.replace("<annotation>", f"<annotation {namespace}>")
+    if ":v=" in namespace:  # every element in the prefixed namespace
+        text = text.replace("<", "<v:").replace("<v:/", "</v:")
+    write_voc(tmp_path, {"ns": text})
+    ann, problems = parse_voc_xml(tmp_path / "Annotations" / "ns.xml", CLASSES)
+    assert problems == [] and (ann.width, ann.height) == (100, 80)
+    assert ann.labels.tolist() == [2, 1] and ann.boxes[0].tolist() == [0, 0, 50, 40]
+    from dsod.data.voc import voc_class_names
+    assert voc_class_names(tmp_path, ["trainval"]) == ("cat", "dog")

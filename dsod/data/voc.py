@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +19,7 @@ from dsod.data.class_names import collect_spellings, merge_spellings
 from dsod.data.errors import AnnotationError, DataError, Problem
 from dsod.data.voc_layout import (check_root, existing_split, layout_hint, read_split_ids,
                                   voc_split_paths)
-from dsod.data.voc_xml import parse_voc_xml
+from dsod.data.voc_xml import parse_voc_xml, read_xml_root
 from dsod.structures import Annotation
 
 __all__ = [
@@ -50,7 +49,7 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
         for image_id in read_split_ids(split_file):
             xml_path = base / "Annotations" / f"{image_id}.xml"
             try:
-                root_node = ET.parse(xml_path).getroot()
+                root_node = read_xml_root(xml_path)
             except Exception:  # noqa: BLE001 - reported when the data set is read
                 continue
             found += [(obj.findtext("name") or "", str(xml_path))

@@ -62,7 +62,18 @@ def _resolve_image(stem: str, images_dir: str, filename: str | None,
     return os.path.join(images_dir, found)
 
 
-def _parse_root(path: Path) -> ET.Element:
+def read_xml_root(path: Path) -> ET.Element:
+    """The root element of XML file ``path``, its tags without namespaces (a VOC file
+    written with ``xmlns="..."`` names its elements ``{uri}object``; they are read as
+    ``object``); an AnnotationError that says why it cannot be read."""
+    root = _parse(path)
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.partition("}")[2]
+    return root
+
+
+def _parse(path: Path) -> ET.Element:
     """The root element of XML file ``path``; an AnnotationError that says why it cannot be
     read."""
     try:
@@ -107,7 +118,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
     class_index = {name: label for label, name in enumerate(class_names, start=1)}
     by_key = {class_key(name): (label, name) for name, label in class_index.items()}
-    root = _parse_root(path)
+    root = read_xml_root(path)
     file = str(path)
     problems: list[Problem] = []
     image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
