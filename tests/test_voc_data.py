@@ -118,12 +118,24 @@ def test_missing_size_read_from_image(tmp_path):
         parse_voc_xml(tmp_path / "Annotations" / "s.xml", CLASSES)
 
 
-def test_image_found_by_filename_tag(tmp_path):
-    write_voc(tmp_path, {"p1": xml([obj("cat", (1, 1, 9, 9))], filename="other.png")},
+def test_the_filename_tag_finds_only_the_ids_own_image(tmp_path):
+    # p2's image has a suffix of its own, which its <filename> names; p1's annotation was
+    # copied from another image's and names that image, and p1's own image is missing.
+    write_voc(tmp_path, {"p1": xml([obj("cat", (1, 1, 9, 9))], filename="other.jpg"),
+                         "p2": xml([obj("cat", (1, 1, 9, 9))], filename="p2.jfif")},
               images=False)
-    cv2.imwrite(str(tmp_path / "JPEGImages" / "other.png"), np.zeros((80, 100, 3), np.uint8))
-    ann = VOCDataset(tmp_path, ["trainval"], CLASSES).annotation(0)
-    assert ann.image_path == str(tmp_path / "JPEGImages" / "other.png")
+    image = np.zeros((80, 100, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "other.jpg"), image)
+    (tmp_path / "JPEGImages" / "p2.jfif").write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+    data = VOCDataset(tmp_path, ["trainval"], CLASSES)
+    assert data.annotation(0).image_path == str(tmp_path / "JPEGImages" / "p1.jpg")
+    assert data.annotation(1).image_path == str(tmp_path / "JPEGImages" / "p2.jfif")
+    [note] = data.problems
+    assert note.file == str(tmp_path / "Annotations" / "p1.xml") and note.kind == "missing_image"
+    assert "the image p1.jpg (or p1 with another image suffix) does not exist; <filename> " \
+           "names other.jpg, another image, which is not used for it" in note.message
+    with pytest.raises(DataError, match=r"p1.jpg: the file does not exist"):
+        data.load(0)
 
 
 def test_malformed_xml_names_file(tmp_path):

@@ -46,20 +46,30 @@ def _positive_int(text: str | None) -> int | None:
 
 
 def _resolve_image(stem: str, images_dir: str, filename: str | None,
-                   names: Collection[str] | None) -> str:
-    """The image of an annotation: ``<stem>.jpg``, else the XML's ``<filename>``, else
-    ``<stem>`` with another image suffix; ``<stem>.jpg`` when none exists. ``names``, the
-    files in ``images_dir`` if known, saves a ``stat`` per candidate."""
+                   names: Collection[str] | None) -> tuple[str, str | None]:
+    """The image of an annotation, and a note when its own image is missing and its
+    ``<filename>`` names another that exists.
+
+    The image is ``<stem>.jpg``, else ``<stem>`` with another image suffix, else the XML's
+    ``<filename>`` if it names a file of that stem (``<stem>.jfif``); ``<stem>.jpg`` when
+    none exists. A ``<filename>`` of another stem is never used: it names another image
+    (an annotation copied from another file), and taking it would train this annotation's
+    boxes on that image's pixels. ``names``, the files in ``images_dir`` if known, saves a
+    ``stat`` per candidate."""
     def exists(name: str) -> bool:
         return name in names if names is not None else os.path.isfile(
             os.path.join(images_dir, name))
 
-    candidates = [f"{stem}.jpg"]
-    if filename and os.path.basename(filename.strip()):
-        candidates.append(os.path.basename(filename.strip()))
-    candidates += [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES[1:]]
-    found = next((c for c in candidates if exists(c)), candidates[0])
-    return os.path.join(images_dir, found)
+    candidates = [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES]
+    named = os.path.basename(filename.strip()) if filename else ""
+    if named and os.path.splitext(named)[0] == stem:
+        candidates.append(named)
+    found = next((c for c in candidates if exists(c)), None)
+    note = None
+    if found is None and named and named not in candidates and exists(named):
+        note = (f"the image {stem}.jpg (or {stem} with another image suffix) does not exist; "
+                f"<filename> names {named}, another image, which is not used for it")
+    return os.path.join(images_dir, found or candidates[0]), note
 
 
 def read_xml_root(path: Path) -> ET.Element:
@@ -121,8 +131,10 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     root = read_xml_root(path)
     file = str(path)
     problems: list[Problem] = []
-    image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
-                                image_names)
+    image_path, note = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
+                                      image_names)
+    if note is not None:
+        problems.append(Problem(file, note, "warning", "missing_image"))
     size = root.find("size")
     width = _positive_int(size.findtext("width")) if size is not None else None
     height = _positive_int(size.findtext("height")) if size is not None else None
