@@ -196,6 +196,15 @@ class COCODataset(DetectionDataset):
             else:
                 images[coco_id] = entry
 
+        ids_of_file: dict[str, list[Any]] = defaultdict(list)
+        for coco_id, entry in images.items():
+            ids_of_file[str(entry["file_name"])].append(coco_id)
+        for file_name, ids in ids_of_file.items():
+            if len(ids) > 1:
+                problems.append(Problem(file, f"image file {file_name} is listed under "
+                                              f"{len(ids)} ids ({', '.join(map(str, ids))}): "
+                                              f"it is trained and scored once per id",
+                                        "warning", "duplicate"))
         repeated = repeated_annotation_ids(data.get("annotations", []))
         if repeated:
             problems.append(Problem(file, f"{describe_repeated_ids(repeated)}; every box is "
