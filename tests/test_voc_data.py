@@ -264,3 +264,24 @@ def test_a_namespaced_xml_keeps_its_boxes(tmp_path, namespace):
     assert ann.labels.tolist() == [2, 1] and ann.boxes[0].tolist() == [0, 0, 50, 40]
     from dsod.data.voc import voc_class_names
     assert voc_class_names(tmp_path, ["trainval"]) == ("cat", "dog")
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco"])
+def test_a_split_listed_twice_is_refused_naming_it(tmp_path, fmt):
+    from test_coco_data import coco_json, write_coco
+    if fmt == "voc":
+        write_voc(tmp_path, {"a": xml([obj("cat", (1, 1, 9, 9))])})
+        entries = ("trainval", "./trainval")
+    else:
+        write_coco(tmp_path, coco_json())
+        entries = ("val2017", "annotations/instances_val2017.json:val2017")
+    config = DataConfig(format=fmt, root=str(tmp_path), train=entries, test=entries[:1],
+                        class_names=None if fmt == "coco" else CLASSES)
+    with pytest.raises(DataError, match=rf"data.train lists the split '{entries[1]}' twice "
+                                        rf"\(as '{entries[0]}' and '{entries[1]}'\): its images "
+                                        rf"would count twice; list it once"):
+        build_dataset(config, "train")
+    from dsod.data.check import check_dataset
+    report = check_dataset(config, workers=1)
+    assert report.exit_code == 1
+    assert [p.file for p in report.errors if p.kind == "bad_config"] == ["data.train"]

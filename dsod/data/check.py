@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dsod.config import Config, DataConfig
-from dsod.data.datasets import build_dataset
+from dsod.data.datasets import build_dataset, check_distinct_entries
 from dsod.data.errors import AnnotationError, DataError, ImageReadError, Problem
 from dsod.data.errors import SplitNotFoundError
 from dsod.data.image_io import read_image
@@ -146,6 +146,10 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
     first: dict[str, Annotation] = {}
     splits_of: dict[str, set[str]] = {}
     for split in ("train", "test"):
+        try:
+            check_distinct_entries(data, split)
+        except DataError as error:
+            report.problems.append(Problem(f"data.{split}", str(error), "error", "bad_config"))
         for entry in (data.train if split == "train" else data.test):
             summary = SplitSummary(split, entry)
             report.splits.append(summary)

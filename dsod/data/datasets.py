@@ -11,7 +11,7 @@ from dsod.config import DataConfig
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset
-from dsod.data.voc import VOCDataset, voc_class_names
+from dsod.data.voc import VOCDataset, voc_class_names, voc_split_paths
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,24 @@ class ConcatDetectionDataset(DetectionDataset):
             self.image_id_to_coco_id: dict[str, Any] = {}
             for part in parts:
                 self.image_id_to_coco_id.update(part.image_id_to_coco_id)  # type: ignore
+
+
+def check_distinct_entries(data_config: DataConfig, split: str) -> None:
+    """Raise a DataError when ``data.<split>`` lists one split twice (the same split file,
+    or the same COCO JSON and image folder, however written): its images would count
+    twice in training or scoring."""
+    entries = data_config.train if split == "train" else data_config.test
+    seen: dict[Any, str] = {}
+    for entry in entries:
+        if data_config.format == "coco":
+            key: Any = tuple(p.resolve() for p in coco_split_paths(data_config.root, entry))
+        else:
+            key = voc_split_paths(data_config.root, entry)[0].resolve()
+        if key in seen:
+            again = "" if seen[key] == entry else f" (as {seen[key]!r} and {entry!r})"
+            raise DataError(f"data.{split} lists the split {entry!r} twice{again}: its images "
+                            f"would count twice; list it once")
+        seen[key] = entry
 
 
 def check_classes(dataset: DetectionDataset, num_classes: int,
@@ -179,13 +197,15 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     ``datasets/shapes`` or with ``data.shapes_generate``) and reads it as VOC.
 
     Raises:
-        DataError: a root, split file or annotation file is missing or unusable.
+        DataError: a root, split file or annotation file is missing or unusable, or a split
+            is listed twice (:func:`check_distinct_entries`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     entries = data_config.train if split == "train" else data_config.test
     if not entries:
         raise DataError(f"data.{split} names no split")
+    check_distinct_entries(data_config, split)
     keep_difficult = data_config.train_difficult if split == "train" else True
     if strict is None:
         strict = data_config.on_bad_sample == "error"
