@@ -304,3 +304,40 @@ def test_eval_reports_the_test_splits_annotation_problems(tmp_path, caplog):
     assert saved["data_problems"] == figures["data_problems"]
     assert [(p["kind"], Path(p["file"]).name) for p in saved["data_problems"]] == [
         ("unknown_class", "b.xml"), ("box_clipped", "c.xml")]
+
+
+def test_a_latin1_xml_without_a_declaration_is_named_as_such(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    (root / "Annotations" / "b.xml").write_bytes(GOOD.replace("cat", "k\xe4tzchen")
+                                                  .encode("latin-1"))
+    dataset = VOCDataset(root, ["trainval"], ["cat", "kätzchen"])
+    [problem] = dataset.problems
+    assert problem.file.endswith("b.xml") and problem.kind == "malformed_annotation"
+    assert "not well-formed" in problem.message
+    assert "the file is not UTF-8 (byte 0xe4 at offset 77) and declares no encoding" \
+        in problem.message and 'encoding="ISO-8859-1"' in problem.message
+    declared = b'<?xml version="1.0" encoding="ISO-8859-1"?>' + GOOD.replace(
+        "cat", "k\xe4tzchen").encode("latin-1")
+    (root / "Annotations" / "b.xml").write_bytes(declared)  # declared, it reads
+    dataset = VOCDataset(root, ["trainval"], ["cat", "kätzchen"])
+    assert dataset.problems == [] and dataset.annotation(1).labels.tolist() == [2]
+
+
+def test_ids_with_an_image_suffix_and_upper_case_xml_files_are_named_as_such(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    (root / "Annotations" / "b.xml").rename(root / "Annotations" / "b.XML")
+    split = root / "ImageSets" / "Main" / "trainval.txt"
+    split.write_text("a.jpg\nb\n")
+    dataset_problems = VOCDataset(root, ["trainval"], ["cat"]).problems
+    messages = [p.message for p in dataset_problems]
+    assert messages[0].startswith("the file does not exist; the split file lists the id "
+                                  "'a.jpg' with an image suffix: ids are listed without one "
+                                  "('a', whose a.xml exists)")
+    assert messages[1].startswith("the file does not exist; b.XML exists: annotation files "
+                                  "must end in .xml, in lower case")
+    with pytest.raises(DataError, match=r"name no object class \(2 of the 2 annotation files "
+                                        r"listed cannot be read; first: .*a.jpg.xml: the file "
+                                        r"does not exist; the split file lists the id 'a.jpg'"):
+        voc_class_names(root, ["trainval"])

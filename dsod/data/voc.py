@@ -43,14 +43,18 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
         DataError: the annotations name no object at all.
     """
     found: list[tuple[str, str]] = []
+    unusable: list[DataError] = []
+    listed = 0
     check_root(root)
     for split in ([splits] if isinstance(splits, str) else splits):
         split_file, base = existing_split(root, split)
         for image_id in read_split_ids(split_file):
+            listed += 1
             xml_path = base / "Annotations" / f"{image_id}.xml"
             try:
                 root_node = read_xml_root(xml_path)
-            except Exception:  # noqa: BLE001 - reported when the data set is read
+            except DataError as error:  # reported when the data set is read
+                unusable.append(error)
                 continue
             found += [(obj.findtext("name") or "", str(xml_path))
                       for obj in root_node.findall("object")]
@@ -58,8 +62,10 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
     for warning in warnings:
         logger.warning("%s", warning)
     if not names:
+        why = (f" ({len(unusable)} of the {listed} annotation files listed cannot be read; "
+               f"first: {unusable[0]})" if unusable else "")
         raise DataError(f"data.class_names is null, but the annotations of {list(splits)} "
-                        f"under {root} name no object class")
+                        f"under {root} name no object class{why}")
     return names
 
 

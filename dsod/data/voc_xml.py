@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Collection, Sequence
@@ -83,15 +84,53 @@ def read_xml_root(path: Path) -> ET.Element:
     return root
 
 
+def missing_annotation_hint(path: Path) -> str:
+    """Why annotation file ``path`` (``Annotations/<id>.xml``) may be missing, as a clause
+    to add to the message: an id listed with an image suffix (``00001.jpg``), or the file
+    named with an upper-case ``.XML``; empty when neither."""
+    image_id = path.name[: -len(".xml")] if path.name.endswith(".xml") else path.stem
+    stem, suffix = os.path.splitext(image_id)
+    if suffix.lower() in {s.lower() for s in _IMAGE_SUFFIXES}:
+        exists = (path.parent / f"{stem}.xml").is_file()
+        return (f"; the split file lists the id {image_id!r} with an image suffix: ids are "
+                f"listed without one ({stem!r}" + (f", whose {stem}.xml exists)" if exists
+                                                    else ")"))
+    for other in (path.with_name(f"{image_id}.XML"), path.with_name(f"{image_id}.Xml")):
+        if other.is_file():
+            return f"; {other.name} exists: annotation files must end in .xml, in lower case"
+    return ""
+
+
+def _encoding_hint(path: Path) -> str:
+    """A clause for a parse error of a file that is not UTF-8 and declares no encoding
+    (XML without a declaration must be UTF-8: a Latin-1 ``ä`` is an invalid token)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    try:
+        data.decode("utf-8")
+        return ""
+    except UnicodeDecodeError as error:
+        byte, offset = data[error.start], error.start
+    if re.match(rb"\s*<\?xml[^>]*encoding\s*=", data.lstrip(b"\xef\xbb\xbf")):
+        return (f"; byte 0x{byte:02x} at offset {offset} is not in the encoding its XML "
+                f"declaration names")
+    return (f"; the file is not UTF-8 (byte 0x{byte:02x} at offset {offset}) and declares no "
+            f"encoding, which XML then requires: save it as UTF-8, or declare its encoding "
+            f"(<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?> for Latin-1)")
+
+
 def _parse(path: Path) -> ET.Element:
     """The root element of XML file ``path``; an AnnotationError that says why it cannot be
     read."""
     try:
         return ET.parse(path).getroot()
     except FileNotFoundError:
-        raise AnnotationError(path, "the file does not exist") from None
+        raise AnnotationError(path, f"the file does not exist"
+                                    f"{missing_annotation_hint(path)}") from None
     except ET.ParseError as error:
-        raise AnnotationError(path, f"malformed XML: {error}") from None
+        raise AnnotationError(path, f"malformed XML: {error}{_encoding_hint(path)}") from None
     except OSError as error:
         raise AnnotationError(path, error.strerror or str(error)) from None
     except Exception as error:  # e.g. an unknown encoding in the XML declaration
