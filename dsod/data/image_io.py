@@ -271,6 +271,34 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     return image
 
 
+_ORIENTATION_NAMES = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down",
+                      5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
+                      7: "mirrored and turned 270 degrees",
+                      8: "turned 90 degrees counter-clockwise"}
+
+
+def ambiguous_orientation(path: str | Path) -> str | None:
+    """What the EXIF orientation of image ``path`` does, when its size cannot tell whether
+    an annotation's boxes were drawn on the stored pixels or on the turned picture: a
+    mirror or a half turn (orientations 2-4, which keep the size) or a quarter turn of a
+    square image (5-8). :func:`read_image` then applies the rotation, as viewers do; boxes
+    drawn by a tool that ignores EXIF would not fit. None when there is no such rotation,
+    or the header cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            header = _header(file, path)
+    except (OSError, ImageReadError):
+        return None
+    if header is None:
+        return None
+    (width, height), orientation = header
+    if orientation in (2, 3, 4) or (orientation in _TRANSPOSING_ORIENTATIONS
+                                    and width == height):
+        return f"EXIF orientation {orientation}: {_ORIENTATION_NAMES[orientation]}"
+    return None
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image as :func:`read_image` would return it.
 
