@@ -341,3 +341,50 @@ def test_ids_with_an_image_suffix_and_upper_case_xml_files_are_named_as_such(tmp
                                         r"listed cannot be read; first: .*a.jpg.xml: the file "
                                         r"does not exist; the split file lists the id 'a.jpg'"):
         voc_class_names(root, ["trainval"])
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_a_previous_file(tmp_path,
+                                                                          monkeypatch):
+    from dsod.engine.checkpoint import CheckpointError, save_atomic
+    monkeypatch.setattr(torch, "save", _disk_full)
+    with pytest.raises(CheckpointError) as caught:
+        save_atomic({"model": {}}, tmp_path / "first.pth")
+    assert "No space left on device" in str(caught.value)
+    assert "no file was written" in str(caught.value) and "intact" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "second.pth").write_bytes(b"old")
+    with pytest.raises(CheckpointError, match="the previous file is intact"):
+        save_atomic({"model": {}}, tmp_path / "second.pth")
+    assert (tmp_path / "second.pth").read_bytes() == b"old"
+
+
+def test_eval_json_on_a_full_disk_leaves_no_cut_off_file(tmp_path, monkeypatch):
+    import os
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD}, "test")
+    make_voc(root, {"a": GOOD}, "trainval")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "comp4_det_test_cat.txt").write_text("a 0.9 1 1 50 40\n")
+    config = load_config(write_config(tmp_path, root))
+    figures = tmp_path / "eval" / "figures.json"
+    figures.parent.mkdir()
+    figures.write_text('{"old": true}')
+
+    def cut_off(path, *args, **kwargs):  # a write that fails after creating the file
+        path.open("w").close()
+        _disk_full()
+
+    monkeypatch.setattr(Path, "write_text", cut_off)
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    with pytest.raises(DataError, match=r"could not write the figures: No space left on "
+                                        r"device .*the figures above are complete"):
+        evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
+                         json_path=figures)
+    assert figures.read_text() == '{"old": true}'
+    assert sorted(p.name for p in figures.parent.iterdir()) == ["figures.json", "pr_curves.png"]

@@ -33,8 +33,10 @@ class CheckpointError(RuntimeError):
 
 def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename, so that a crash
-    while saving leaves the previous file intact."""
+    or a full disk while saving leaves the previous file intact (or none, when there was
+    none; the error says which)."""
     path = Path(path)
+    previous = "the previous file is intact" if path.exists() else "no file was written"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,7 +55,7 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
             raise
         raise CheckpointError(f"cannot write checkpoint {path}: "
                               f"{getattr(error, 'strerror', None) or error} "
-                              f"({_free_space(path.parent)}; the previous file is intact)") from None
+                              f"({_free_space(path.parent)}; {previous})") from None
 
 
 def _umask() -> int:

@@ -29,6 +29,7 @@ from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import DataError, Problem
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
+from dsod.engine.atomic_write import write_text_atomic
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import adopt_checkpoint_settings, load_checkpoint
 from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
@@ -213,8 +214,7 @@ def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = N
         def write_json() -> Path:
             path = Path(json_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(figures, indent=2))
-            return path
+            return write_text_atomic(path, json.dumps(figures, indent=2))
         outputs.append(("figures", write_json))
     for what, write in outputs:
         try:
