@@ -388,3 +388,38 @@ def test_eval_json_on_a_full_disk_leaves_no_cut_off_file(tmp_path, monkeypatch):
                          json_path=figures)
     assert figures.read_text() == '{"old": true}'
     assert sorted(p.name for p in figures.parent.iterdir()) == ["figures.json", "pr_curves.png"]
+
+
+def test_a_checkpoint_with_non_finite_weights_is_warned_about_when_loaded(tmp_path, caplog):
+    import logging
+
+    from dsod.config import config_to_dict
+    from dsod.engine.builders import build_model
+    from dsod.engine.checkpoint import save_atomic
+    from dsod.inference import Detector
+    config = tiny_config(tmp_path)
+    weights = build_model(config).state_dict()
+    names = [n for n, v in weights.items() if v.is_floating_point()][:2]
+    for name in names:
+        weights[name].view(-1)[0] = float("nan")
+    path = tmp_path / "nan.pth"
+    save_atomic({"model": weights, "config": config_to_dict(config)}, path)
+    with caplog.at_level(logging.WARNING):
+        Detector.from_checkpoint(path)
+    [warning] = [r.getMessage() for r in caplog.records if "NaN" in r.getMessage()]
+    assert f"checkpoint {path} holds NaN or infinite values in 2 of its" in warning
+    assert names[0] in warning and names[1] in warning and "meaningless" in warning
+
+
+def test_a_checkpoint_without_a_config_names_the_tools_option(tmp_path, capsys):
+    from dsod.engine.builders import build_model
+    from dsod.engine.checkpoint import save_atomic
+    path = tmp_path / "bare.pth"
+    save_atomic({"model": build_model(tiny_config(tmp_path)).state_dict()}, path)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    assert load_tool("demo").main([str(image), "--checkpoint", str(path), "--out",
+                                   str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {path} holds no config: give the config it was trained with " \
+           f"(--config CONFIG in the tools" in err

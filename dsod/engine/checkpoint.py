@@ -132,6 +132,24 @@ def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     model.load_state_dict(state_dict)
 
 
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an
+    infinity (weights of a run that diverged: the network then detects nothing)."""
+    return [name for name, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def warn_non_finite(state_dict: Mapping[str, Any], source: str) -> None:
+    """Log a warning naming ``source`` and its tensors that hold NaN or infinity."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        logger.warning("%s holds NaN or infinite values in %d of its %d tensors (%s): its "
+                       "detections are meaningless (did the run diverge?)", source, len(bad),
+                       len(state_dict), shown)
+
+
 # Settings that change what a trained network's outputs mean without changing the shape of
 # any weight (so loading the weights cannot catch them): the priors its offsets are
 # encoded against, and the input size and mean it was trained with. None: every key.
