@@ -8,10 +8,11 @@
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
 (0). Images are written into DIR (default outputs/demo) under their own names, videos as
 DIR/<stem>.mp4; for a single input, --out may name the file instead (x.jpg for an image,
-x.mp4 for a video), and such a name with several inputs is refused. An input that cannot be read is skipped with a message naming it and the
-rest are annotated; the exit status is then 1. A video file cut off midway is annotated as
-far as it reads, with a warning saying how many of the frames its header announces it gave.
-The config is the one saved in the checkpoint unless --config is given.
+x.mp4 for a video), and such a name with several inputs is refused. An input that cannot
+be read is skipped with a message naming it and the rest are annotated; the exit status is
+then 1. A video file cut off midway is annotated as far as it reads, with a warning saying
+how many of the frames its header announces it gave. The config is the one saved in the
+checkpoint unless --config is given.
 On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
 --compile runs it through torch.compile with frozen weights: on a CPU with AMX, 1.5-2x as fast
 with --amp bf16 and up to 13% faster in fp32, after 15-30 s of compiling; for videos and folders.

@@ -24,8 +24,9 @@ def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
         raise DataError("class_names is empty: name at least one object class")
     clashes = find_clashes(names)
     if clashes:
-        raise DataError(f"class_names names one class more than once ({describe_clashes(clashes)}): "
-                        f"names that differ only in case or spacing are one class")
+        raise DataError(f"class_names names one class more than once "
+                        f"({describe_clashes(clashes)}): names that differ only in case or "
+                        f"spacing are one class")
     return names
 
 

@@ -22,9 +22,8 @@ Severity = Literal["error", "warning"]
 PROBLEM_KINDS: tuple[str, ...] = (
     "missing_split", "malformed_annotation", "missing_image", "unreadable_image",
     "missing_size", "bad_size", "size_mismatch", "exif_orientation", "unknown_class",
-    "class_variant",
-    "bad_coordinates", "zero_size_box", "one_pixel_box", "box_clipped", "box_outside", "no_objects", "bad_field", "duplicate",
-    "train_test_overlap", "bad_config",
+    "class_variant", "bad_coordinates", "zero_size_box", "one_pixel_box", "box_clipped",
+    "box_outside", "no_objects", "bad_field", "duplicate", "train_test_overlap", "bad_config",
 )
 
 

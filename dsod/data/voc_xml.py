@@ -155,9 +155,10 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     Returns:
         The annotation (boxes float32 ``[N, 4]`` absolute ``xyxy`` inside the image, see the
         module docstring; labels int64 ``[N]`` in ``1..C``; difficult bool ``[N]``) and the
-        problems found: boxes of a class spelled otherwise (kept), boxes with an unknown class, bad or missing coordinates, zero or
-        negative size, or entirely outside the image are dropped; boxes partly outside are
-        clipped; a missing ``<size>`` is read from the image. All are warnings.
+        problems found: boxes of a class spelled otherwise are kept; boxes with an unknown
+        class, bad or missing coordinates, zero or negative size, or entirely outside the
+        image are dropped; boxes partly outside are clipped; a missing ``<size>`` is read
+        from the image. All are warnings.
 
     Raises:
         AnnotationError: the file is missing or not well-formed XML, or it has no usable

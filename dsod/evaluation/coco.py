@@ -177,8 +177,8 @@ def _number_afresh_if_repeated(path: Path, annotations: list[dict[str, Any]]) ->
     usable = all(isinstance(i, (int, float, str)) and not isinstance(i, bool) for i in ids)
     if usable and len(set(ids)) == len(ids):
         return
-    repeated = {number: count for number, count in Counter(repr(i) for i in ids if i is not None).items()
-                if count > 1}
+    counts = Counter(repr(i) for i in ids if i is not None)
+    repeated = {number: count for number, count in counts.items() if count > 1}
     shown = ", ".join(list(repeated)[:5])
     missing = sum(1 for i in ids if i is None)
     logger.warning("COCO ground truth %s: %d annotation id(s) are each used by more than "
