@@ -124,3 +124,16 @@ def test_coco_names_are_cleaned_and_match_the_config_up_to_case(tmp_path):
     assert with_class_names(config_from_dict({"data": {
         "format": "coco", "root": config.root, "train": ["val2017"], "class_names": None}})
         ).num_classes == 3
+
+
+def test_a_test_split_spelling_the_trained_classes_otherwise_is_the_same_classes(tmp_path,
+                                                                                 caplog):
+    from dsod.data.datasets import check_classes
+    path = _coco(tmp_path, [{"id": 1, "name": "Kangaroo"}, {"id": 90, "name": "wallaby"}], [1])
+    dataset = COCODataset(path, tmp_path / "val2017")
+    with caplog.at_level(logging.WARNING):
+        check_classes(dataset, 3, ["kangaroo", "wallaby"], "the test split", "checkpoint c")
+    assert "the test split spells some classes otherwise than checkpoint c ('Kangaroo' for " \
+           "'kangaroo')" in caplog.text
+    with pytest.raises(DataError, match="orders its classes differently"):
+        check_classes(dataset, 3, ["wallaby", "kangaroo"], "the test split", "checkpoint c")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsod.config import DataConfig
+from dsod.data.class_names import class_key
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset
@@ -80,9 +81,10 @@ def check_classes(dataset: DetectionDataset, num_classes: int,
                   expected_names: Sequence[str] | None = None, source: str = "the data set",
                   expected_from: str = "the model") -> None:
     """Raise a DataError unless ``dataset`` has ``num_classes - 1`` classes (the model's
-    count, background included) and, when ``expected_names`` is given, exactly those names
-    in that order: labels are positions in the class list, so data whose classes come in
-    another order (a COCO JSON with other category ids) would silently swap them."""
+    count, background included) and, when ``expected_names`` is given, those names in that
+    order: labels are positions in the class list, so data whose classes come in another
+    order (a COCO JSON with other category ids) would silently swap them. A name spelled
+    otherwise only in case or spacing is the same class (with a warning)."""
     names = list(dataset.class_names)
     if len(names) != num_classes - 1:
         raise DataError(f"{source} has {len(names)} classes but {expected_from} has "
@@ -93,7 +95,14 @@ def check_classes(dataset: DetectionDataset, num_classes: int,
     if expected is not None and len(expected) != len(names):
         raise DataError(f"{source} has {len(names)} classes {names} but {expected_from} was "
                         f"trained on {len(expected)}: {expected}")
-    if expected is not None and expected != names:
+    if expected is not None and [class_key(n) for n in expected] == [class_key(n)
+                                                                        for n in names]:
+        if expected != names:
+            logger.warning("%s spells some classes otherwise than %s (%s): names that differ "
+                           "only in case or spacing are one class", source, expected_from,
+                           ", ".join(f"{a!r} for {b!r}" for a, b in zip(names, expected)
+                                     if a != b))
+    elif expected is not None:
         differ = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
         raise DataError(f"{source} orders its classes differently from {expected_from}: label "
                         f"{differ + 1} is {names[differ]!r} there but {expected[differ]!r} in "
