@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from dsod.config import Config, config_to_dict
+from dsod.engine.resume_check import check_resume_settings
 from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
-from dsod.engine.resume_check import check_resume_settings
 
 logger = logging.getLogger(__name__)
 

@@ -95,9 +95,9 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
         check(resolved, recorded)
     model = build_model(resolved)
     load_model_weights(model, state["model"], source=source)
-    warn_non_finite(state["model"], source)
     names = [str(n) for n in recorded] if recorded is not None else None
     if names is not None and len(names) != resolved.num_classes - 1:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
                               f"{resolved.num_classes - 1}")
+    warn_non_finite(model.state_dict(), source)
     return TrainedModel(model, resolved, names, source)

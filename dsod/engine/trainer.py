@@ -36,12 +36,12 @@ from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.evaluate import evaluate_model
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
-from dsod.engine.run_lock import claim_output_folder
 from dsod.engine.run_log import RunLog, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
 from dsod.engine.step import MicroBatch, StepResult, train_step
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
+from dsod.engine.run_lock import claim_output_folder
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
 
