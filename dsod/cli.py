@@ -15,9 +15,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for a user."""
     from dsod.data.errors import DataError
     from dsod.engine.checkpoint import CheckpointError
+    from dsod.engine.run_lock import OutputFolderBusyError
     from dsod.engine.trainer import NonFiniteLossError
     from dsod.runtime.compiled import CompileError
-    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError)
+    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError,
+            OutputFolderBusyError)
 
 
 def user_message(error: BaseException) -> str:

@@ -249,3 +249,177 @@ def test_each_run_says_first_where_it_writes(tmp_path, caplog, capsys):
                             str(tmp_path / "run" / "checkpoints" / "final.pth"),
                             "--out", str(tmp_path / "demo"), "--device", "cpu"])
     assert capsys.readouterr().out.splitlines()[0] == f"writing to {(tmp_path / 'demo').absolute()}"
+
+
+def test_repeated_coco_annotation_ids_are_warned_about_and_scored_right(tmp_path, caplog):
+    import logging
+
+    from test_coco_data import coco_json, write_coco
+
+    from dsod.engine.evaluate import score
+    data = coco_json()
+    data["annotations"] = [  # ids 5 and 9 used twice, by boxes of other images
+        {"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},
+        {"id": 5, "image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},
+        {"id": 9, "image_id": 7, "category_id": 5, "bbox": [50, 40, 40, 30], "iscrowd": 0},
+        {"id": 9, "image_id": 12, "category_id": 90, "bbox": [1, 2, 30, 20], "iscrowd": 0},
+        {"id": 2, "image_id": 12, "category_id": 5, "bbox": [3, 3, 10, 10], "iscrowd": 0},
+    ]
+    path = write_coco(tmp_path, data)
+    dataset = COCODataset(path, tmp_path / "val2017")
+    [problem] = [p for p in dataset.problems if p.kind == "duplicate"]
+    assert problem.file == str(path) and problem.severity == "warning"
+    assert "2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9" \
+        in problem.message
+    assert sum(len(a) for a in dataset.annotations) == 5  # every box is kept
+    perfect = {a.image_id: Detections(a.boxes.astype(np.float64), np.ones(len(a)), a.labels)
+               for a in dataset.annotations}
+    with caplog.at_level(logging.WARNING):
+        scores = score(dataset, perfect)
+    assert scores.coco["AP"] == pytest.approx(1.0)
+    assert any("2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9"
+               in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert json.loads(path.read_text())["annotations"][1]["id"] == 5  # the file is untouched
+
+
+def test_eval_reports_the_test_splits_annotation_problems(tmp_path, caplog):
+    import logging
+    root = tmp_path / "voc"
+    unknown = GOOD.replace("<name>cat</name>", "<name>wombat</name>")
+    clipped = GOOD.replace("<xmax>50</xmax>", "<xmax>140</xmax>")
+    make_voc(root, {"a": GOOD, "b": unknown, "c": clipped}, "test")
+    make_voc(root, {"a": GOOD}, "trainval")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "comp4_det_test_cat.txt").write_text("a 0.9 1 1 50 40\n")
+    config = load_config(write_config(tmp_path, root))
+    with caplog.at_level(logging.WARNING):
+        figures = evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
+                                   json_path=tmp_path / "eval" / "figures.json")
+    logged = [r.getMessage() for r in caplog.records]
+    assert "test data: 1 warning box_clipped, 1 warning unknown_class" in logged
+    assert any("b.xml" in line and "class 'wombat' is not in data.class_names" in line
+               for line in logged)
+    saved = json.loads((tmp_path / "eval" / "figures.json").read_text())
+    assert saved["data_problems"] == figures["data_problems"]
+    assert [(p["kind"], Path(p["file"]).name) for p in saved["data_problems"]] == [
+        ("unknown_class", "b.xml"), ("box_clipped", "c.xml")]
+
+
+def test_a_latin1_xml_without_a_declaration_is_named_as_such(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    (root / "Annotations" / "b.xml").write_bytes(GOOD.replace("cat", "k\xe4tzchen")
+                                                  .encode("latin-1"))
+    dataset = VOCDataset(root, ["trainval"], ["cat", "kätzchen"])
+    [problem] = dataset.problems
+    assert problem.file.endswith("b.xml") and problem.kind == "malformed_annotation"
+    assert "not well-formed" in problem.message
+    assert "the file is not UTF-8 (byte 0xe4 at offset 77) and declares no encoding" \
+        in problem.message and 'encoding="ISO-8859-1"' in problem.message
+    declared = b'<?xml version="1.0" encoding="ISO-8859-1"?>' + GOOD.replace(
+        "cat", "k\xe4tzchen").encode("latin-1")
+    (root / "Annotations" / "b.xml").write_bytes(declared)  # declared, it reads
+    dataset = VOCDataset(root, ["trainval"], ["cat", "kätzchen"])
+    assert dataset.problems == [] and dataset.annotation(1).labels.tolist() == [2]
+
+
+def test_ids_with_an_image_suffix_and_upper_case_xml_files_are_named_as_such(tmp_path):
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
+    (root / "Annotations" / "b.xml").rename(root / "Annotations" / "b.XML")
+    split = root / "ImageSets" / "Main" / "trainval.txt"
+    split.write_text("a.jpg\nb\n")
+    dataset_problems = VOCDataset(root, ["trainval"], ["cat"]).problems
+    messages = [p.message for p in dataset_problems]
+    assert messages[0].startswith("the file does not exist; the split file lists the id "
+                                  "'a.jpg' with an image suffix: ids are listed without one "
+                                  "('a', whose a.xml exists)")
+    assert messages[1].startswith("the file does not exist; b.XML exists: annotation files "
+                                  "must end in .xml, in lower case")
+    with pytest.raises(DataError, match=r"name no object class \(2 of the 2 annotation files "
+                                        r"listed cannot be read; first: .*a.jpg.xml: the file "
+                                        r"does not exist; the split file lists the id 'a.jpg'"):
+        voc_class_names(root, ["trainval"])
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_a_previous_file(tmp_path,
+                                                                          monkeypatch):
+    from dsod.engine.checkpoint import CheckpointError, save_atomic
+    monkeypatch.setattr(torch, "save", _disk_full)
+    with pytest.raises(CheckpointError) as caught:
+        save_atomic({"model": {}}, tmp_path / "first.pth")
+    assert "No space left on device" in str(caught.value)
+    assert "no file was written" in str(caught.value) and "intact" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "second.pth").write_bytes(b"old")
+    with pytest.raises(CheckpointError, match="the previous file is intact"):
+        save_atomic({"model": {}}, tmp_path / "second.pth")
+    assert (tmp_path / "second.pth").read_bytes() == b"old"
+
+
+def test_eval_json_on_a_full_disk_leaves_no_cut_off_file(tmp_path, monkeypatch):
+    import os
+    root = tmp_path / "voc"
+    make_voc(root, {"a": GOOD}, "test")
+    make_voc(root, {"a": GOOD}, "trainval")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "comp4_det_test_cat.txt").write_text("a 0.9 1 1 50 40\n")
+    config = load_config(write_config(tmp_path, root))
+    figures = tmp_path / "eval" / "figures.json"
+    figures.parent.mkdir()
+    figures.write_text('{"old": true}')
+
+    def cut_off(path, *args, **kwargs):  # a write that fails after creating the file
+        path.open("w").close()
+        _disk_full()
+
+    monkeypatch.setattr(Path, "write_text", cut_off)
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    with pytest.raises(DataError, match=r"could not write the figures: No space left on "
+                                        r"device .*the figures above are complete"):
+        evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
+                         json_path=figures)
+    assert figures.read_text() == '{"old": true}'
+    assert sorted(p.name for p in figures.parent.iterdir()) == ["figures.json", "pr_curves.png"]
+
+
+def test_a_checkpoint_with_non_finite_weights_is_warned_about_when_loaded(tmp_path, caplog):
+    import logging
+
+    from dsod.config import config_to_dict
+    from dsod.engine.builders import build_model
+    from dsod.engine.checkpoint import save_atomic
+    from dsod.inference import Detector
+    config = tiny_config(tmp_path)
+    weights = build_model(config).state_dict()
+    names = [n for n, v in weights.items() if v.is_floating_point()][:2]
+    for name in names:
+        weights[name].view(-1)[0] = float("nan")
+    path = tmp_path / "nan.pth"
+    save_atomic({"model": weights, "config": config_to_dict(config)}, path)
+    with caplog.at_level(logging.WARNING):
+        Detector.from_checkpoint(path)
+    [warning] = [r.getMessage() for r in caplog.records if "NaN" in r.getMessage()]
+    assert f"checkpoint {path} holds NaN or infinite values in 2 of its" in warning
+    assert names[0] in warning and names[1] in warning and "meaningless" in warning
+
+
+def test_a_checkpoint_without_a_config_names_the_tools_option(tmp_path, capsys):
+    from dsod.engine.builders import build_model
+    from dsod.engine.checkpoint import save_atomic
+    path = tmp_path / "bare.pth"
+    save_atomic({"model": build_model(tiny_config(tmp_path)).state_dict()}, path)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    assert load_tool("demo").main([str(image), "--checkpoint", str(path), "--out",
+                                   str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {path} holds no config: give the config it was trained with " \
+           f"(--config CONFIG in the tools" in err

@@ -135,11 +135,11 @@ def test_size_mismatch_says_the_image_is_resized(tmp_path):
 
 
 def test_every_box_dropped_is_an_error(tmp_path, capsys):
-    # Class names in another case: every box is dropped as an unknown class.
+    # Class names the annotations do not use: every box is dropped as an unknown class.
     root = tmp_path / "voc"
     make_voc(root, {"a": GOOD, "b": GOOD}, "trainval")
     make_voc(root, {"c": GOOD}, "test")
-    assert tool_main()([str(write_config(tmp_path, root, class_names=["Cat", "Dog"]))]) == 1
+    assert tool_main()([str(write_config(tmp_path, root, class_names=["bird", "fish"]))]) == 1
     out = capsys.readouterr().out
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 2
@@ -194,3 +194,27 @@ def test_no_train_split_is_an_error(tmp_path):
                                       class_names=("cat", "dog")))
     assert [(p.kind, p.file) for p in report.errors] == [("bad_config", "data.train")]
     assert "nothing to train on" in report.errors[0].message
+
+
+def test_exif_rotations_the_size_cannot_confirm_are_flagged(tmp_path):
+    from PIL import Image
+    root = tmp_path / "voc"
+    square = GOOD.replace("<width>100</width><height>80</height>",
+                          "<width>80</width><height>80</height>")
+    make_voc(root, {"sq": square, "wide": GOOD, "half": GOOD, "plain": square}, "trainval",
+             image_sizes={"sq": (80, 80), "plain": (80, 80)})
+    for image_id, orientation in (("sq", 6), ("wide", 6), ("half", 3)):
+        path = root / "JPEGImages" / f"{image_id}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        with Image.open(path) as image:
+            image.load()
+            image.save(path, exif=exif)
+    report = check_dataset(DataConfig(format="voc", root=str(root), train=("trainval",),
+                                      test=(), class_names=("cat",)), workers=1)
+    flagged = {Path(p.file).stem: p for p in report.problems if p.kind == "exif_orientation"}
+    # A 100x80 picture turned 90 degrees is 80x100: its size says which frame its boxes use.
+    assert sorted(flagged) == ["half", "sq"]
+    assert "EXIF orientation 6: turned 90 degrees clockwise" in flagged["sq"].message
+    assert "EXIF orientation 3: turned 180 degrees" in flagged["half"].message
+    assert all(p.severity == "warning" for p in flagged.values())

@@ -128,3 +128,12 @@ def test_integral_float_category_ids_are_read(tmp_path):
     data["categories"][0]["id"] = 2.5
     with pytest.raises(AnnotationError, match="lacks an integer id"):
         COCODataset(write_coco(tmp_path, data), tmp_path / "val2017")
+
+
+def test_an_image_file_listed_under_two_ids_is_named(tmp_path):
+    data = coco_json()
+    data["images"].append({"id": 40, "file_name": "a.jpg", "width": 100, "height": 80})
+    dataset = COCODataset(write_coco(tmp_path, data), tmp_path / "val2017")
+    [problem] = [p for p in dataset.problems if p.kind == "duplicate"]
+    assert problem.severity == "warning" and problem.file.endswith("instances_val2017.json")
+    assert "image file a.jpg is listed under 2 ids (7, 40)" in problem.message

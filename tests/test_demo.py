@@ -219,3 +219,44 @@ def test_gui_support_reads_the_build_and_the_display(monkeypatch):
     monkeypatch.delenv("DISPLAY")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert gui_support()[0] == (not __import__("sys").platform.startswith("linux"))
+
+
+def test_a_cut_off_video_says_how_many_frames_it_gave(tmp_path, checkpoint, capsys):
+    write_video(tmp_path / "whole.avi", frames=10)
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    demo = load_tool("demo").main
+    args = ["--checkpoint", checkpoint, "--device", "cpu"]
+    assert demo([str(tmp_path / "cut.avi"), "--out", str(tmp_path / "a"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "warning: video " in err and "cut.avi: read 5 of the 10 frames its header " \
+        "announces (the file is cut off or damaged); the annotated video has 5" in err
+    assert len(read_frames(tmp_path / "a" / "cut.mp4")) == 5
+    # Neither a whole file nor a cut asked for with --max-frames is warned about.
+    assert demo([str(tmp_path / "whole.avi"), "--out", str(tmp_path / "b"), *args]) == 0
+    assert demo([str(tmp_path / "cut.avi"), "--out", str(tmp_path / "c"), "--max-frames", "3",
+                 *args]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_an_out_with_an_image_suffix_is_the_file_for_one_input(tmp_path, checkpoint, capsys):
+    demo = load_tool("demo").main
+    args = ["--checkpoint", checkpoint, "--device", "cpu"]
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((40, 50, 3), 90, np.uint8))
+    out = tmp_path / "new" / "x.jpg"
+    assert demo([str(tmp_path / "a.png"), "--out", str(out), *args]) == 0
+    assert out.is_file() and cv2.imread(str(out)).shape == (40, 50, 3)
+    assert capsys.readouterr().out.splitlines()[0] == f"writing to {out.absolute()}"
+    many = tmp_path / "y.jpg"
+    assert demo([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(many),
+                 *args]) == 2
+    assert f"--out {many} names a file, but there are 2 inputs: give a folder" \
+        in capsys.readouterr().err
+    write_video(tmp_path / "clip.avi")
+    assert demo([str(tmp_path / "clip.avi"), "--out", str(many), *args]) == 2
+    assert f"--out {many}: the annotated video is written as mp4, but the name ends in .jpg" \
+        in capsys.readouterr().err
+    assert not many.exists()
+    assert demo([str(tmp_path / "clip.avi"), "--out", str(tmp_path / "v.mp4"), *args]) == 0
+    assert len(read_frames(tmp_path / "v.mp4")) == 5

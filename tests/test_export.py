@@ -71,3 +71,16 @@ def test_export_tool_writes_checked_file_with_metadata(tmp_path, capsys):
     # A checkpoint that does not exist is a one-line error.
     assert tool.main([str(tmp_path / "nope.pth")]) == 2
     assert "nope.pth" in capsys.readouterr().err
+
+
+def test_the_export_tool_overwrites_a_file_only_with_force(tmp_path, capsys):
+    cfg, model = trained_looking_model()
+    save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg)}, tmp_path / "m.pth")
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"an earlier export")
+    tool = load_tool("export")
+    assert tool.main([str(tmp_path / "m.pth"), "--no-verify"]) == 2  # default: m.onnx
+    assert f"error: {out} exists; pass --force to overwrite it" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier export"
+    assert tool.main([str(tmp_path / "m.pth"), "--no-verify", "--force"]) == 0
+    assert out.read_bytes() != b"an earlier export"

@@ -91,6 +91,20 @@ def test_fit_priors_tool_prints_both_coverages_and_writes_a_config(tmp_path, cap
     assert fitted.priors.fit is False and fitted.priors.min_sizes != config.priors.min_sizes
 
 
+
+def test_fit_priors_refuses_to_write_onto_the_config_it_reads(tmp_path, capsys):
+    from conftest import load_tool
+    path = tmp_path / "tiny.yaml"
+    text = "# my notes\n" + yaml.safe_dump(config_to_dict(tiny_config(tmp_path)))
+    path.write_text(text)
+    tool = load_tool("fit_priors").main
+    for target in (str(path), str(tmp_path / "." / "tiny.yaml")):
+        assert tool([str(path), "--write", target]) == 2
+        assert "is the config this reads; its comments and layout would be lost" \
+            in capsys.readouterr().err
+    assert path.read_text() == text
+
+
 def test_coco_without_a_class_list_takes_num_classes_from_the_training_json(tmp_path):
     from test_coco_data import coco_json, write_coco
     write_coco(tmp_path, coco_json(), "train")

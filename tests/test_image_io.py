@@ -78,6 +78,16 @@ def test_16bit_scaled_to_8bit(tmp_path, suffix):
     assert np.abs(out.astype(int) - (deep >> 8)).max() <= 1
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_12bit_data_in_a_16bit_png_is_scaled_by_its_range_not_left_dark(tmp_path, channels):
+    deep = np.linspace(0, 4095, 12 * 20 * channels).reshape(12, 20, channels).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "d12.png"), deep.squeeze())
+    out = read_image(tmp_path / "d12.png")
+    assert out.dtype == np.uint8 and out.shape == (12, 20, 3)
+    assert out.max() == 255  # >> 8 would give at most 15
+    assert np.abs(out[..., :channels].astype(int) - (deep >> 4)).max() <= 1
+
+
 def test_16bit_grayscale_png(tmp_path):
     deep = np.linspace(0, 65535, 12 * 20).reshape(12, 20).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "g16.png"), deep)

@@ -77,6 +77,16 @@ def test_a_warm_up_or_step_beyond_max_iter_is_warned_about():
     assert schedule_warnings(SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1)) == []
 
 
+
+def test_a_schedule_given_as_fractions_is_not_told_to_use_fractions():
+    [warning] = schedule_warnings(SolverConfig(max_iter=3, steps=(0.7, 0.9), warmup_iters=0.1))
+    assert warning.startswith("solver.steps [3] (0.9 of 3 rounds to 3) lie at or beyond "
+                              "solver.max_iter (3)")
+    assert "fractions" not in warning
+    mixed = schedule_warnings(SolverConfig(max_iter=3, steps=(0.9, 500), warmup_iters=0.1))
+    assert "solver.steps [3, 500] (0.9 of 3 rounds to 3)" in mixed[0] and "fractions" in mixed[1]
+
+
 @pytest.mark.parametrize("key, value", [("steps", [350.5]), ("warmup_iters", 2.5)])
 def test_a_fractional_iteration_count_above_one_is_refused(key, value):
     with pytest.raises(ConfigError, match=f"solver.{key}.*whole number of iterations"):

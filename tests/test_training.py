@@ -261,7 +261,7 @@ def test_resume_with_another_optimizer_layout_is_a_clear_error(tmp_path):
 
 def test_training_set_without_boxes_is_refused(tmp_path):
     from dsod.data.errors import DataError
-    config = tiny_config(tmp_path, data={"class_names": ["Circle", "Square", "Triangle"]})
+    config = tiny_config(tmp_path, data={"class_names": ["disc", "box", "wedge"]})
     with pytest.raises(DataError, match=r"has no box in its 16 images \(problems found: "
                                         r"\d+ unknown_class"):
         Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)

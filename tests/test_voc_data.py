@@ -118,12 +118,24 @@ def test_missing_size_read_from_image(tmp_path):
         parse_voc_xml(tmp_path / "Annotations" / "s.xml", CLASSES)
 
 
-def test_image_found_by_filename_tag(tmp_path):
-    write_voc(tmp_path, {"p1": xml([obj("cat", (1, 1, 9, 9))], filename="other.png")},
+def test_the_filename_tag_finds_only_the_ids_own_image(tmp_path):
+    # p2's image has a suffix of its own, which its <filename> names; p1's annotation was
+    # copied from another image's and names that image, and p1's own image is missing.
+    write_voc(tmp_path, {"p1": xml([obj("cat", (1, 1, 9, 9))], filename="other.jpg"),
+                         "p2": xml([obj("cat", (1, 1, 9, 9))], filename="p2.jfif")},
               images=False)
-    cv2.imwrite(str(tmp_path / "JPEGImages" / "other.png"), np.zeros((80, 100, 3), np.uint8))
-    ann = VOCDataset(tmp_path, ["trainval"], CLASSES).annotation(0)
-    assert ann.image_path == str(tmp_path / "JPEGImages" / "other.png")
+    image = np.zeros((80, 100, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "other.jpg"), image)
+    (tmp_path / "JPEGImages" / "p2.jfif").write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+    data = VOCDataset(tmp_path, ["trainval"], CLASSES)
+    assert data.annotation(0).image_path == str(tmp_path / "JPEGImages" / "p1.jpg")
+    assert data.annotation(1).image_path == str(tmp_path / "JPEGImages" / "p2.jfif")
+    [note] = data.problems
+    assert note.file == str(tmp_path / "Annotations" / "p1.xml") and note.kind == "missing_image"
+    assert "the image p1.jpg (or p1 with another image suffix) does not exist; <filename> " \
+           "names other.jpg, another image, which is not used for it" in note.message
+    with pytest.raises(DataError, match=r"p1.jpg: the file does not exist"):
+        data.load(0)
 
 
 def test_malformed_xml_names_file(tmp_path):
@@ -237,3 +249,39 @@ def test_property_valid_boxes_or_data_error(tmp_path, text):
     assert np.all(b[:, 2] <= ann.width) and np.all(b[:, 3] <= ann.height)
     assert set(ann.labels.tolist()) <= {1, 2}
     assert all(p.severity in ("error", "warning") for p in problems)
+
+
+@pytest.mark.parametrize("namespace", ['xmlns="http://example.org/voc"',
+                                       'xmlns:v="http://example.org/voc"'])
+def test_a_namespaced_xml_keeps_its_boxes(tmp_path, namespace):
+    text = xml([obj("dog", (1, 1, 50, 40)), obj("cat", (10, 20, 30, 40))])
+    text = text.replace("<annotation>", f"<annotation {namespace}>")
+    if ":v=" in namespace:  # every element in the prefixed namespace
+        text = text.replace("<", "<v:").replace("<v:/", "</v:")
+    write_voc(tmp_path, {"ns": text})
+    ann, problems = parse_voc_xml(tmp_path / "Annotations" / "ns.xml", CLASSES)
+    assert problems == [] and (ann.width, ann.height) == (100, 80)
+    assert ann.labels.tolist() == [2, 1] and ann.boxes[0].tolist() == [0, 0, 50, 40]
+    from dsod.data.voc import voc_class_names
+    assert voc_class_names(tmp_path, ["trainval"]) == ("cat", "dog")
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco"])
+def test_a_split_listed_twice_is_refused_naming_it(tmp_path, fmt):
+    from test_coco_data import coco_json, write_coco
+    if fmt == "voc":
+        write_voc(tmp_path, {"a": xml([obj("cat", (1, 1, 9, 9))])})
+        entries = ("trainval", "./trainval")
+    else:
+        write_coco(tmp_path, coco_json())
+        entries = ("val2017", "annotations/instances_val2017.json:val2017")
+    config = DataConfig(format=fmt, root=str(tmp_path), train=entries, test=entries[:1],
+                        class_names=None if fmt == "coco" else CLASSES)
+    with pytest.raises(DataError, match=rf"data.train lists the split '{entries[1]}' twice "
+                                        rf"\(as '{entries[0]}' and '{entries[1]}'\): its images "
+                                        rf"would count twice; list it once"):
+        build_dataset(config, "train")
+    from dsod.data.check import check_dataset
+    report = check_dataset(config, workers=1)
+    assert report.exit_code == 1
+    assert [p.file for p in report.errors if p.kind == "bad_config"] == ["data.train"]

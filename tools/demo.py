@@ -7,9 +7,12 @@
 
 INPUT is an image, a folder, a quoted glob ("images/*.jpg"), a video file, or a webcam index
 (0). Images are written into DIR (default outputs/demo) under their own names, videos as
-DIR/<stem>.mp4. An input that cannot be read is skipped with a message naming it and the
-rest are annotated; the exit status is then 1. The config is the one saved in the checkpoint
-unless --config is given.
+DIR/<stem>.mp4; for a single input, --out may name the file instead (x.jpg for an image,
+x.mp4 for a video), and such a name with several inputs is refused. An input that cannot
+be read is skipped with a message naming it and the rest are annotated; the exit status is
+then 1. A video file cut off midway is annotated as far as it reads, with a warning saying
+how many of the frames its header announces it gave. The config is the one saved in the
+checkpoint unless --config is given.
 On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
 --compile runs it through torch.compile with frozen weights: on a CPU with AMX, 1.5-2x as fast
 with --amp bf16 and up to 13% faster in fp32, after 15-30 s of compiling; for videos and folders.
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment YAML (default: the checkpoint's config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override, e.g. --set test.nms_iou=0.5 (repeatable)")
-    parser.add_argument("--out", default="outputs/demo", help="output folder")
+    parser.add_argument("--out", default="outputs/demo",
+                        help="output folder, or for a single input the file to write "
+                             "(x.jpg, x.mp4)")
     parser.add_argument("--score-threshold", type=float, default=0.3,
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--device", default=None, type=device_name,

@@ -1,10 +1,11 @@
 """Export a trained checkpoint to ONNX (raw outputs: logits and box offsets per prior).
 
     python tools/export.py CHECKPOINT [key=value ...] [--config CONFIG] [--out model.onnx]
-                           [--opset 17] [--static-batch] [--dynamo] [--no-verify]
+                           [--opset 17] [--static-batch] [--dynamo] [--no-verify] [--force]
 
 The config is the one saved in the checkpoint unless --config is given. With onnxruntime
 installed the exported file is run once and compared with PyTorch (max abs difference).
+An existing output file is not overwritten unless --force is given.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="use torch's torch.export-based exporter (needs onnxscript)")
     parser.add_argument("--no-verify", action="store_true",
                         help="do not compare ONNX Runtime's outputs with PyTorch's")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the output file if it exists")
     args = parser.parse_intermixed_args(argv)
 
     from dsod.cli import run_guarded, setup_logging
@@ -40,9 +43,13 @@ def export(args: argparse.Namespace) -> int:
     from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
     from dsod.inference import Detector
 
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    if out.exists() and not args.force:
+        print(f"error: {out} exists; pass --force to overwrite it, or give another --out",
+              file=sys.stderr)
+        return 2
     detector = Detector.from_checkpoint(args.checkpoint, args.config, args.overrides)
     config, model = detector.config, detector.model
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     export_onnx(model, config.model.input_size, out, args.opset, not args.static_batch,
                 args.dynamo, config_metadata(config, detector.class_names))
     size = config.model.input_size

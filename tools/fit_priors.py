@@ -5,18 +5,30 @@
 
 Prints the configured and the fitted priors' coverage (overall, per class, per size band)
 and the fitted values as YAML lines for the config's ``priors`` section. ``--write`` saves
-the whole config with the fitted priors (``priors.fit: false``), ready to train with.
-``priors.fit: true`` in a config does the same fit at the start of training.
+the whole config with the fitted priors (``priors.fit: false``), ready to train with, as a
+new file: writing onto the config it reads is refused (the comments and layout of a
+hand-written config would be lost). ``priors.fit: true`` in a config does the same fit at
+the start of training.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from dsod.cli import run_tool
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE config overrides")
     parser.add_argument("--write", metavar="YAML", help="save the config with the fitted priors")
     args = parser.parse_intermixed_args(argv)
+    if args.write and _same_file(args.write, args.config):
+        print(f"error: --write {args.write} is the config this reads; its comments and layout "
+              f"would be lost: write the fitted config to another file", file=sys.stderr)
+        return 2
 
     def fit(config) -> int:
         from dsod.config import save_config

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsod.config.checks import _validate
+from dsod.data.class_names import clean_class_name
 from dsod.config.overrides import _apply_overrides
 from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
 
@@ -123,9 +124,22 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
             raise ConfigError(f"section {section} in {source}: expected a mapping")
         sections[section] = _build_section(_SECTION_TYPES[section], values, section, origins,
                                            source)
-    config = Config(name=str(name), **sections)
+    config = _clean_class_names(Config(name=str(name), **sections))
     _validate(config, source, origins)
     return config
+
+
+def _clean_class_names(config: Config) -> Config:
+    """``config`` with ``data.class_names`` read as every class name is read (Unicode NFC,
+    no surrounding whitespace: :func:`~dsod.data.class_names.clean_class_name`)."""
+    names = config.data.class_names
+    if not names:
+        return config
+    cleaned = tuple(clean_class_name(n) for n in names)
+    if cleaned == names:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                 class_names=cleaned))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from dsod.config.rules import _CHOICES, _LOW_HIGH, _RANGES
 from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
+from dsod.data.class_names import describe_clashes, find_clashes
 
 
 def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:
@@ -72,6 +73,13 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
     if names is not None and not names:
         raise ConfigError(f"{where('data.class_names')}: needs at least one class "
                           f"(null: the COCO JSON's)")
+    if names and not all(names):
+        raise ConfigError(f"{where('data.class_names')}: a class name is empty")
+    clashes = find_clashes(names or ())
+    if clashes:
+        raise ConfigError(f"{where('data.class_names')}: names one class more than once "
+                          f"({describe_clashes(clashes)}); names that differ only in case or "
+                          f"spacing are one class")
     n_sources = len(config.priors.min_sizes)
     if n_sources == 0:
         raise ConfigError(f"{where('priors.min_sizes')}: needs one entry per prediction source")

@@ -7,6 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from dsod.data.class_names import clean_class_name, describe_clashes, find_clashes
 from dsod.data.errors import DataError, Problem
 from dsod.data.image_io import check_pixel_count, read_image
 from dsod.structures import Annotation
@@ -15,13 +16,17 @@ README_HINT = "see data/README.md for how to download and lay out the data sets"
 
 
 def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    """The class names as a tuple; an error if the list is empty or repeats a name."""
-    names = tuple(class_names)
+    """The class names as a tuple, each cleaned
+    (:func:`~dsod.data.class_names.clean_class_name`); an error if the list is empty or
+    names one class twice (the same name, or names that differ only in case or spacing)."""
+    names = tuple(clean_class_name(n) for n in class_names)
     if not names:
         raise DataError("class_names is empty: name at least one object class")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DataError(f"class_names lists {', '.join(duplicates)} more than once")
+    clashes = find_clashes(names)
+    if clashes:
+        raise DataError(f"class_names names one class more than once "
+                        f"({describe_clashes(clashes)}): names that differ only in case or "
+                        f"spacing are one class")
     return names
 
 

@@ -4,9 +4,10 @@ Used by ``tools/check_dataset.py``. :func:`check_dataset` builds each configured
 its own (so one missing split does not hide the others), collects the readers' problems,
 decodes every image in a small thread pool (decoding releases the GIL) and adds problems
 for unreadable or missing images, images whose size disagrees with their annotation,
-images without objects and images in both the train and the test split. A split entry
-without images, no train split at all, or a split without a single usable box (e.g. class
-names spelled differently from the annotations) is an error.
+images whose EXIF rotation their size cannot confirm, images without objects and images
+in both the train and the test split. A split entry without images, no train split at
+all, a split listed twice, or a split without a single usable box (e.g. class names that
+the annotations do not use) is an error.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dsod.config import Config, DataConfig
-from dsod.data.datasets import build_dataset
+from dsod.data.datasets import build_dataset, check_distinct_entries
 from dsod.data.errors import AnnotationError, DataError, ImageReadError, Problem
 from dsod.data.errors import SplitNotFoundError
-from dsod.data.image_io import read_image
+from dsod.data.image_io import ambiguous_orientation, read_image
 from dsod.structures import Annotation
 
 
@@ -76,14 +77,16 @@ def _split_error(error: DataError, split: str, entry: str) -> Problem:
 
 
 def _read(path: str, annotated_size: tuple[int, int]
-          ) -> tuple[tuple[int, int] | None, ImageReadError | None]:
-    """``((width, height), None)`` or ``(None, error)`` for one image file, read as training
-    reads it (an EXIF rotation away from the annotated size is not applied)."""
+          ) -> tuple[tuple[int, int] | None, ImageReadError | None, str | None]:
+    """``((width, height), None, rotation)`` or ``(None, error, None)`` for one image file,
+    read as training reads it (an EXIF rotation away from the annotated size is not
+    applied); ``rotation`` says what an EXIF rotation that the size cannot confirm does
+    (:func:`~dsod.data.image_io.ambiguous_orientation`)."""
     try:
         image = read_image(path, annotated_size)
     except ImageReadError as error:
-        return None, error
-    return (int(image.shape[1]), int(image.shape[0])), None
+        return None, error, None
+    return (int(image.shape[1]), int(image.shape[0])), None, ambiguous_orientation(path)
 
 
 def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
@@ -106,8 +109,7 @@ def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
             report.problems.append(Problem(
                 f"data.{split} ({', '.join(repr(s.entry) for s in entries)})",
                 f"none of its {images} image(s) has a usable box (is there an annotations "
-                f"list? do data.class_names match the annotations' class names, case "
-                f"included?)",
+                f"list? do data.class_names match the annotations' class names?)",
                 "error", "no_objects"))
             for summary in entries:
                 summary.usable = False
@@ -147,6 +149,10 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
     first: dict[str, Annotation] = {}
     splits_of: dict[str, set[str]] = {}
     for split in ("train", "test"):
+        try:
+            check_distinct_entries(data, split)
+        except DataError as error:
+            report.problems.append(Problem(f"data.{split}", str(error), "error", "bad_config"))
         for entry in (data.train if split == "train" else data.test):
             summary = SplitSummary(split, entry)
             report.splits.append(summary)
@@ -177,8 +183,8 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
     paths = list(first)
     sizes = [(first[path].width, first[path].height) for path in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (path, (size, error)) in enumerate(zip(paths, pool.map(_read, paths, sizes)),
-                                                      1):
+        for done, (path, (size, error, rotation)) in enumerate(
+                zip(paths, pool.map(_read, paths, sizes)), 1):
             if progress is not None:
                 progress(done, len(paths))
             ann = first[path]
@@ -193,6 +199,14 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
                                                f"{ann.height}; training and evaluation resize "
                                                f"it to {ann.width}x{ann.height}, the frame of "
                                                f"its boxes", "warning", "size_mismatch"))
+            if rotation is not None:
+                report.problems.append(Problem(path, f"image {ann.image_id}: its {rotation}, "
+                                               f"and its size cannot tell whether its boxes "
+                                               f"were drawn on the stored or the turned "
+                                               f"picture; training reads it turned, as viewers "
+                                               f"show it: check that its boxes fit (a tool that "
+                                               f"ignores EXIF draws them on the stored pixels)",
+                                               "warning", "exif_orientation"))
 
     _downgrade_skippable(report, splits_of, max_bad_fraction)
     both = [p for p in paths if len(splits_of[p]) > 1]

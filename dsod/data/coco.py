@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from dsod.data.class_names import class_key, clean_class_name, find_clashes
 from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
                               SplitNotFoundError)
 from dsod.data.image_io import read_image_size
-from dsod.data.base import README_HINT, DetectionDataset
+from dsod.data.base import README_HINT, DetectionDataset, check_class_names
 from dsod.structures import Annotation
 
 # A box may reach this far past the image border (COCO's float rounding) before it is
@@ -67,16 +68,28 @@ def _image_id(value: Any) -> int | str | None:
     return value if isinstance(value, str) else _integer_id(value)
 
 
-def _categories(path: Path, data: dict[str, Any],
-                class_names: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """``(class_names, category_ids)``; label ``l`` is category ``category_ids[l - 1]``."""
+def _categories(path: Path, data: dict[str, Any], class_names: Sequence[str] | None
+                ) -> tuple[tuple[str, ...], tuple[int, ...], list[str]]:
+    """``(class_names, category_ids, notes)``; label ``l`` is category
+    ``category_ids[l - 1]``. Names are cleaned
+    (:func:`~dsod.data.class_names.clean_class_name`); given ``class_names`` match the
+    JSON's names up to case and spacing, and ``notes`` says where they are spelled
+    otherwise.
+
+    Raises:
+        AnnotationError: a category lacks an integer id or a name, two share an id, or two
+            name one class (the same name, or names that differ only in case or spacing:
+            their boxes would be two classes that print alike; the message names them, their
+            ids and how many boxes each has).
+        DataError: ``class_names`` are not the JSON's names.
+    """
     cats = []
     for category in data["categories"]:
         number = _integer_id(category.get("id")) if isinstance(category, dict) else None
         if number is None or "name" not in category:
             raise AnnotationError(path, f"category {str(category)[:80]} lacks an integer id "
                                         f"or a name")
-        cats.append((number, str(category["name"])))
+        cats.append((number, clean_class_name(str(category["name"]))))
     cats.sort(key=lambda c: c[0])
     if not cats:
         raise AnnotationError(path, "the categories list is empty")
@@ -84,18 +97,47 @@ def _categories(path: Path, data: dict[str, Any],
     if len(set(ids)) != len(ids):
         raise AnnotationError(path, "two categories share an id")
     json_names = [c[1] for c in cats]
+    clashes = find_clashes(json_names)
+    if clashes:
+        boxes = Counter(_integer_id(a.get("category_id")) for a in data.get("annotations", [])
+                        if isinstance(a, dict))
+        groups = "; ".join(" and ".join(f"{name!r} (id {number}, {boxes[number]} boxes)"
+                                        for number, name in cats if name in group)
+                           for group in (set(g) for g in clashes))
+        raise AnnotationError(path, f"categories name one class more than once: {groups}; "
+                                    f"names that differ only in case or spacing are one "
+                                    f"class: merge them into one category (one id) in the JSON")
     if class_names is None:
-        return tuple(json_names), tuple(ids)
-    names = tuple(class_names)
-    missing = [n for n in names if n not in json_names]
-    extra = [n for n in json_names if n not in names]
-    if missing or extra or len(set(json_names)) != len(json_names):
+        return tuple(json_names), tuple(ids), []
+    names = check_class_names(class_names)
+    json_of = {class_key(n): n for n in json_names}
+    missing = [n for n in names if class_key(n) not in json_of]
+    wanted = {class_key(n) for n in names}
+    extra = [n for n in json_names if class_key(n) not in wanted]
+    if missing or extra:
         raise DataError(f"data.class_names does not match the categories of {path}: "
                         f"not in the JSON: {missing or 'none'}; in the JSON but not in "
-                        f"data.class_names: {extra or 'none'}"
-                        + ("; the JSON repeats a name" if len(set(json_names)) < len(ids) else ""))
+                        f"data.class_names: {extra or 'none'}")
     by_name = dict(zip(json_names, ids))
-    return names, tuple(by_name[n] for n in names)
+    notes = [f"category {json_of[class_key(n)]!r} is counted as data.class_names' {n!r} "
+             f"(names that differ only in case or spacing are one class)"
+             for n in names if json_of[class_key(n)] != n]
+    return names, tuple(by_name[json_of[class_key(n)]] for n in names), notes
+
+
+def repeated_annotation_ids(annotations: Sequence[Any]) -> dict[Any, int]:
+    """``id -> count`` of the annotation ids that more than one annotation of a COCO file
+    uses (pycocotools indexes annotations by id: all but one of them would be lost)."""
+    counts = Counter(a["id"] for a in annotations if isinstance(a, dict)
+                     and isinstance(a.get("id"), (int, float, str)))
+    return {number: count for number, count in counts.items() if count > 1}
+
+
+def describe_repeated_ids(repeated: dict[Any, int]) -> str:
+    """``2 annotation ids are each used by more than one box (5 boxes), e.g. 4, 9``."""
+    shown = ", ".join(str(n) for n in list(repeated)[:5])
+    return (f"{len(repeated)} annotation id(s) are each used by more than one box "
+            f"({sum(repeated.values())} boxes), e.g. {shown}")
 
 
 def coco_class_names(annotation_json: str | Path) -> tuple[str, ...]:
@@ -112,8 +154,8 @@ class COCODataset(DetectionDataset):
         annotation_json: e.g. ``annotations/instances_val2017.json``.
         image_dir: the folder the images' ``file_name`` are relative to.
         class_names: None takes the names from the JSON, labels in order of category id;
-            given, they must be the JSON's names (any order), and label ``l`` is
-            ``class_names[l - 1]``.
+            given, they must be the JSON's names (any order; up to case and spacing, with a
+            ``class_variant`` warning), and label ``l`` is ``class_names[l - 1]``.
         keep_difficult: False leaves crowd boxes out of ``training_targets`` and ``load``.
         strict: raise on the first image without a usable size instead of leaving it out.
 
@@ -134,10 +176,11 @@ class COCODataset(DetectionDataset):
         path = Path(annotation_json)
         image_dir = Path(image_dir)
         data = _load_json(path)
-        names, category_ids = _categories(path, data, class_names)
+        names, category_ids, notes = _categories(path, data, class_names)
         label_of = {cid: label for label, cid in enumerate(category_ids, start=1)}
         file = str(path)
-        problems: list[Problem] = []
+        problems: list[Problem] = [Problem(file, note, "warning", "class_variant")
+                                   for note in notes]
 
         images: dict[Any, dict[str, Any]] = {}
         for entry in data["images"]:
@@ -153,6 +196,21 @@ class COCODataset(DetectionDataset):
             else:
                 images[coco_id] = entry
 
+        ids_of_file: dict[str, list[Any]] = defaultdict(list)
+        for coco_id, entry in images.items():
+            ids_of_file[str(entry["file_name"])].append(coco_id)
+        for file_name, ids in ids_of_file.items():
+            if len(ids) > 1:
+                problems.append(Problem(file, f"image file {file_name} is listed under "
+                                              f"{len(ids)} ids ({', '.join(map(str, ids))}): "
+                                              f"it is trained and scored once per id",
+                                        "warning", "duplicate"))
+        repeated = repeated_annotation_ids(data.get("annotations", []))
+        if repeated:
+            problems.append(Problem(file, f"{describe_repeated_ids(repeated)}; every box is "
+                                          f"kept, and the COCO evaluation numbers them afresh "
+                                          f"(pycocotools would keep one box per id)",
+                                    "warning", "duplicate"))
         per_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         for ann in data.get("annotations", []):
             if not isinstance(ann, dict):

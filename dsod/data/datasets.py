@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsod.config import DataConfig
+from dsod.data.class_names import class_key
 from dsod.data.coco import COCODataset
-from dsod.data.errors import DataError, SplitNotFoundError
+from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset
-from dsod.data.voc import VOCDataset, voc_class_names
+from dsod.data.voc import VOCDataset, voc_class_names, voc_split_paths
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,32 @@ class ConcatDetectionDataset(DetectionDataset):
                 self.image_id_to_coco_id.update(part.image_id_to_coco_id)  # type: ignore
 
 
+def check_distinct_entries(data_config: DataConfig, split: str) -> None:
+    """Raise a DataError when ``data.<split>`` lists one split twice (the same split file,
+    or the same COCO JSON and image folder, however written): its images would count
+    twice in training or scoring."""
+    entries = data_config.train if split == "train" else data_config.test
+    seen: dict[Any, str] = {}
+    for entry in entries:
+        if data_config.format == "coco":
+            key: Any = tuple(p.resolve() for p in coco_split_paths(data_config.root, entry))
+        else:
+            key = voc_split_paths(data_config.root, entry)[0].resolve()
+        if key in seen:
+            again = "" if seen[key] == entry else f" (as {seen[key]!r} and {entry!r})"
+            raise DataError(f"data.{split} lists the split {entry!r} twice{again}: its images "
+                            f"would count twice; list it once")
+        seen[key] = entry
+
+
 def check_classes(dataset: DetectionDataset, num_classes: int,
                   expected_names: Sequence[str] | None = None, source: str = "the data set",
                   expected_from: str = "the model") -> None:
     """Raise a DataError unless ``dataset`` has ``num_classes - 1`` classes (the model's
-    count, background included) and, when ``expected_names`` is given, exactly those names
-    in that order: labels are positions in the class list, so data whose classes come in
-    another order (a COCO JSON with other category ids) would silently swap them."""
+    count, background included) and, when ``expected_names`` is given, those names in that
+    order: labels are positions in the class list, so data whose classes come in another
+    order (a COCO JSON with other category ids) would silently swap them. A name spelled
+    otherwise only in case or spacing is the same class (with a warning)."""
     names = list(dataset.class_names)
     if len(names) != num_classes - 1:
         raise DataError(f"{source} has {len(names)} classes but {expected_from} has "
@@ -75,7 +95,14 @@ def check_classes(dataset: DetectionDataset, num_classes: int,
     if expected is not None and len(expected) != len(names):
         raise DataError(f"{source} has {len(names)} classes {names} but {expected_from} was "
                         f"trained on {len(expected)}: {expected}")
-    if expected is not None and expected != names:
+    if expected is not None and [class_key(n) for n in expected] == [class_key(n)
+                                                                        for n in names]:
+        if expected != names:
+            logger.warning("%s spells some classes otherwise than %s (%s): names that differ "
+                           "only in case or spacing are one class", source, expected_from,
+                           ", ".join(f"{a!r} for {b!r}" for a, b in zip(names, expected)
+                                     if a != b))
+    elif expected is not None:
         differ = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
         raise DataError(f"{source} orders its classes differently from {expected_from}: label "
                         f"{differ + 1} is {names[differ]!r} there but {expected[differ]!r} in "
@@ -129,7 +156,9 @@ def check_left_out(dataset: DetectionDataset, limit: float, source: str, remedy:
 def build_test_set(data_config: DataConfig, max_left_out: float | None = None
                    ) -> DetectionDataset:
     """The configured test split, ready to be scored: at least one usable image and each
-    image id once (:func:`check_unique_image_ids`); images left out for unusable
+    image id once (:func:`check_unique_image_ids`); the problems its readers worked around
+    (boxes dropped or clipped, unknown classes, ...) are logged as training logs its own
+    (:func:`~dsod.data.errors.summarize_problems`), and images left out for unusable
     annotations are counted in a warning.
 
     Args:
@@ -156,6 +185,8 @@ def build_test_set(data_config: DataConfig, max_left_out: float | None = None
     if len(dataset) == 0:
         raise DataError(f"{source} under {data_config.root} has no usable image")
     check_unique_image_ids(dataset, source)
+    for line in summarize_problems(dataset.problems):
+        logger.warning("test data: %s", line)
     if left_out:
         logger.warning("%d of the %d test images were left out for unusable annotations "
                        "(first: %s); tools/check_dataset.py lists them", len(left_out), total,
@@ -175,13 +206,15 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     ``datasets/shapes`` or with ``data.shapes_generate``) and reads it as VOC.
 
     Raises:
-        DataError: a root, split file or annotation file is missing or unusable.
+        DataError: a root, split file or annotation file is missing or unusable, or a split
+            is listed twice (:func:`check_distinct_entries`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     entries = data_config.train if split == "train" else data_config.test
     if not entries:
         raise DataError(f"data.{split} names no split")
+    check_distinct_entries(data_config, split)
     keep_difficult = data_config.train_difficult if split == "train" else True
     if strict is None:
         strict = data_config.on_bad_sample == "error"

@@ -21,9 +21,9 @@ Severity = Literal["error", "warning"]
 # The kinds of problem the readers and the checker report, for counting by kind.
 PROBLEM_KINDS: tuple[str, ...] = (
     "missing_split", "malformed_annotation", "missing_image", "unreadable_image",
-    "missing_size", "bad_size", "size_mismatch", "unknown_class", "bad_coordinates",
-    "zero_size_box", "one_pixel_box", "box_clipped", "box_outside", "no_objects", "bad_field", "duplicate",
-    "train_test_overlap", "bad_config",
+    "missing_size", "bad_size", "size_mismatch", "exif_orientation", "unknown_class",
+    "class_variant", "bad_coordinates", "zero_size_box", "one_pixel_box", "box_clipped",
+    "box_outside", "no_objects", "bad_field", "duplicate", "train_test_overlap", "bad_config",
 )
 
 

@@ -5,12 +5,13 @@ paths work) using ``IMREAD_COLOR``, which
 
 * turns grayscale, grayscale + alpha, palette and 1-bit images into 3 channels,
 * drops an alpha channel (no compositing: the stored colour is kept),
-* scales 16-bit PNG and TIFF to 8 bit (``value >> 8``),
 * applies the EXIF orientation tag (JPEG, PNG, TIFF and WebP were checked against Pillow's
   ``ImageOps.exif_transpose`` with OpenCV 5.0),
 
-then tries ``IMREAD_ANYDEPTH`` (float TIFF: values in [0, 1] scaled by 255) and Pillow for
-what OpenCV cannot decode.
+and ``IMREAD_ANYDEPTH``, which keeps deep data as it is stored: 16-bit PNG and TIFF are
+scaled to 8 bit by the depth their values use (:func:`_to_uint8`: data that reach 4095
+are 12-bit, shifted right by 4, not by 8, which would leave a 12-bit camera's picture
+nearly black), float TIFF in [0, 1] by 255. Pillow decodes what OpenCV cannot.
 
 libjpeg and libpng may decode a cut-off file partially, with only a warning on stderr. So
 before decoding, a JPEG must end with the end-of-image marker ``FFD9`` and a PNG with its
@@ -184,7 +185,9 @@ def _check_complete(path: Path, data: np.ndarray) -> None:
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale a deep array to uint8: 16-bit by ``>> 8``, float in [0, 1] by 255."""
+    """Scale a deep array to uint8: integers above 255 by the depth their largest value
+    needs, rounded up to an even number of bits (10, 12, 14 or 16: a 12-bit sensor's data in
+    a 16-bit file are shifted right by 4, full 16-bit data by 8), float in [0, 1] by 255."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
@@ -193,8 +196,10 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         array = np.nan_to_num(array.astype(np.float64))
         scale = 255.0 if array.size and array.max() <= 1.0 else 1.0
         return np.clip(array * scale + 0.5, 0, 255).astype(np.uint8)
-    if array.dtype.itemsize >= 2 and array.size and array.max() > 255:  # 16-bit data
-        return np.clip(array.astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+    top = int(array.max()) if array.size else 0
+    if array.dtype.itemsize >= 2 and top > 255:  # deep data
+        bits = top.bit_length() + top.bit_length() % 2
+        return np.clip(array.astype(np.int64) >> (bits - 8), 0, 255).astype(np.uint8)
     return np.clip(array, 0, 255).astype(np.uint8)
 
 
@@ -246,7 +251,7 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     data = _read_bytes(path)
     header = _header(io.BytesIO(data.tobytes()), path)
     _check_complete(path, data)
-    flags = cv2.IMREAD_COLOR
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH  # deep data scaled by _to_uint8 below
     if annotated_size is not None and header is not None and \
             header[1] in _TRANSPOSING_ORIENTATIONS and header[0] == tuple(annotated_size) \
             and annotated_size[0] != annotated_size[1]:
@@ -255,8 +260,6 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
         image = cv2.imdecode(data, flags)
-        if image is None:  # e.g. float TIFF: decode at full depth, scaled by _to_uint8 below
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error as error:  # e.g. a header above OpenCV's own pixel limit
         raise ImageReadError(path, f"OpenCV cannot decode it ({_cv2_reason(error)})") from None
     if image is None:
@@ -266,6 +269,34 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     if image.dtype != np.uint8:
         image = _to_uint8(image)
     return image
+
+
+_ORIENTATION_NAMES = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down",
+                      5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
+                      7: "mirrored and turned 270 degrees",
+                      8: "turned 90 degrees counter-clockwise"}
+
+
+def ambiguous_orientation(path: str | Path) -> str | None:
+    """What the EXIF orientation of image ``path`` does, when its size cannot tell whether
+    an annotation's boxes were drawn on the stored pixels or on the turned picture: a
+    mirror or a half turn (orientations 2-4, which keep the size) or a quarter turn of a
+    square image (5-8). :func:`read_image` then applies the rotation, as viewers do; boxes
+    drawn by a tool that ignores EXIF would not fit. None when there is no such rotation,
+    or the header cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            header = _header(file, path)
+    except (OSError, ImageReadError):
+        return None
+    if header is None:
+        return None
+    (width, height), orientation = header
+    if orientation in (2, 3, 4) or (orientation in _TRANSPOSING_ORIENTATIONS
+                                    and width == height):
+        return f"EXIF orientation {orientation}: {_ORIENTATION_NAMES[orientation]}"
+    return None
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:

@@ -9,16 +9,17 @@ folders are found by :mod:`dsod.data.voc_layout`. :func:`parse_voc_xml`,
 
 from __future__ import annotations
 
+import logging
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
 from dsod.data.base import DetectionDataset, check_class_names
+from dsod.data.class_names import collect_spellings, merge_spellings
 from dsod.data.errors import AnnotationError, DataError, Problem
 from dsod.data.voc_layout import (check_root, existing_split, layout_hint, read_split_ids,
                                   voc_split_paths)
-from dsod.data.voc_xml import parse_voc_xml
+from dsod.data.voc_xml import parse_voc_xml, read_xml_root
 from dsod.structures import Annotation
 
 __all__ = [
@@ -26,30 +27,46 @@ __all__ = [
     "voc_split_paths",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
     """Every object class named in the XML files of ``splits``, sorted (``data.class_names:
     null``). Files that cannot be parsed are skipped here: reading the data set reports them.
 
+    Names are read as :mod:`dsod.data.class_names` reads them: spellings that differ only
+    in case or spacing are one class, named as most of its objects spell it, with a
+    warning naming each spelling, its count and a file that uses it.
+
     Raises:
         SplitNotFoundError: ``root`` or a split file is missing.
         DataError: the annotations name no object at all.
     """
-    names: set[str] = set()
+    found: list[tuple[str, str]] = []
+    unusable: list[DataError] = []
+    listed = 0
     check_root(root)
     for split in ([splits] if isinstance(splits, str) else splits):
         split_file, base = existing_split(root, split)
         for image_id in read_split_ids(split_file):
+            listed += 1
+            xml_path = base / "Annotations" / f"{image_id}.xml"
             try:
-                root_node = ET.parse(base / "Annotations" / f"{image_id}.xml").getroot()
-            except Exception:  # noqa: BLE001 - reported when the data set is read
+                root_node = read_xml_root(xml_path)
+            except DataError as error:  # reported when the data set is read
+                unusable.append(error)
                 continue
-            names.update(n for n in ((obj.findtext("name") or "").strip()
-                                     for obj in root_node.findall("object")) if n)
+            found += [(obj.findtext("name") or "", str(xml_path))
+                      for obj in root_node.findall("object")]
+    names, warnings = merge_spellings(collect_spellings(found))
+    for warning in warnings:
+        logger.warning("%s", warning)
     if not names:
+        why = (f" ({len(unusable)} of the {listed} annotation files listed cannot be read; "
+               f"first: {unusable[0]})" if unusable else "")
         raise DataError(f"data.class_names is null, but the annotations of {list(splits)} "
-                        f"under {root} name no object class")
-    return tuple(sorted(names))
+                        f"under {root} name no object class{why}")
+    return names
 
 
 class VOCDataset(DetectionDataset):

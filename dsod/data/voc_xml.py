@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
 
+from dsod.data.class_names import class_key, clean_class_name
 from dsod.data.errors import AnnotationError, ImageReadError, Problem
 from dsod.data.image_io import read_image_size
 from dsod.structures import Annotation
@@ -45,31 +47,90 @@ def _positive_int(text: str | None) -> int | None:
 
 
 def _resolve_image(stem: str, images_dir: str, filename: str | None,
-                   names: Collection[str] | None) -> str:
-    """The image of an annotation: ``<stem>.jpg``, else the XML's ``<filename>``, else
-    ``<stem>`` with another image suffix; ``<stem>.jpg`` when none exists. ``names``, the
-    files in ``images_dir`` if known, saves a ``stat`` per candidate."""
+                   names: Collection[str] | None) -> tuple[str, str | None]:
+    """The image of an annotation, and a note when its own image is missing and its
+    ``<filename>`` names another that exists.
+
+    The image is ``<stem>.jpg``, else ``<stem>`` with another image suffix, else the XML's
+    ``<filename>`` if it names a file of that stem (``<stem>.jfif``); ``<stem>.jpg`` when
+    none exists. A ``<filename>`` of another stem is never used: it names another image
+    (an annotation copied from another file), and taking it would train this annotation's
+    boxes on that image's pixels. ``names``, the files in ``images_dir`` if known, saves a
+    ``stat`` per candidate."""
     def exists(name: str) -> bool:
         return name in names if names is not None else os.path.isfile(
             os.path.join(images_dir, name))
 
-    candidates = [f"{stem}.jpg"]
-    if filename and os.path.basename(filename.strip()):
-        candidates.append(os.path.basename(filename.strip()))
-    candidates += [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES[1:]]
-    found = next((c for c in candidates if exists(c)), candidates[0])
-    return os.path.join(images_dir, found)
+    candidates = [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES]
+    named = os.path.basename(filename.strip()) if filename else ""
+    if named and os.path.splitext(named)[0] == stem:
+        candidates.append(named)
+    found = next((c for c in candidates if exists(c)), None)
+    note = None
+    if found is None and named and named not in candidates and exists(named):
+        note = (f"the image {stem}.jpg (or {stem} with another image suffix) does not exist; "
+                f"<filename> names {named}, another image, which is not used for it")
+    return os.path.join(images_dir, found or candidates[0]), note
 
 
-def _parse_root(path: Path) -> ET.Element:
+def read_xml_root(path: Path) -> ET.Element:
+    """The root element of XML file ``path``, its tags without namespaces (a VOC file
+    written with ``xmlns="..."`` names its elements ``{uri}object``; they are read as
+    ``object``); an AnnotationError that says why it cannot be read."""
+    root = _parse(path)
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.partition("}")[2]
+    return root
+
+
+def missing_annotation_hint(path: Path) -> str:
+    """Why annotation file ``path`` (``Annotations/<id>.xml``) may be missing, as a clause
+    to add to the message: an id listed with an image suffix (``00001.jpg``), or the file
+    named with an upper-case ``.XML``; empty when neither."""
+    image_id = path.name[: -len(".xml")] if path.name.endswith(".xml") else path.stem
+    stem, suffix = os.path.splitext(image_id)
+    if suffix.lower() in {s.lower() for s in _IMAGE_SUFFIXES}:
+        exists = (path.parent / f"{stem}.xml").is_file()
+        return (f"; the split file lists the id {image_id!r} with an image suffix: ids are "
+                f"listed without one ({stem!r}" + (f", whose {stem}.xml exists)" if exists
+                                                    else ")"))
+    for other in (path.with_name(f"{image_id}.XML"), path.with_name(f"{image_id}.Xml")):
+        if other.is_file():
+            return f"; {other.name} exists: annotation files must end in .xml, in lower case"
+    return ""
+
+
+def _encoding_hint(path: Path) -> str:
+    """A clause for a parse error of a file that is not UTF-8 and declares no encoding
+    (XML without a declaration must be UTF-8: a Latin-1 ``ä`` is an invalid token)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    try:
+        data.decode("utf-8")
+        return ""
+    except UnicodeDecodeError as error:
+        byte, offset = data[error.start], error.start
+    if re.match(rb"\s*<\?xml[^>]*encoding\s*=", data.lstrip(b"\xef\xbb\xbf")):
+        return (f"; byte 0x{byte:02x} at offset {offset} is not in the encoding its XML "
+                f"declaration names")
+    return (f"; the file is not UTF-8 (byte 0x{byte:02x} at offset {offset}) and declares no "
+            f"encoding, which XML then requires: save it as UTF-8, or declare its encoding "
+            f"(<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?> for Latin-1)")
+
+
+def _parse(path: Path) -> ET.Element:
     """The root element of XML file ``path``; an AnnotationError that says why it cannot be
     read."""
     try:
         return ET.parse(path).getroot()
     except FileNotFoundError:
-        raise AnnotationError(path, "the file does not exist") from None
+        raise AnnotationError(path, f"the file does not exist"
+                                    f"{missing_annotation_hint(path)}") from None
     except ET.ParseError as error:
-        raise AnnotationError(path, f"malformed XML: {error}") from None
+        raise AnnotationError(path, f"malformed XML: {error}{_encoding_hint(path)}") from None
     except OSError as error:
         raise AnnotationError(path, error.strerror or str(error)) from None
     except Exception as error:  # e.g. an unknown encoding in the XML declaration
@@ -84,16 +145,20 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
 
     Args:
         path: the XML file; its stem is the ``image_id``.
-        class_names: label ``l`` is ``class_names[l - 1]``.
+        class_names: label ``l`` is ``class_names[l - 1]``. An object's ``<name>`` is read
+            as :func:`~dsod.data.class_names.clean_class_name` reads it; one that differs
+            from a class only in case or spacing is that class (a ``class_variant``
+            warning).
         images_dir: where the image is; default ``<path>/../../JPEGImages``.
         image_names: the file names in ``images_dir``, if known (faster than a ``stat``).
 
     Returns:
         The annotation (boxes float32 ``[N, 4]`` absolute ``xyxy`` inside the image, see the
         module docstring; labels int64 ``[N]`` in ``1..C``; difficult bool ``[N]``) and the
-        problems found: boxes with an unknown class, bad or missing coordinates, zero or
-        negative size, or entirely outside the image are dropped; boxes partly outside are
-        clipped; a missing ``<size>`` is read from the image. All are warnings.
+        problems found: boxes of a class spelled otherwise are kept; boxes with an unknown
+        class, bad or missing coordinates, zero or negative size, or entirely outside the
+        image are dropped; boxes partly outside are clipped; a missing ``<size>`` is read
+        from the image. All are warnings.
 
     Raises:
         AnnotationError: the file is missing or not well-formed XML, or it has no usable
@@ -102,11 +167,14 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     path = Path(path)
     images_dir = Path(images_dir) if images_dir is not None else path.parent.parent / "JPEGImages"
     class_index = {name: label for label, name in enumerate(class_names, start=1)}
-    root = _parse_root(path)
+    by_key = {class_key(name): (label, name) for name, label in class_index.items()}
+    root = read_xml_root(path)
     file = str(path)
     problems: list[Problem] = []
-    image_path = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
-                                image_names)
+    image_path, note = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
+                                      image_names)
+    if note is not None:
+        problems.append(Problem(file, note, "warning", "missing_image"))
     size = root.find("size")
     width = _positive_int(size.findtext("width")) if size is not None else None
     height = _positive_int(size.findtext("height")) if size is not None else None
@@ -123,16 +191,19 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     labels: list[int] = []
     difficult: list[bool] = []
     for number, obj in enumerate(root.findall("object"), start=1):
-        name = (obj.findtext("name") or "").strip()
+        name = clean_class_name(obj.findtext("name") or "")
 
         def warn(kind: str, message: str) -> None:
             where = f"object {number} ({name or 'no name'})"
             problems.append(Problem(file, f"{where}: {message}", "warning", kind))
 
-        if name not in class_index:
-            hint = [n for n in class_index if n.lower() == name.lower()]
-            warn("unknown_class", f"class {name!r} is not in data.class_names"
-                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; box dropped")
+        label = class_index.get(name)
+        if label is None and class_key(name) in by_key:
+            label, spelled = by_key[class_key(name)]
+            warn("class_variant", f"class {name!r} is counted as {spelled!r} (names that "
+                                  f"differ only in case or spacing are one class)")
+        if label is None:
+            warn("unknown_class", f"class {name!r} is not in data.class_names; box dropped")
             continue
         bndbox = obj.find("bndbox")
         raw = [_number(bndbox.findtext(t)) if bndbox is not None else None
@@ -166,7 +237,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
         if flag is None and flag_text not in (None, ""):
             warn("bad_field", "<difficult> is not a number; taken as 0")
         boxes.append(clipped)
-        labels.append(class_index[name])
+        labels.append(label)
         difficult.append(bool(flag))
 
     boxes32 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)

@@ -4,6 +4,7 @@ frame into an ``mp4v`` video."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TypeVar
@@ -86,7 +87,9 @@ def _frames(capture: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray
 def annotate_video(detector: Detector, source: Source, out_path: Path, window: Window,
                    max_frames: int | None = None) -> Path:
     """Detect on every frame of a video file or camera and write an annotated ``mp4v``
-    video of the same frame count and size to ``out_path``.
+    video of the same frame count and size to ``out_path``. A file that gives fewer frames
+    than its header announces is annotated as far as it reads, with a warning on stderr
+    saying how many were read of how many.
 
     Raises:
         UnreadableInputError: the video or camera cannot be opened or gives no frame.
@@ -101,6 +104,7 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
                                    f"video, or corrupt)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else (30.0 if camera else 25.0)
+    announced = 0 if camera else capture.get(cv2.CAP_PROP_FRAME_COUNT)
     writer, count, detect_time, showing, stop = None, 0, 0.0, True, False
     start = time.perf_counter()
     try:
@@ -126,6 +130,7 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
                 break
     except KeyboardInterrupt:
         print(f"stopped {name} after {count} frames")
+        stop = True
     finally:
         capture.release()
         if writer is not None:
@@ -135,4 +140,18 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
                                    f"cannot read video {name}: no readable frame (empty or "
                                    f"corrupt file)")
     report(name, count, time.perf_counter() - start, detect_time, str(out_path))
+    if not stop:
+        short_video_note(name, count, announced, max_frames)
     return out_path
+
+
+def short_video_note(name: str, read: int, announced: float, max_frames: int | None) -> None:
+    """Say on stderr when a video file gave fewer frames than its header announces (a file
+    cut off or damaged midway), and ``max_frames`` does not explain it."""
+    if not (math.isfinite(announced) and announced > 0):
+        return  # the container does not say (some streams), or a camera
+    expected = int(announced) if max_frames is None else min(int(announced), max_frames)
+    if read < expected:
+        print(f"warning: video {name}: read {read} of the {int(announced)} frames its header "
+              f"announces (the file is cut off or damaged); the annotated video has "
+              f"{read}", file=sys.stderr)

@@ -1,30 +1,60 @@
-"""Where the demo writes: output paths in one folder, and annotated images written there."""
+"""Where the demo writes: output paths in one folder (or the one file ``--out`` names for a
+single input), and annotated images written there."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from dsod.demo.errors import DemoError
+from dsod.demo.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source
+
+
+def output_file(out: Path, sources: Sequence[Source]) -> Path | None:
+    """The file ``--out`` names, when it is not a folder and ends in an image or video
+    suffix (``--out x.jpg``); None when it names a folder.
+
+    Raises:
+        DemoError: it names a file but there is more than one input, or an input of the
+            other kind (a video for ``x.jpg``), or a video's output not ending in ``.mp4``.
+    """
+    suffix = out.suffix.lower()
+    if out.is_dir() or suffix not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+        return None
+    if len(sources) != 1:
+        raise DemoError(f"--out {out} names a file, but there are {len(sources)} inputs: give "
+                        f"a folder to write them into")
+    source = sources[0]
+    if source.kind == "image" and suffix not in IMAGE_SUFFIXES:
+        raise DemoError(f"--out {out} names a video file, but the input {source.path} is an "
+                        f"image: give an image file name or a folder")
+    if source.kind != "image" and suffix != ".mp4":
+        raise DemoError(f"--out {out}: the annotated video is written as mp4, but the name "
+                        f"ends in {out.suffix}: give a .mp4 file name or a folder")
+    return out
 
 
 class Outputs:
-    """Output paths in one folder, never the input itself, never the same one twice."""
+    """Output paths in one folder, never the input itself, never the same one twice; or the
+    one file ``--out`` names (``file``), for a single input."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, file: Path | None = None) -> None:
         self.out_dir = out_dir
+        self.file = file
         self.used: set[Path] = set()
 
     def path(self, source: str, name: str) -> Path:
-        """A new path for file ``name`` in the folder, written from input ``source``; a name
-        already given gets ``_1``, ``_2``, ... before its suffix.
+        """A new path for file ``name`` in the folder (or :attr:`file`, when given), written
+        from input ``source``; a name already given gets ``_1``, ``_2``, ... before its
+        suffix.
 
         Raises:
             DemoError: the path is ``source`` itself.
         """
-        candidate = self.out_dir / name
+        candidate = self.file or self.out_dir / name
         stem, suffix = candidate.stem, candidate.suffix
         number = 1
         while candidate in self.used:

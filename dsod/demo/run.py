@@ -8,7 +8,7 @@ from typing import Sequence
 
 from dsod.demo.annotate import annotate_images, annotate_video
 from dsod.demo.errors import DemoError, UnreadableInputError
-from dsod.demo.outputs import Outputs
+from dsod.demo.outputs import Outputs, output_file
 from dsod.demo.report import skip
 from dsod.demo.sources import collect_sources
 from dsod.demo.window import Window
@@ -40,6 +40,8 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
     annotated.
 
     Args:
+        out_dir: the folder to write into; or, for a single input, a file name with an
+            image suffix (an image) or ``.mp4`` (a video or camera), written as that file.
         max_frames: stop each video or camera after this many frames (at least 1).
 
     Returns:
@@ -48,7 +50,9 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
 
     Raises:
         DemoError: no input exists (or the only folders and patterns have no media),
-            ``max_frames`` is below 1, or an output cannot be written (the message names it).
+            ``max_frames`` is below 1, ``out_dir`` names a file that the inputs cannot be
+            written as (several inputs, another kind), or an output cannot be written (the
+            message names it).
     """
     if max_frames is not None and max_frames < 1:
         raise DemoError(f"max_frames must be at least 1 (got {max_frames})")
@@ -58,9 +62,11 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
         raise DemoError(missing[0] if len(missing) == 1 else
                         f"none of the {len(missing)} inputs exists: {'; '.join(missing)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    file = output_file(out, sources)
+    folder = out.parent if file is not None else out
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"writing to {out.absolute()}")
-    outputs, window = Outputs(out), Window(show)
+    outputs, window = Outputs(folder, file), Window(show)
     result = DemoResult(inputs=len(sources) + len(missing))
     for message in missing:
         skip(message, result.unreadable)

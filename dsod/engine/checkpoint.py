@@ -33,8 +33,10 @@ class CheckpointError(RuntimeError):
 
 def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename, so that a crash
-    while saving leaves the previous file intact."""
+    or a full disk while saving leaves the previous file intact (or none, when there was
+    none; the error says which)."""
     path = Path(path)
+    previous = "the previous file is intact" if path.exists() else "no file was written"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,7 +55,7 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
             raise
         raise CheckpointError(f"cannot write checkpoint {path}: "
                               f"{getattr(error, 'strerror', None) or error} "
-                              f"({_free_space(path.parent)}; the previous file is intact)") from None
+                              f"({_free_space(path.parent)}; {previous})") from None
 
 
 def _umask() -> int:
@@ -128,6 +130,24 @@ def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                 lines.append(f"  {title}:\n    " + "\n    ".join(shown))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state_dict)
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an
+    infinity (weights of a run that diverged: the network then detects nothing)."""
+    return [name for name, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def warn_non_finite(state_dict: Mapping[str, Any], source: str) -> None:
+    """Log a warning naming ``source`` and its tensors that hold NaN or infinity."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        logger.warning("%s holds NaN or infinite values in %d of its %d tensors (%s): its "
+                       "detections are meaningless (did the run diverge?)", source, len(bad),
+                       len(state_dict), shown)
 
 
 # Settings that change what a trained network's outputs mean without changing the shape of

@@ -9,7 +9,8 @@ Files written into the output folder:
   file's own; on a VOC-layout data set image ids are ``1..N`` in test-split order
   (:func:`dsod.evaluation.coco.coco_image_id_map`) and category ids ``1..C``;
 * ``pr_curves.png``: precision/recall per class;
-* with ``json_path``: every figure as JSON (:meth:`Scores.as_dict` plus run details).
+* with ``json_path``: every figure as JSON (:meth:`Scores.as_dict` plus run details, the
+  test split's problems among them: ``data_problems``).
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from dsod.config import Config
 from dsod.data.datasets import build_test_set, check_classes
-from dsod.data.errors import DataError
+from dsod.data.errors import DataError, Problem
 from dsod.data.loader import DetectionDataset, TestSamples
 from dsod.data.transforms import TestTransform
+from dsod.engine.atomic_write import write_text_atomic
 from dsod.engine.builders import build_postprocessor
 from dsod.engine.checkpoint import adopt_checkpoint_settings, load_checkpoint
 from dsod.engine.evaluate import Scores, coco_id_maps, predict, score
@@ -190,6 +192,13 @@ def read_coco_results(path: str | Path, dataset: DetectionDataset
     return detections, checked
 
 
+def problems_as_dicts(problems: Sequence[Problem]) -> list[dict[str, str]]:
+    """The test split's problems (:class:`~dsod.data.errors.Problem`) as JSON-ready dicts
+    ``{"file", "severity", "kind", "message"}``, in the readers' order."""
+    return [{"file": p.file, "severity": p.severity, "kind": p.kind, "message": p.message}
+            for p in problems]
+
+
 def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = None,
            details: Mapping[str, Any] | None = None, failed: list[str] | None = None
            ) -> dict[str, Any]:
@@ -205,8 +214,7 @@ def report(scores: Scores, out_dir: str | Path, json_path: str | Path | None = N
         def write_json() -> Path:
             path = Path(json_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(figures, indent=2))
-            return path
+            return write_text_atomic(path, json.dumps(figures, indent=2))
         outputs.append(("figures", write_json))
     for what, write in outputs:
         try:
@@ -275,6 +283,7 @@ def evaluate_command(config: Config, checkpoint: str | Path | None = None,
         "config": config.name, "detections_from": str(sources[0]), "images": len(dataset),
         "unreadable_images": [dataset.annotation(i).image_path for i in unreadable],
         "left_out_images": left_out,
+        "data_problems": problems_as_dicts(dataset.problems),
     }
     figures = report(scores, out, json_path, details, failed)
     if failed:

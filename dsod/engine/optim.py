@@ -75,18 +75,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, solver: SolverConfig
 
 def schedule_warnings(solver: SolverConfig) -> list[str]:
     """What is wrong with a schedule that still runs: a warm-up or lr step at or beyond
-    ``max_iter`` (a shortened run whose schedule was not shortened with it)."""
+    ``max_iter`` (a shortened run whose schedule was not shortened with it, or a run so
+    short that a fraction rounds to its end). Giving the schedule as fractions is
+    suggested only where it was given in iterations."""
     warmup_iters, steps = solver.schedule()
     problems = []
+    in_iterations = False
+
+    def given(raw: float, resolved: int) -> str:
+        return "" if raw >= 1 else f" ({raw:g} of {solver.max_iter} rounds to {resolved})"
+
     if warmup_iters >= solver.max_iter:
-        problems.append(f"solver.warmup_iters ({warmup_iters}) is not below solver.max_iter "
-                        f"({solver.max_iter}): the whole run stays in warm-up, below the "
-                        f"full learning rate")
-    late = [s for s in steps if s >= solver.max_iter]
+        in_iterations |= solver.warmup_iters >= 1
+        problems.append(f"solver.warmup_iters ({warmup_iters}"
+                        f"{given(solver.warmup_iters, warmup_iters)}) is not below "
+                        f"solver.max_iter ({solver.max_iter}): the whole run stays in warm-up, "
+                        f"below the full learning rate")
+    late = [(raw, s) for raw, s in zip(solver.steps, steps) if s >= solver.max_iter]
     if late:
-        problems.append(f"solver.steps {list(late)} lie at or beyond solver.max_iter "
-                        f"({solver.max_iter}): the learning rate never drops there")
-    if problems:
+        in_iterations |= any(raw >= 1 for raw, _ in late)
+        problems.append(f"solver.steps {[s for _, s in late]}"
+                        f"{''.join(given(raw, s) for raw, s in late if raw < 1)} lie at or "
+                        f"beyond solver.max_iter ({solver.max_iter}): the learning rate never "
+                        f"drops there")
+    if in_iterations:
         problems.append("give solver.steps and solver.warmup_iters as fractions of max_iter "
                         "(e.g. steps: [0.7, 0.9], warmup_iters: 0.1) to shorten a run coherently")
     return problems

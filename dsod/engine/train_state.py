@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dsod.config import Config, config_to_dict
+from dsod.engine.resume_check import check_resume_settings
 from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
                                    check_prediction_settings, load_model_weights)
 from dsod.engine.ema import WeightAverage
@@ -66,8 +67,10 @@ class TrainingState:
 
         Raises:
             CheckpointError: the checkpoint decodes its outputs differently from ``config``,
-                or its weights, optimizer or scheduler do not fit the objects built from it
-                (the message points to the run's own ``config.yaml`` in ``out_dir``).
+                its weights, optimizer or scheduler do not fit the objects built from it
+                (the message points to the run's own ``config.yaml`` in ``out_dir``), or it
+                was trained with settings a resume cannot change
+                (:func:`~dsod.engine.resume_check.check_resume_settings`).
         """
         check_prediction_settings(state.get("config"), config, f"checkpoint {path}")
         load_model_weights(self.model, state["model"], str(path))
@@ -79,6 +82,7 @@ class TrainingState:
                     f"cannot resume from {path}: its {name} state does not fit this config "
                     f"({type(error).__name__}: {error}); resume with the run's own config "
                     f"(config.yaml in {out_dir}) or start a new run") from None
+        check_resume_settings(state.get("config"), config, int(state["step"]), str(path), out_dir)
         scaler_state = state.get("scaler") or {}
         if self.scaler.is_enabled() and scaler_state:
             self.scaler.load_state_dict(scaler_state)

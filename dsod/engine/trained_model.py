@@ -12,7 +12,7 @@ from torch import nn
 from dsod.config import Config, config_from_dict, config_to_dict, load_config
 from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
                                     check_prediction_settings, load_checkpoint,
-                                    load_model_weights)
+                                    load_model_weights, warn_non_finite)
 from dsod.engine.builders import build_model
 
 __all__ = ["TrainedModel", "load_trained_model"]
@@ -45,7 +45,9 @@ def _config_for(path: str | Path, state: Mapping[str, Any], config: Config | str
     if config is None:
         raw = state.get("config")
         if not isinstance(raw, dict):
-            raise CheckpointError(f"checkpoint {path} holds no config; pass config=")
+            raise CheckpointError(f"checkpoint {path} holds no config: give the config it was "
+                                  f"trained with (--config CONFIG in the tools, config= in "
+                                  f"Python)")
         return config_from_dict(raw, f"the config in checkpoint {path}", overrides)
     if isinstance(config, (str, Path)):
         return load_config(config, overrides)
@@ -72,6 +74,9 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
             built: evaluation checks the test split's classes there, so that a split of
             other classes is named as such rather than as weights that do not fit.
         state: the checkpoint's contents, when the caller has read them already.
+
+    Weights that hold NaN or infinity (a run that diverged) are loaded with a warning
+    naming the file and the tensors.
 
     Raises:
         CheckpointError: the file is unreadable, has no config (and none was given), its
@@ -100,4 +105,5 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
     if names is not None and len(names) != resolved.num_classes - 1:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
                               f"{resolved.num_classes - 1}")
+    warn_non_finite(model.state_dict(), source)
     return TrainedModel(model, resolved, names, source)

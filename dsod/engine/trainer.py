@@ -43,6 +43,7 @@ from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignal
                                   too_many_bad_samples)
 from dsod.engine.step import MicroBatch, StepResult, train_step
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
+from dsod.engine.run_lock import claim_output_folder
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
 
@@ -317,7 +318,7 @@ def train(config: Config, out_dir: str | Path | None = None, resume: bool = Fals
     out = Path(out_dir) if out_dir else default_out_dir(config)
     if dist.is_main_process():
         logger.info("writing to %s", out.absolute())
-    with train_log_file(out):
+    with claim_output_folder(out, dist.is_main_process()), train_log_file(out):
         try:
             metrics = Trainer(config, out, device, resume=resume, progress=progress).run()
         finally:

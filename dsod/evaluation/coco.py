@@ -165,7 +165,29 @@ def _read_ground_truth(path: Path) -> dict[str, Any]:
     data["annotations"] = kept
     for what, count in changed.items():
         logger.warning("COCO ground truth %s: %d annotation(s) %s", path, count, what)
+    _number_afresh_if_repeated(path, kept)
     return data
+
+
+def _number_afresh_if_repeated(path: Path, annotations: list[dict[str, Any]]) -> None:
+    """Give ``annotations`` the ids ``1..N`` when some share an id or have none, with a
+    warning: pycocotools keeps one annotation per id, so the others would be lost to the
+    evaluation (a box replaced by another, and perfect detections scored below 1)."""
+    ids = [a.get("id") for a in annotations]
+    usable = all(isinstance(i, (int, float, str)) and not isinstance(i, bool) for i in ids)
+    if usable and len(set(ids)) == len(ids):
+        return
+    counts = Counter(repr(i) for i in ids if i is not None)
+    repeated = {number: count for number, count in counts.items() if count > 1}
+    shown = ", ".join(list(repeated)[:5])
+    missing = sum(1 for i in ids if i is None)
+    logger.warning("COCO ground truth %s: %d annotation id(s) are each used by more than "
+                   "one box (%d boxes)%s%s; the boxes are numbered afresh for scoring, so "
+                   "that each one counts", path, len(repeated), sum(repeated.values()),
+                   f", e.g. {shown}" if shown else "",
+                   f", and {missing} box(es) have no id" if missing else "")
+    for number, annotation in enumerate(annotations, start=1):
+        annotation["id"] = number
 
 
 def detections_to_coco_results(
