@@ -23,5 +23,15 @@ def test_final_figures_without_ground_truth_read_n_a(tmp_path):
     assert final_line(metrics, tmp_path) == (f"final: VOC07 mAP n/a, area mAP 0.5000, COCO AP "
                                              f"0.2500; outputs in {tmp_path}")
     saved = RunLog(tmp_path).write_final(7, metrics)
-    assert saved == {"step": 7, **metrics}
+    assert saved == {"step": 7, **metrics, "learning": None}  # no check logged
     assert json.loads((tmp_path / "metrics.json").read_text()) == saved
+
+
+def test_final_figures_carry_the_learning_check_of_the_log(tmp_path):
+    log = RunLog(tmp_path)
+    check = {"step": 3, "agreement": 0.7, "learning": True}
+    log.write({"step": 2, "loss": 1.0})
+    log.write({"step": 3, "learning_check": check})
+    saved = log.write_final(9, {"voc": {"mAP07": 0.5, "mAP": 0.5}, "coco": {"AP": 0.2}})
+    assert saved["learning"] == check
+    assert json.loads((tmp_path / "metrics.json").read_text())["learning"] == check

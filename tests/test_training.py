@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -6,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
@@ -24,16 +27,84 @@ def losses(out_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
-def test_one_training_run_writes_its_outputs_and_learns(tmp_path):
-    config = tiny_config(tmp_path, solver={"max_iter": 4})
-    metrics = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False).run()
+def _squares(root: Path, count: int, seed: int, shuffled: bool = False) -> None:
+    """A VOC folder of 64x64 images of dark noise, each with one bright square of 14-39
+    pixels at a random place, labelled ``square``; ``shuffled`` gives each image the
+    next image's box instead of its own."""
+    rng = np.random.default_rng(seed)
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    boxes = []
+    for i in range(count):
+        image = rng.integers(0, 90, (64, 64, 3), dtype=np.uint8)
+        side = int(rng.integers(14, 40))
+        x, y = (int(v) for v in rng.integers(0, 64 - side, 2))
+        image[y:y + side, x:x + side] = 230
+        cv2.imwrite(str(root / "JPEGImages" / f"{i:04d}.jpg"), image)
+        boxes.append((x + 1, y + 1, x + side, y + side))
+    if shuffled:
+        boxes = boxes[1:] + boxes[:1]
+    for i, box in enumerate(boxes):
+        tags = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+        (root / "Annotations" / f"{i:04d}.xml").write_text(
+            "<annotation><size><width>64</width><height>64</height><depth>3</depth></size>"
+            f"<object><name>square</name><bndbox>{tags}</bndbox></object></annotation>")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text(
+        "".join(f"{i:04d}\n" for i in range(count)))
+
+
+def _squares_run(tmp_path: Path, shuffled: bool) -> tuple[dict, list[dict], float]:
+    """A 90-step run on 200 training squares (shuffled or not), scored on 40 others: its
+    metrics, its log records and the blind detector's VOC07 mAP on the same test split."""
+    from dsod.data.datasets import build_dataset
+    from dsod.evaluation.baseline import blind_detections
+    from dsod.evaluation.voc import evaluate_voc
+    _squares(tmp_path / "train", 200, seed=0, shuffled=shuffled)
+    _squares(tmp_path / "test", 40, seed=1)
+    config = tiny_config(tmp_path, data={"format": "voc", "root": str(tmp_path),
+                                         "train": ["train/trainval"],
+                                         "test": ["test/trainval"], "class_names": None},
+                         model={"head_bn": False, "l2norm_scale": 1.0},
+                         priors={"fit": True}, augment={"expand_prob": 0.0, "crop": False},
+                         solver={"max_iter": 90, "lr": 0.1, "base_batch": 8, "batch_size": 8,
+                                 "warmup_iters": 0.1, "steps": [0.8]},
+                         train={"log_every": 10, "checkpoint_every": 1000})
+    out = tmp_path / "out"
+    metrics = Trainer(config, out, torch.device("cpu"), progress=False).run()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = build_dataset(config.data, "train")
+    test = build_dataset(config.data, "test")
+    annotations = [test.annotation(i) for i in range(len(test))]
+    blind = blind_detections([train.annotation(i) for i in range(len(train))], annotations)
+    return metrics, records, evaluate_voc(annotations, blind, test.class_names).map07
+
+
+def test_a_training_run_learns_and_writes_its_outputs(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        metrics, records, blind = _squares_run(tmp_path, shuffled=False)
     out = tmp_path / "out"
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "final.pth").is_file()
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["step"] == 4 and 0.0 <= saved["voc"]["mAP07"] <= 1.0
+    assert saved["step"] == 90 and metrics["voc"]["mAP07"] == saved["voc"]["mAP07"]
     assert set(saved["coco"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
-    assert metrics["voc"]["mAP07"] == saved["voc"]["mAP07"]
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses(out).values())
+    loss = [r["loss"] for r in records if "loss" in r]
+    assert loss[-1] < 0.5 * loss[0]  # the loss falls
+    # far above what a detector that never looks at the image scores on the same split
+    assert saved["voc"]["mAP07"] > blind + 0.5, (saved["voc"]["mAP07"], blind)
+    check = next(r["learning_check"] for r in records if "learning_check" in r)
+    assert check["step"] == 30 and check["learning"] and check["agreement"] > 0.8
+    assert saved["learning"] == check
+    assert "not learning" not in caplog.text
+
+
+def test_a_run_on_shuffled_labels_is_warned_that_it_is_not_learning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        metrics, records, blind = _squares_run(tmp_path, shuffled=True)
+    check = next(r["learning_check"] for r in records if "learning_check" in r)
+    assert check["step"] == 30 and not check["learning"] and check["agreement"] < 0.6
+    warnings = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+    assert len(warnings) == 1 and f"agreement {check['agreement']:.3f}" in warnings[0]
+    assert metrics["voc"]["mAP07"] < blind + 0.2  # nothing learnt beyond where boxes are
 
 
 def test_resume_gives_the_same_next_losses(tmp_path):

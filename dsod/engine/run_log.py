@@ -73,12 +73,28 @@ class RunLog:
                 kept.append(line)
         self.path.write_text("".join(kept))
 
+    def learning_check(self) -> dict[str, Any] | None:
+        """The run's learning check (:mod:`dsod.engine.learning`), as ``log.jsonl`` records
+        it (a resumed run's too), or None."""
+        if not self.path.is_file():
+            return None
+        found = None
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("learning_check"), dict):
+                found = record["learning_check"]
+        return found
+
     def write_final(self, step: int, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Save the last evaluation's figures as ``metrics.json`` and log them; returns
-        them with the step first (unchanged on other processes, or when ``None``)."""
+        """Save the last evaluation's figures and the run's learning check as
+        ``metrics.json`` and log them; returns them with the step first (unchanged on other
+        processes, or when ``None``)."""
         if metrics is None or not dist.is_main_process():
             return metrics
-        metrics = {"step": step, **metrics}
+        metrics = {"step": step, **metrics, "learning": self.learning_check()}
         (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         self.write_scores(step, metrics)
         return metrics
