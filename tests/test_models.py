@@ -91,6 +91,40 @@ def test_heads_without_batch_norm_start_at_the_prior_probability():
     assert torch.equal(offsets, torch.zeros_like(offsets))
 
 
+@pytest.mark.parametrize("lr", [0.0125, 0.1])
+def test_unit_rate_scale_makes_an_sgd_step_move_an_output_by_its_gradient(lr):
+    from dsod.models.heads import SourceHead, unit_rate_scale
+    head = SourceHead(16, 1, 2, l2norm_scale=unit_rate_scale(lr), batch_norm=False).double()
+    head.norm.weight.requires_grad_(False)  # the convolution's own step, first order exact
+    x = torch.randn(1, 16, 5, 5, dtype=torch.float64)
+    before = head(x)[0][0, 12, 1]  # a logit at the centre position (all 9 taps inside)
+    before.backward()  # gradient 1 on that output
+    with torch.no_grad():
+        for p in head.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+    after = head(x)[0][0, 12, 1]
+    # the weights' step lowers it by lr * |patch|^2 = lr * 9 * s^2 = 1, the bias's by lr
+    # (s was stored in float32)
+    assert (before - after).item() == pytest.approx(1.0 + lr, rel=1e-6)
+
+
+def test_heads_without_bn_take_the_unit_rate_scale_unless_the_config_gives_one():
+    from dsod.engine.builders import head_input_scale
+    from dsod.engine.optim import scaled_lr
+    from dsod.models.heads import unit_rate_scale
+    derived = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
+                                                  "l2norm_scale": None}})
+    assert head_input_scale(derived) == unit_rate_scale(scaled_lr(derived.solver))
+    assert torch.all(build_model(derived).heads.heads[3].norm.weight
+                     == torch.tensor(unit_rate_scale(scaled_lr(derived.solver))))
+    given = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
+                                                "l2norm_scale": 5.0}})
+    assert head_input_scale(given) == 5.0
+    with_bn = config_from_dict({**TINY, "model": {**TINY["model"], "l2norm_scale": None}})
+    assert head_input_scale(with_bn) == 20.0
+
+
 @pytest.mark.parametrize("prediction", ["dense", "plain"])
 def test_forward_backward_has_no_nan(prediction):
     raw = {**TINY, "model": {**TINY["model"], "prediction": prediction}}

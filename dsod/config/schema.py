@@ -36,7 +36,10 @@ class ModelConfig:
     backbone_out_channels: int = 256  # the last transition w/o pooling
     prediction: str = "dense"  # "dense" (learning half + reusing half) or "plain"
     extra_widths: tuple[int, ...] = (256, 256, 128, 128, 128)  # Second, Third, ... Sixth
-    l2norm_scale: float = 20.0
+    # The heads' L2Norm scale at the start (the reference: 20). None: 20 for heads with BN;
+    # for heads without BN, the scale at which they learn at the solver's rate
+    # (dsod.models.heads.unit_rate_scale: 1 / (3 sqrt(lr)), 2.98 at lr 0.0125).
+    l2norm_scale: float | None = 20.0
     head_bn_eps: float = 1e-3
     # BN after the heads' convolutions, as the reference has it; false gives them biases,
     # the class logits starting at p(background) = 1 - head_prior_prob (dsod.models.heads).

@@ -10,13 +10,15 @@ from dsod.config import Config
 from dsod.data.datasets import build_dataset, check_classes, check_trainable
 from dsod.data.loader import DetectionDataset, TrainingSamples
 from dsod.data.transforms import TrainTransform
+from dsod.engine.optim import scaled_lr
 from dsod.loss import MultiBoxLoss
 from dsod.matching import TargetEncoder
 from dsod.models.detector import DSOD
+from dsod.models.heads import unit_rate_scale
 from dsod.postprocess import PostProcessor
 from dsod.priors import PriorGenerator, priors_per_location
 
-__all__ = ["build_model", "build_priors", "build_dataset", "build_loss", "build_postprocessor",
+__all__ = ["build_model", "head_input_scale", "build_priors", "build_dataset", "build_loss", "build_postprocessor",
            "build_training_samples"]
 
 
@@ -33,6 +35,18 @@ def build_priors(config: Config) -> PriorGenerator:
                           config.priors.steps, config.priors.offset, config.priors.clip)
 
 
+def head_input_scale(config: Config) -> float:
+    """The heads' initial L2Norm scale: ``model.l2norm_scale``, or where it is None, the
+    scale at which heads without BN learn at the solver's rate
+    (:func:`~dsod.models.heads.unit_rate_scale`; 20, the reference's, for heads with BN,
+    whose BN makes the scale of their input irrelevant)."""
+    if config.model.l2norm_scale is not None:
+        return config.model.l2norm_scale
+    if config.model.head_bn:
+        return 20.0
+    return unit_rate_scale(scaled_lr(config.solver))
+
+
 def build_model(config: Config) -> nn.Module:
     """The detector a config describes (DSOD, or the torchvision VGG SSD baseline)."""
     per_location = [priors_per_location(r) for r in config.priors.aspect_ratios]
@@ -45,7 +59,8 @@ def build_model(config: Config) -> nn.Module:
         stem_channels=m.stem_channels, growth_rate=m.growth_rate,
         bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
         compression=m.compression, backbone_out_channels=m.backbone_out_channels,
-        prediction=m.prediction, extra_widths=m.extra_widths, l2norm_scale=m.l2norm_scale,
+        prediction=m.prediction, extra_widths=m.extra_widths,
+        l2norm_scale=head_input_scale(config),
         head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale, head_bn=m.head_bn,
         head_prior_prob=m.head_prior_prob,
     )

@@ -31,13 +31,13 @@ from dsod.data.loader import (DetectionDataset, IterationBatchSampler, close_loa
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
 from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
-                                  build_training_samples)
+                                  build_training_samples, head_input_scale)
 from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.ema import WeightAverage, ema_decay
 from dsod.engine.evaluate import evaluate_model
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.learning import LearningMonitor
-from dsod.engine.optim import build_optimizer, build_scheduler, schedule_warnings
+from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, schedule_warnings
 from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
@@ -89,6 +89,11 @@ class Trainer:
 
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
+        if config.model.arch == "dsod" and not config.model.head_bn:
+            logger.info("heads without BN: their L2Norm scale starts at %.3g, so that a step "
+                        "of lr %.3g moves an output by about its gradient%s",
+                        head_input_scale(config), scaled_lr(solver),
+                        "" if config.model.l2norm_scale is None else " (model.l2norm_scale)")
         self.network = prepare_network(build_model(config), self.settings, training=True,
                                        memory_efficient=config.model.memory_efficient,
                                        compile=run.compile, distributed=dist.is_distributed(),

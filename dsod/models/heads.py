@@ -4,6 +4,13 @@ The reference follows each convolution with BN (``batch_norm=True``). Without it
 (``batch_norm=False``) the convolutions have biases and the class logits start where a
 detector starts that has seen nothing yet: background at ``1 - prior_prob`` at every
 prior (Lin et al. 2017, "Focal Loss", Sec. 4.1, for a softmax).
+
+Without BN, how fast the heads learn is set by the scale of their input: a 3x3
+convolution over L2-normalised features of scale ``s`` sees a patch of squared norm
+``9 s^2``, so one SGD step of learning rate ``lr`` moves an output by ``9 s^2 lr`` times
+its gradient. :func:`unit_rate_scale` gives the scale that makes that factor 1, whatever
+the learning rate (docs/RESULTS.md: the BN heads' start instead hangs on the BN's initial
+scale).
 """
 
 from __future__ import annotations
@@ -15,6 +22,12 @@ import torch
 from torch import nn
 
 from dsod.models.layers import L2Norm
+
+
+def unit_rate_scale(lr: float, kernel_size: int = 3) -> float:
+    """The L2Norm scale at which one SGD step of ``lr`` moves a head's output by about its
+    gradient: ``1 / (kernel_size * sqrt(lr))`` (2.98 for ``lr`` 0.0125)."""
+    return 1.0 / (kernel_size * math.sqrt(lr))
 
 
 class SourceHead(nn.Module):
