@@ -56,7 +56,7 @@ def test_agreement_by_hand():
     # Image 1: where: own-only {2, 3} against other-only {0}: ties -> 0.5;
     #          boxes: prior 1, equal errors -> 0.5.
     assert values.tolist() == [1.0, 0.5]
-    assert signal_sums(logits, offsets, targets, labels) == SignalSums(1.5, 2.0)
+    assert signal_sums(logits, offsets, targets, labels) == SignalSums(1.5, 1.25, 2.0)
     # Image 0 deciding for image 1's box at prior 1 instead halves its agreement with it.
     offsets[0, 1] = 0.1
     assert agreement(logits, offsets, targets, labels).tolist() == [0.5, 0.5]
@@ -90,37 +90,71 @@ def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, priors):
         assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
 
 
+def test_standard_error_by_hand():
+    sums = SignalSums()
+    for value in (0.4, 0.6, 0.8):
+        sums.add(SignalSums(value, value * value, 1.0))
+    # mean 0.6, sample variance ((-0.2)^2 + 0 + 0.2^2) / 2 = 0.04, error sqrt(0.04 / 3)
+    assert sums.mean() == pytest.approx(0.6)
+    assert sums.standard_error() == pytest.approx((0.04 / 3) ** 0.5)
+    assert math.isnan(SignalSums(0.5, 0.25, 1.0).standard_error())
+
+
+def _spread(mean: float, half_width: float, images: int) -> SignalSums:
+    """``images`` values at ``mean +- half_width``, half each: standard deviation
+    ``half_width``."""
+    low, high = mean - half_width, mean + half_width
+    half = images // 2
+    return SignalSums(half * (low + high), half * (low * low + high * high), 2.0 * half)
+
+
 def test_monitor_averages_between_records_and_checks_once(caplog):
-    monitor = LearningMonitor(max_iter=90, check_fraction=1 / 3, minimum=0.6)
+    monitor = LearningMonitor(max_iter=90, check_fraction=1 / 3)
     assert monitor.check_step == 30
-    monitor.add(SignalSums(1.0, 2.0))
-    monitor.add(SignalSums(2.0, 2.0))
+    monitor.add(SignalSums(1.0, 0.5, 2.0))
+    monitor.add(SignalSums(2.0, 2.0, 2.0))
     assert monitor.record() == {"agreement": 0.75}
     assert math.isnan(monitor.record()["agreement"])  # nothing since the last record
     for step in range(1, 31):
-        monitor.add(SignalSums(0.52 * 16, 16))
+        # 16 images a step at 0.52 +- 0.3: over the 15 steps of the window, 240 images,
+        # a standard error of 0.3 * sqrt(240 / 239) / sqrt(240) = 0.0194: 0.52 is ~1 error
+        # above chance, less than the 3 needed
+        monitor.add(_spread(0.52, 0.3, 16))
         with caplog.at_level(logging.WARNING):
             verdict = monitor.check(step)
         assert (verdict is None) == (step != 30)
     assert verdict["learning"] is False and verdict["agreement"] == pytest.approx(0.52)
+    assert verdict["images"] == 240
+    assert verdict["standard_error"] == pytest.approx(0.3 / 239 ** 0.5)
+    assert verdict["needed"] == pytest.approx(0.5 + 3 * 0.3 / 239 ** 0.5)
     warned = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
-    assert len(warned) == 1 and "0.520" in warned[0] and "0.5 is chance" in warned[0]
+    assert len(warned) == 1 and "0.520 +- 0.019" in warned[0] and "0.5 is chance" in warned[0]
     assert monitor.check(31) is None
 
 
-def test_monitor_does_not_warn_a_run_that_learns(caplog):
-    monitor = LearningMonitor(max_iter=60, check_fraction=1 / 3, minimum=0.6)
-    with caplog.at_level(logging.WARNING):
-        for step in range(1, 21):
-            monitor.add(SignalSums(0.9 * 16, 16))
-            monitor.check(step)
-    assert monitor.verdict == {"step": 20, "agreement": pytest.approx(0.9), "min_agreement": 0.6,
-                               "steps_averaged": 10, "learning": True}
-    assert not caplog.records
+def test_a_small_but_certain_lead_is_learning_a_large_uncertain_one_is_not():
+    # 0.55 with a spread of 0.1 over 400 images: 10 errors above chance
+    certain = LearningMonitor(max_iter=60)
+    for step in range(1, 21):
+        certain.add(_spread(0.55, 0.1, 40))
+        certain.check(step)
+    assert certain.verdict["learning"] is True
+    # 0.6 with a spread of 0.5 over 20 images: under 1 error above chance
+    uncertain = LearningMonitor(max_iter=60)
+    for step in range(1, 21):
+        uncertain.add(_spread(0.6, 0.5, 2))
+        uncertain.check(step)
+    assert uncertain.verdict["learning"] is False
+    # however certain, a lead under MIN_MARGIN (0.02) is not learning
+    tiny = LearningMonitor(max_iter=60)
+    for step in range(1, 21):
+        tiny.add(_spread(0.515, 0.01, 1000))
+        tiny.check(step)
+    assert tiny.verdict["learning"] is False and tiny.verdict["needed"] == pytest.approx(0.52)
 
 
 def test_a_run_too_short_to_tell_is_not_checked():
     monitor = LearningMonitor(max_iter=30, check_fraction=1 / 3)
-    monitor.add(SignalSums(0.5, 1.0))
+    monitor.add(SignalSums(0.5, 0.25, 1.0))
     assert all(monitor.check(step) is None for step in range(1, 31))
     assert monitor.verdict is None

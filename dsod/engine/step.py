@@ -94,7 +94,7 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
     # One all-reduce for the losses and the signal's sums (means over processes: the
     # signal's ratios are unchanged by it).
     reduced = dist.all_reduce_mean(torch.cat([totals, torch.tensor(
-        [signal.total, signal.images], device=device)])).tolist()
+        [signal.total, signal.squares, signal.images], device=device)])).tolist()
     losses = reduced[:3] if finite else [math.nan] * 3
     return StepResult(*losses, skipped_samples=(), finite=finite,
                       signal=SignalSums(*reduced[3:]))
