@@ -10,6 +10,8 @@ then evaluated with tools/eval.py. The table has VOC07 and area mAP, COCO AP, pe
 AP, the learning signal, wall time, images/s and YOLO11n's figures on the same set.
 --control trains on copies whose training labels are shuffled across images, each up to
 its learning check (a third of the budget): the learning signal must flag every one.
+A run whose folder under --out already holds a final checkpoint is read, not repeated, so
+an interrupted benchmark goes on where it stopped (give a new --out for new runs).
 Run it on a quiet machine, one benchmark at a time: runs side by side slow each other.
 """
 
