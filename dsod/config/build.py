@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsod.config.checks import _validate
-from dsod.data.class_names import clean_class_name
+from dsod.config.class_names import clean_class_name
 from dsod.config.overrides import _apply_overrides
 from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
 
@@ -131,7 +131,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
 
 def _clean_class_names(config: Config) -> Config:
     """``config`` with ``data.class_names`` read as every class name is read (Unicode NFC,
-    no surrounding whitespace: :func:`~dsod.data.class_names.clean_class_name`)."""
+    no surrounding whitespace: :func:`~dsod.config.class_names.clean_class_name`)."""
     names = config.data.class_names
     if not names:
         return config

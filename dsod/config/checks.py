@@ -14,7 +14,7 @@ from typing import Any
 
 from dsod.config.rules import _CHOICES, _LOW_HIGH, _RANGES
 from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
-from dsod.data.class_names import describe_clashes, find_clashes
+from dsod.config.class_names import describe_clashes, find_clashes
 
 
 def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:

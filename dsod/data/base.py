@@ -7,7 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dsod.data.class_names import clean_class_name, describe_clashes, find_clashes
+from dsod.config.class_names import clean_class_name, describe_clashes, find_clashes
 from dsod.data.errors import DataError, Problem
 from dsod.data.image_io import check_pixel_count, read_image
 from dsod.structures import Annotation
@@ -17,7 +17,7 @@ README_HINT = "see data/README.md for how to download and lay out the data sets"
 
 def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
     """The class names as a tuple, each cleaned
-    (:func:`~dsod.data.class_names.clean_class_name`); an error if the list is empty or
+    (:func:`~dsod.config.class_names.clean_class_name`); an error if the list is empty or
     names one class twice (the same name, or names that differ only in case or spacing)."""
     names = tuple(clean_class_name(n) for n in class_names)
     if not names:

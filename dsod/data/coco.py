@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dsod.data.class_names import class_key, clean_class_name, find_clashes
+from dsod.config.class_names import class_key, clean_class_name, find_clashes
 from dsod.data.errors import (AnnotationError, DataError, ImageReadError, Problem,
                               SplitNotFoundError)
 from dsod.data.image_io import read_image_size
@@ -72,7 +72,7 @@ def _categories(path: Path, data: dict[str, Any], class_names: Sequence[str] | N
                 ) -> tuple[tuple[str, ...], tuple[int, ...], list[str]]:
     """``(class_names, category_ids, notes)``; label ``l`` is category
     ``category_ids[l - 1]``. Names are cleaned
-    (:func:`~dsod.data.class_names.clean_class_name`); given ``class_names`` match the
+    (:func:`~dsod.config.class_names.clean_class_name`); given ``class_names`` match the
     JSON's names up to case and spacing, and ``notes`` says where they are spelled
     otherwise.
 

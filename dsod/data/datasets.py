@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsod.config import DataConfig
-from dsod.data.class_names import class_key
+from dsod.config.class_names import class_key
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset

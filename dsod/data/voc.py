@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dsod.data.base import DetectionDataset, check_class_names
-from dsod.data.class_names import collect_spellings, merge_spellings
+from dsod.config.class_names import collect_spellings, merge_spellings
 from dsod.data.errors import AnnotationError, DataError, Problem
 from dsod.data.voc_layout import (check_root, existing_split, layout_hint, read_split_ids,
                                   voc_split_paths)
@@ -34,7 +34,7 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
     """Every object class named in the XML files of ``splits``, sorted (``data.class_names:
     null``). Files that cannot be parsed are skipped here: reading the data set reports them.
 
-    Names are read as :mod:`dsod.data.class_names` reads them: spellings that differ only
+    Names are read as :mod:`dsod.config.class_names` reads them: spellings that differ only
     in case or spacing are one class, named as most of its objects spell it, with a
     warning naming each spelling, its count and a file that uses it.
 

@@ -18,7 +18,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
-from dsod.data.class_names import class_key, clean_class_name
+from dsod.config.class_names import class_key, clean_class_name
 from dsod.data.errors import AnnotationError, ImageReadError, Problem
 from dsod.data.image_io import read_image_size
 from dsod.structures import Annotation
@@ -146,7 +146,7 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     Args:
         path: the XML file; its stem is the ``image_id``.
         class_names: label ``l`` is ``class_names[l - 1]``. An object's ``<name>`` is read
-            as :func:`~dsod.data.class_names.clean_class_name` reads it; one that differs
+            as :func:`~dsod.config.class_names.clean_class_name` reads it; one that differs
             from a class only in case or spacing is that class (a ``class_variant``
             warning).
         images_dir: where the image is; default ``<path>/../../JPEGImages``.

@@ -14,7 +14,8 @@ name one class:
 * a class list that holds two of them (the config's, or a COCO file's categories) is
   refused (:func:`find_clashes`): their labels could not be told apart.
 
-This module imports nothing from the rest of the package, so the config can use it.
+It belongs to the config, the bottom layer: the config cleans ``data.class_names`` with it,
+and every reader above imports it from here.
 """
 
 from __future__ import annotations
