@@ -54,14 +54,24 @@ def test_clipped_boxes_stay_inside_the_image():
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([{"name": "GaussBlur"}], "not an albumentations transform; did you mean .*GaussianBlur"),
-    ([{"name": "GaussianBlur", "blurlimit": 3}], "no argument 'blurlimit'; did you mean blur_limit"),
-    ([{"name": "GaussianBlur", "p": "often"}], r"augment.extra\[0\].*GaussianBlur"),
-    (["GaussianBlur"], "expected a mapping"),
+    ([{"name": "GaussBlur"}],
+     r"augment.extra\[0\]: 'GaussBlur' is not an albumentations transform; did you mean "
+     r".*GaussianBlur"),
+    ([{"name": "CLAHE"}, {"name": "GaussianBlur", "blurlimit": 3}],
+     r"augment.extra\[1\]: GaussianBlur has no argument 'blurlimit'; did you mean blur_limit"),
+    ([{"name": "GaussianBlur", "p": "often"}], r"augment.extra\[0\]: GaussianBlur: "),
+    ([{"p": 0.2}], r"augment.extra\[0\]: expected a mapping with a name"),
 ])
-def test_a_bad_extra_is_a_config_error_naming_it(extra, message):
+def test_a_bad_extra_is_a_config_error_naming_it_when_the_training_transform_is_built(
+        extra, message):
+    config = config_from_dict({"augment": {"extra": extra}})  # each entry is a mapping
     with pytest.raises(ConfigError, match=message):
-        config_from_dict({"augment": {"extra": extra}})
+        TrainTransform(40, config.augment)
+
+
+def test_an_extra_entry_that_is_no_mapping_is_refused_when_the_config_is_read():
+    with pytest.raises(ConfigError, match=r"augment.extra in <dict>\[0\]: expected a mapping"):
+        config_from_dict({"augment": {"extra": ["GaussianBlur"]}})
 
 
 def test_the_training_transform_applies_the_extra_before_ssds_steps_reproducibly():

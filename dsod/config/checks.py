@@ -63,12 +63,6 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
         if low > high:
             raise ConfigError(f"{where(f'{section}.{key}')}: expected [low, high], got "
                               f"[{low!r}, {high!r}]")
-    if config.augment.extra:
-        from dsod.data.extra_augment import ExtraAugment
-        try:
-            ExtraAugment(config.augment.extra, where("augment.extra").partition(" in ")[2])
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
     names = config.data.class_names
     if names is not None and not names:
         raise ConfigError(f"{where('data.class_names')}: needs at least one class "

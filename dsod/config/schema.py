@@ -117,7 +117,8 @@ class AugmentConfig:
     random_interpolation: bool = True
     mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
     # albumentations transforms applied (bbox-aware) before the steps above, e.g.
-    # [{name: GaussianBlur, blur_limit: [3, 5], p: 0.2}] (dsod.data.extra_augment)
+    # [{name: GaussianBlur, blur_limit: [3, 5], p: 0.2}] (dsod.data.extra_augment, which
+    # checks each entry when the training transform is built)
     extra: tuple[dict, ...] = ()
 
 

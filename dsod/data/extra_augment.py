@@ -14,6 +14,11 @@ boxes, bbox-aware: boxes move with the pixels, are clipped to the image, and are
 when albumentations drops them (e.g. moved wholly outside). SSD's photometric distortion,
 expand, crop, resize and flip follow as configured. Randomness comes from the training
 transform's own generator, so a run stays reproducible.
+
+The entries are checked here, where the training transform builds them (the config only
+checks that each is a mapping): an entry that names no transform, an argument the transform
+does not take, a bad value or a transform that cannot move boxes is a
+:class:`~dsod.config.ConfigError` naming ``augment.extra[i]`` and the problem.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from dsod.config import ConfigError
 
 
 def _albumentations():
@@ -40,7 +47,7 @@ def _transform_class(name: Any, where: str) -> type:
     if not isinstance(name, str) or name not in known:
         close = difflib.get_close_matches(str(name), known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"{where}: {name!r} is not an albumentations transform{hint}")
+        raise ConfigError(f"{where}: {name!r} is not an albumentations transform{hint}")
     return getattr(A, name)
 
 
@@ -48,11 +55,11 @@ def build_transform(spec: Mapping[str, Any], where: str) -> Any:
     """One albumentations transform from ``{"name": NAME, **arguments}``.
 
     Raises:
-        ValueError: the entry is not a mapping with a ``name``, names no albumentations
+        ConfigError: the entry is not a mapping with a ``name``, names no albumentations
             transform, or gives an argument the transform does not take or a bad value.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(f"{where}: expected a mapping with a name, e.g. "
+        raise ConfigError(f"{where}: expected a mapping with a name, e.g. "
                          f"{{name: GaussianBlur, p: 0.2}}, got {spec!r}")
     cls = _transform_class(spec["name"], where)
     arguments = {k: v for k, v in spec.items() if k != "name"}
@@ -61,12 +68,12 @@ def build_transform(spec: Mapping[str, Any], where: str) -> Any:
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; it takes {sorted(accepted)}"
-            raise ValueError(f"{where}: {spec['name']} has no argument {key!r}{hint}")
+            raise ConfigError(f"{where}: {spec['name']} has no argument {key!r}{hint}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()})
     except Exception as error:  # pydantic's ValidationError is a ValueError; others too
         first = str(error).strip().splitlines()
-        raise ValueError(f"{where}: {spec['name']}: {' '.join(first[:3])}") from None
+        raise ConfigError(f"{where}: {spec['name']}: {' '.join(first[:3])}") from None
 
 
 class ExtraAugment:
@@ -77,7 +84,8 @@ class ExtraAugment:
         source: the file or override that set them, for error messages.
 
     Raises:
-        ValueError: an entry cannot be built, or its transform cannot handle boxes.
+        ConfigError: an entry cannot be built, or its transform cannot handle boxes; the
+            message names ``augment.extra[i]`` (and ``source``, when given).
     """
 
     def __init__(self, specs: Sequence[Mapping[str, Any]], source: str | None = None) -> None:
@@ -95,7 +103,7 @@ class ExtraAugment:
             probe = np.zeros((8, 8, 3), np.uint8)
             self.compose(image=probe, bboxes=np.array([[1.0, 1.0, 6.0, 6.0]]), labels=[1])
         except Exception as error:  # noqa: BLE001 - any failure means unusable for detection
-            raise ValueError(f"{where}: cannot be applied to an image with boxes "
+            raise ConfigError(f"{where}: cannot be applied to an image with boxes "
                              f"({type(error).__name__}: {error})") from None
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int

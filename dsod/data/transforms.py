@@ -96,6 +96,10 @@ class TrainTransform:
     ``(seed, worker_info.seed)``, so workers and epochs (non-persistent workers) differ, yet a
     run is reproducible given ``torch.manual_seed``. :meth:`set_seed` reseeds explicitly.
     ``self.last`` is the :class:`AugmentRecord` of the last call.
+
+    Raises:
+        ConfigError: an ``augment.extra`` entry cannot be built
+            (:class:`~dsod.data.extra_augment.ExtraAugment`).
     """
 
     def __init__(self, size: int, cfg: AugmentConfig, rng: np.random.Generator | None = None,
