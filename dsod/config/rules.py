@@ -1,6 +1,7 @@
 """What each setting accepts: the words a choice takes and the range of every number.
 
-Tables only, by ``(section, key)``; :mod:`dsod.config.checks` applies them to a built
+Tables only, by ``(section, key)``, and the words of ``train.amp`` (:data:`AMP_SETTINGS`),
+which the runtime takes from here; :mod:`dsod.config.checks` applies them to a built
 config. A number whose setting is not in ``_RANGES`` may take any finite value.
 """
 
@@ -8,7 +9,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from dsod.runtime.precision import AMP_SETTINGS  # train.amp: auto, none (fp32), bf16, fp16
+PRECISIONS: tuple[str, ...] = ("none", "bf16", "fp16")
+"""The precisions a network can run in: ``"none"`` (fp32), ``"bf16"`` and ``"fp16"``
+(autocast to that dtype); :mod:`dsod.runtime.precision` gives each its dtype."""
+
+AMP_SETTINGS: tuple[str, ...] = ("auto", *PRECISIONS)
+"""What ``train.amp`` and the tools' ``--amp`` accept: ``"auto"`` (chosen for the machine
+by :func:`dsod.runtime.precision.resolve_amp`) or one of :data:`PRECISIONS`."""
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "arch"): ("dsod", "ssd300_vgg16"),

@@ -21,18 +21,19 @@ from pathlib import Path
 
 import torch
 
+from dsod.config.rules import AMP_SETTINGS, PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AMP_DTYPES", "AMP_SETTINGS", "PRECISION_NAMES", "amp_dtype", "amp_setting",
            "autocast_context", "cpu_has_native_bf16", "precision_name", "resolve_amp"]
 
-AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
-                                              "fp16": torch.float16}
-"""The precisions a network can run in, once ``"auto"`` is resolved."""
+_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
+                                          "fp16": torch.float16}
 
-AMP_SETTINGS: tuple[str, ...] = ("auto", *AMP_DTYPES)
-"""What ``train.amp`` and the tools' ``--amp`` accept: ``"auto"`` (chosen for the machine,
-:func:`resolve_amp`) or a precision of :data:`AMP_DTYPES`."""
+AMP_DTYPES: dict[str, torch.dtype | None] = {amp: _DTYPES[amp] for amp in PRECISIONS}
+"""The autocast dtype of each precision the config names (:data:`~dsod.config.rules.PRECISIONS`,
+``"auto"`` resolved), None for fp32."""
 
 SLOW_BF16_WARNING = (
     "train.amp=bf16 on a CPU without native bf16 (no AVX512-BF16, no AMX): bf16 is emulated "
