@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from dsod.matching import _iou
+from dsod.box_ops import box_iou
 
 SIZE_BANDS: tuple[float, ...] = (16, 32, 64, 128, 256)
 """Edges of the size bands, in input pixels of ``sqrt(w * h)``."""
@@ -81,7 +81,7 @@ def real_positives(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.n
     """
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    iou = _iou(boxes.astype(np.float32), priors_xyxy, prior_areas)
+    iou = box_iou(boxes.astype(np.float32), priors_xyxy, prior_areas)
     winner = iou.argmax(0)
     won = iou[winner, np.arange(iou.shape[1])] >= match_iou
     return np.bincount(winner[won], minlength=boxes.shape[0]).astype(np.int64)

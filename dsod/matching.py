@@ -20,9 +20,11 @@ IGNORE = -1
 
 
 def _iou(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.ndarray) -> np.ndarray:
-    """``[N, 4]`` x ``[P, 4]`` xyxy -> ``[N, P]`` IoU (numpy: these arrays are small, and
-    this runs once per training sample in the loader workers). ``priors_xyxy`` is best
-    column-major (``np.asfortranarray``): each coordinate is then one contiguous row."""
+    """``[N, 4]`` x ``[P, 4]`` xyxy -> ``[N, P]`` IoU: :func:`dsod.box_ops.box_iou` with
+    the priors' areas given, laid out for the matcher's hot path (numpy: these arrays are
+    small, and this runs once per training sample in the loader workers). ``priors_xyxy``
+    is best column-major (``np.asfortranarray``): each coordinate is then one contiguous
+    row."""
     iw = np.minimum(boxes[:, 2:3], priors_xyxy[:, 2])
     iw -= np.maximum(boxes[:, 0:1], priors_xyxy[:, 0])
     np.maximum(iw, 0, out=iw)

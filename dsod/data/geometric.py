@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from dsod.box_ops import box_iou
 from dsod.config import AugmentConfig
 
 INTERPOLATIONS: tuple[int, ...] = (
@@ -36,16 +37,6 @@ CROP_TRIALS = 50  # per sampler, the reference's max_trials
 def _round_div(num: int, den: int) -> int:
     """``round(num / den)`` (halves up) in integers, for ``den > 0``."""
     return (2 * num + den) // (2 * den)
-
-
-def box_iou(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """IoU of ``boxes`` ``[N, 4]`` with ``windows`` ``[T, 4]`` (both ``xyxy``); ``[T, N]``."""
-    lt = np.maximum(windows[:, None, :2], boxes[None, :, :2])
-    rb = np.minimum(windows[:, None, 2:], boxes[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    area_w = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
-    return inter / np.maximum(area_w[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def sample_crop(cfg: AugmentConfig, rng: np.random.Generator, width: int, height: int,
@@ -68,8 +59,8 @@ def sample_crop(cfg: AugmentConfig, rng: np.random.Generator, width: int, height
     windows = np.stack([px0, py0, px1, py1], axis=-1)  # [n, t, 4]
     best = None
     if len(boxes):
-        best = box_iou(boxes.astype(np.float64), windows.reshape(-1, 4).astype(np.float64))
-        best = best.max(axis=1).reshape(n, t)
+        best = box_iou(windows.reshape(-1, 4).astype(np.float64), boxes.astype(np.float64))
+        best = best.max(axis=1).reshape(n, t)  # each window's best IoU with a box
     candidates = [(0, 0, width, height)]
     for i, min_iou in enumerate(constraints):
         if min_iou is not None and best is None:

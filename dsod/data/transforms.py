@@ -31,7 +31,7 @@ Deliberate deviation from the reference (the others are in the step modules): bo
 or lower than ``min_box_pixels`` output pixels (default 1, i.e. ``1/S`` normalised) are
 dropped with their labels; Caffe keeps any positive size.
 
-:func:`normalize_to_chw`, :func:`image_to_tensor`, :class:`TestTransform`, :func:`box_iou`,
+:func:`normalize_to_chw`, :func:`image_to_tensor`, :class:`TestTransform`,
 ``INTERPOLATIONS`` and ``CROP_TRIALS`` are re-exported here from the step modules.
 """
 
@@ -44,14 +44,13 @@ import numpy as np
 
 from dsod.config import AugmentConfig
 from dsod.data.extra_augment import ExtraAugment
-from dsod.data.geometric import (CROP_TRIALS, INTERPOLATIONS, box_iou, crop_resize, hflip,
-                                 sample_crop)
+from dsod.data.geometric import CROP_TRIALS, INTERPOLATIONS, crop_resize, hflip, sample_crop
 from dsod.data.photometric import PhotometricPlan, apply_photometric, draw_photometric
 from dsod.data.preprocess import TestTransform, image_to_tensor, normalize_to_chw
 
 __all__ = [
     "AugmentRecord", "CROP_TRIALS", "INTERPOLATIONS", "TestTransform", "TrainTransform",
-    "box_iou", "image_to_tensor", "normalize_to_chw",
+    "image_to_tensor", "normalize_to_chw",
 ]
 
 
