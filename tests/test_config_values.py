@@ -6,7 +6,8 @@ import typing
 
 import pytest
 
-from dsod.config import _SECTION_TYPES, ConfigError, config_from_dict, load_config
+from dsod.config import ConfigError, config_from_dict, load_config
+from dsod.config.schema import _SECTION_TYPES
 
 
 def _is_numeric(annotation) -> bool:

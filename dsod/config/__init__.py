@@ -16,20 +16,21 @@ an override names the override, not the file.
 The modules: ``schema`` (the settings and their defaults), ``rules`` (what values they
 take), ``checks`` (a built config against the rules and across fields), ``build``
 (plain data to and from a config), ``overrides`` (``SECTION.KEY=VALUE`` items),
-``strict_yaml`` (the loader that refuses duplicate keys) and ``files`` (load and save).
-Import from ``dsod.config``; the names below are its API.
+``strict_yaml`` (the loader that refuses duplicate keys), ``files`` (load and save) and
+``class_names`` (how every class name is read and when two name one class).
+Import from ``dsod.config``; the names below are its API (the tables are the modules'
+own internals).
 """
 
-from dsod.config.build import _coerce, config_from_dict, config_to_dict
+from dsod.config.build import config_from_dict, config_to_dict
 from dsod.config.files import load_config, save_config
 from dsod.config.overrides import parse_overrides
-from dsod.config.rules import _CHOICES, _RANGES, AMP_SETTINGS
+from dsod.config.rules import AMP_SETTINGS
 from dsod.config.schema import (
-    _SECTION_TYPES, VOC_CLASSES, AugmentConfig, Config, ConfigError, DataConfig, LossConfig,
-    ModelConfig, PriorConfig, SolverConfig, TestConfig, TrainConfig,
+    VOC_CLASSES, AugmentConfig, Config, ConfigError, DataConfig, LossConfig, ModelConfig,
+    PriorConfig, SolverConfig, TestConfig, TrainConfig,
 )
 
-# The API. The tables and _coerce are internals, importable from here for tests.
 __all__ = [
     "AMP_SETTINGS", "VOC_CLASSES", "AugmentConfig", "Config", "ConfigError", "DataConfig",
     "LossConfig", "ModelConfig", "PriorConfig", "SolverConfig", "TestConfig", "TrainConfig",
