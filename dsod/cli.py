@@ -16,7 +16,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from dsod.data.errors import DataError
     from dsod.engine.checkpoint import CheckpointError
     from dsod.engine.run_lock import OutputFolderBusyError
-    from dsod.engine.trainer import NonFiniteLossError
+    from dsod.engine.stopping import NonFiniteLossError
     from dsod.runtime.compiled import CompileError
     return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError,
             OutputFolderBusyError)
