@@ -18,7 +18,7 @@ import torch
 
 from dsod.config import Config
 from dsod.runtime.precision import PRECISION_NAMES
-from dsod.engine.host_memory import allocator_mode
+from dsod.runtime.host_memory import allocator_mode
 
 PRECISIONS = tuple(PRECISION_NAMES.values())  # fp32, bf16, fp16
 REPO_ROOT = Path(__file__).resolve().parents[1]

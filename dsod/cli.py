@@ -63,9 +63,9 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     divergence problem prints ``error: ...`` and returns 2, Ctrl-C returns 130.
 
     First it lets the C allocator keep freed memory for reuse
-    (:func:`~dsod.engine.host_memory.reuse_freed_memory`; ``DSOD_SYSTEM_MALLOC=1`` opts
+    (:func:`~dsod.runtime.host_memory.reuse_freed_memory`; ``DSOD_SYSTEM_MALLOC=1`` opts
     out): large CPU tensors then cost no fresh page faults at every layer."""
-    from dsod.engine.host_memory import reuse_freed_memory
+    from dsod.runtime.host_memory import reuse_freed_memory
     reuse_freed_memory()
     try:
         code = work()

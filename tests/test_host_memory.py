@@ -12,7 +12,7 @@ import pytest
 # holds in separately mapped blocks (mallinfo2's hblkhd) with it alive, and the mode.
 PROBE = """
 import ctypes, json, torch
-from dsod.engine.host_memory import reuse_freed_memory
+from dsod.runtime.host_memory import reuse_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (

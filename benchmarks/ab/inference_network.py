@@ -14,7 +14,7 @@ import fuse_old
 from dsod.config import load_config
 from dsod.engine.builders import build_model
 from dsod.runtime.speed_paths import for_inference
-from dsod.engine.host_memory import reuse_freed_memory
+from dsod.runtime.host_memory import reuse_freed_memory
 reuse_freed_memory()
 torch.manual_seed(0)
 def trained_looking(m):

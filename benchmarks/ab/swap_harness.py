@@ -14,7 +14,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from benchmarks.models import TrainingStep, prepare_model, random_images  # noqa: E402
 from dsod.config import load_config  # noqa: E402
-from dsod.engine.host_memory import reuse_freed_memory  # noqa: E402
+from dsod.runtime.host_memory import reuse_freed_memory  # noqa: E402
 
 
 def side_by_side(name: str, run: Callable[[], object], network: nn.Module,

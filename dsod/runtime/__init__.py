@@ -9,6 +9,8 @@ running it lives here, and the rest of the package reaches it through
   (device, precision, layout, speed paths).
 * :mod:`~dsod.runtime.precision`: ``train.amp`` (auto, fp32, bf16, fp16) chosen for the
   machine.
+* :mod:`~dsod.runtime.host_memory`: how the C allocator serves large CPU tensors (every
+  tool sets it up at start, :mod:`dsod.cli`).
 
 Each speed path makes one block faster (or, for the centre-tap convolution, correct in
 bf16 on the CPU) and must give the same numbers as the plain block:
