@@ -190,7 +190,7 @@ def training_sweep(config: Config, device: torch.device, precision: str, counts:
 
 def forward_gflops(config: Config) -> float:
     """GFLOPs (10^9, a multiply-add counted as two) of one forward pass of one image at the
-    config's input size, by ``torch.utils.flop_counter`` as :mod:`dsod.engine.summary` counts
+    config's input size, by ``torch.utils.flop_counter`` as :mod:`dsod.apps.summary` counts
     them, but on the meta device: the same shapes and count, no memory and no arithmetic."""
     size = config.model.input_size
     try:

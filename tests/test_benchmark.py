@@ -15,7 +15,7 @@ from benchmarks.common import BenchOptions, default_counts
 from benchmarks.models import forward_gflops
 from benchmarks.pipeline import trained_like_outputs
 from benchmarks.suite import SECTIONS, run_benchmarks
-from dsod.engine.summary import model_summary
+from dsod.apps.summary import model_summary
 from conftest import load_tool, tiny_config
 
 

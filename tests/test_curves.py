@@ -3,7 +3,7 @@ import json
 import cv2
 import pytest
 
-from dsod.engine.curves import read_learning_curve
+from dsod.apps.learning_curves import read_learning_curve
 
 from conftest import load_tool
 

@@ -13,7 +13,7 @@ from dsod.matching import TargetEncoder
 from dsod.engine.builders import build_model, build_priors
 from dsod.models.detector import count_parameters
 from dsod.models.ssd_vgg import SSDVGG16, ssd_vgg_feature_sizes
-from dsod.engine.summary import model_summary
+from dsod.apps.summary import model_summary
 
 SSD_PRIORS = {"min_sizes": [30, 60, 111, 162, 213, 264],
               "max_sizes": [60, 111, 162, 213, 264, 315],
@@ -101,7 +101,7 @@ def test_priors_per_location_mismatch() -> None:
 
 
 def test_summary(model: SSDVGG16, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dsod.engine.summary.build_model", lambda config: model)
+    monkeypatch.setattr("dsod.apps.summary.build_model", lambda config: model)
     summary = model_summary(ssd_config())
     assert summary["priors"] == 8732
     assert summary["sources"][0] == [512, 38, 38] and summary["sources"][-1] == [256, 1, 1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dsod.cli import run_guarded
 from dsod.data.errors import DataError
-from dsod.engine.curves import plot_learning_curves, read_learning_curve
+from dsod.apps.learning_curves import plot_learning_curves, read_learning_curve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def summarise(config) -> None:
-        from dsod.engine.summary import format_summary, model_summary
+        from dsod.apps.summary import format_summary, model_summary
         summary = model_summary(config)
         print(json.dumps(summary) if args.json else format_summary(summary))
 
