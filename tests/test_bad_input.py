@@ -19,7 +19,7 @@ from dsod.data.coco import COCODataset
 from dsod.data.datasets import build_dataset, build_test_set
 from dsod.data.errors import DataError
 from dsod.data.voc import VOCDataset, voc_class_names
-from dsod.engine.eval_tool import evaluate_command
+from dsod.apps.eval_tool import run_eval
 from dsod.engine.trainer import Trainer, train
 from dsod.evaluation.voc_files import read_voc_results, write_voc_results
 from dsod.structures import Detections
@@ -58,9 +58,9 @@ def test_evaluation_refuses_a_test_split_mostly_left_out_unless_asked(tmp_path, 
     _cut_xml(tmp_path / "shapes" / "Annotations" / f"{i}.xml" for i in test_ids[:3])
     checkpoint = tmp_path / "run" / "checkpoints" / "final.pth"
     with pytest.raises(DataError, match=r"3 of the 4 images of the test split .*--partial"):
-        evaluate_command(config, checkpoint, out_dir=tmp_path / "eval", progress=False)
-    figures = evaluate_command(config, checkpoint, out_dir=tmp_path / "eval", progress=False,
-                               json_path=tmp_path / "eval" / "figures.json", partial=True)
+        run_eval(config, checkpoint, out_dir=tmp_path / "eval", progress=False)
+    figures = run_eval(config, checkpoint, out_dir=tmp_path / "eval", progress=False,
+                       json_path=tmp_path / "eval" / "figures.json", partial=True)
     assert "left out: 3 of the 4 test images" in capsys.readouterr().out
     saved = json.loads((tmp_path / "eval" / "figures.json").read_text())
     assert len(saved["left_out_images"]) == 3 == len(figures["left_out_images"])
@@ -111,8 +111,8 @@ def test_a_failed_output_keeps_the_figures(tmp_path, capsys):
     out.mkdir()
     (out / "voc_results").write_text("a file where the results folder should be")
     with pytest.raises(DataError, match=r"could not write the detections.*figures above"):
-        evaluate_command(config, tmp_path / "run" / "checkpoints" / "final.pth", out_dir=out,
-                         json_path=out / "figures.json", progress=False)
+        run_eval(config, tmp_path / "run" / "checkpoints" / "final.pth", out_dir=out,
+                 json_path=out / "figures.json", progress=False)
     assert "VOC07 11-point mAP" in capsys.readouterr().out
     assert "mAP07" in json.loads((out / "figures.json").read_text())["voc"]
 
@@ -239,8 +239,8 @@ def test_each_run_says_first_where_it_writes(tmp_path, caplog, capsys):
     assert caplog.records[0].getMessage() == f"writing to {(tmp_path / 'run').absolute()}"
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        evaluate_command(config, tmp_path / "run" / "checkpoints" / "final.pth",
-                         out_dir=tmp_path / "eval", progress=False)
+        run_eval(config, tmp_path / "run" / "checkpoints" / "final.pth",
+                 out_dir=tmp_path / "eval", progress=False)
     assert caplog.records[0].getMessage() == f"writing to {(tmp_path / 'eval').absolute()}"
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
@@ -256,7 +256,7 @@ def test_repeated_coco_annotation_ids_are_warned_about_and_scored_right(tmp_path
 
     from test_coco_data import coco_json, write_coco
 
-    from dsod.engine.evaluate import score
+    from dsod.evaluation.scores import score_detections
     data = coco_json()
     data["annotations"] = [  # ids 5 and 9 used twice, by boxes of other images
         {"id": 5, "image_id": 7, "category_id": 1, "bbox": [10, 10, 30, 30], "iscrowd": 0},
@@ -275,7 +275,7 @@ def test_repeated_coco_annotation_ids_are_warned_about_and_scored_right(tmp_path
     perfect = {a.image_id: Detections(a.boxes.astype(np.float64), np.ones(len(a)), a.labels)
                for a in dataset.annotations}
     with caplog.at_level(logging.WARNING):
-        scores = score(dataset, perfect)
+        scores = score_detections(dataset, perfect)
     assert scores.coco["AP"] == pytest.approx(1.0)
     assert any("2 annotation id(s) are each used by more than one box (4 boxes), e.g. 5, 9"
                in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
@@ -294,8 +294,8 @@ def test_eval_reports_the_test_splits_annotation_problems(tmp_path, caplog):
     (results / "comp4_det_test_cat.txt").write_text("a 0.9 1 1 50 40\n")
     config = load_config(write_config(tmp_path, root))
     with caplog.at_level(logging.WARNING):
-        figures = evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
-                                   json_path=tmp_path / "eval" / "figures.json")
+        figures = run_eval(config, voc_results=results, out_dir=tmp_path / "eval",
+                           json_path=tmp_path / "eval" / "figures.json")
     logged = [r.getMessage() for r in caplog.records]
     assert "test data: 1 warning box_clipped, 1 warning unknown_class" in logged
     assert any("b.xml" in line and "class 'wombat' is not in data.class_names" in line
@@ -384,8 +384,8 @@ def test_eval_json_on_a_full_disk_leaves_no_cut_off_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", _disk_full)
     with pytest.raises(DataError, match=r"could not write the figures: No space left on "
                                         r"device .*the figures above are complete"):
-        evaluate_command(config, voc_results=results, out_dir=tmp_path / "eval",
-                         json_path=figures)
+        run_eval(config, voc_results=results, out_dir=tmp_path / "eval",
+                 json_path=figures)
     assert figures.read_text() == '{"old": true}'
     assert sorted(p.name for p in figures.parent.iterdir()) == ["figures.json", "pr_curves.png"]
 

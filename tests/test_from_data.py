@@ -15,7 +15,7 @@ from test_voc_data import obj, write_voc, xml
 from dsod.config import ConfigError, config_from_dict, config_to_dict, load_config
 from dsod.data.voc import voc_class_names
 from dsod.engine.checkpoint import load_checkpoint
-from dsod.engine.eval_tool import evaluate_command
+from dsod.apps.eval_tool import run_eval
 from dsod.engine.from_data import with_class_names
 from dsod.engine.trainer import train
 from dsod.inference import Detector
@@ -64,8 +64,8 @@ def test_fitted_priors_and_the_class_list_travel_with_the_run(tmp_path):
     # The config that says fit: true and class_names: null evaluates the checkpoint as is,
     # with the priors and classes the run resolved; the run's own config.yaml agrees.
     checkpoint = out / "checkpoints" / "final.pth"
-    as_given = evaluate_command(config, checkpoint, out_dir=tmp_path / "eval1", progress=False)
-    from_run = evaluate_command(saved, checkpoint, out_dir=tmp_path / "eval2", progress=False)
+    as_given = run_eval(config, checkpoint, out_dir=tmp_path / "eval1", progress=False)
+    from_run = run_eval(saved, checkpoint, out_dir=tmp_path / "eval2", progress=False)
     assert as_given["voc"] == from_run["voc"]
     detector = Detector.from_checkpoint(checkpoint, config)
     assert detector.class_names == ["circle", "square", "triangle"]

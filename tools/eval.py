@@ -53,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)
 
-    def evaluate(config):
-        from dsod.engine.eval_tool import evaluate_command
-        evaluate_command(config, checkpoint=args.checkpoint, voc_results=args.voc_results,
-                         coco_results=args.coco_results, out_dir=args.out, json_path=args.json,
-                         device=args.device, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.no_progress, amp=args.amp, compile=args.compile,
-                         partial=args.partial)
+    def work(config):
+        from dsod.apps.eval_tool import run_eval
+        run_eval(config, checkpoint=args.checkpoint, voc_results=args.voc_results,
+                 coco_results=args.coco_results, out_dir=args.out, json_path=args.json,
+                 device=args.device, batch_size=args.batch_size, workers=args.workers,
+                 progress=not args.no_progress, amp=args.amp, compile=args.compile,
+                 partial=args.partial)
 
-    return run_tool(args.config, args.overrides, evaluate)
+    return run_tool(args.config, args.overrides, work)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class RunLog:
 
     def write_scores(self, step: int, metrics: Mapping[str, Any]) -> None:
         """The record of an evaluation: VOC07 and area mAP (0.0 when no class had ground
-        truth) and COCO AP of :meth:`~dsod.engine.evaluate.Scores.as_dict`'s ``metrics``."""
+        truth) and COCO AP of :meth:`~dsod.evaluation.scores.Scores.as_dict`'s ``metrics``."""
         self.write({"step": step, "mAP07": metrics["voc"]["mAP07"] or 0.0,
                     "mAP": metrics["voc"]["mAP"] or 0.0, "AP": metrics["coco"]["AP"]})
 

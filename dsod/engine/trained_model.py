@@ -1,11 +1,16 @@
 """A trained detector read back from a checkpoint: the one way evaluation and the Python API
-load one (:func:`load_trained_model`)."""
+load one.
+
+:func:`load_trained_model` does it in one call. ``tools/eval.py`` takes its two steps
+itself, so that it can check the test split between them: :func:`checkpoint_config`
+resolves the config once, and :func:`build_trained_model` builds the network from it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 
@@ -15,7 +20,8 @@ from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
                                     load_model_weights, warn_non_finite)
 from dsod.engine.builders import build_model
 
-__all__ = ["TrainedModel", "load_trained_model"]
+__all__ = ["TrainedModel", "build_trained_model", "checkpoint_config", "load_trained_model",
+           "recorded_class_names"]
 
 
 @dataclass
@@ -56,54 +62,91 @@ def _config_for(path: str | Path, state: Mapping[str, Any], config: Config | str
     return config
 
 
-def load_trained_model(checkpoint: str | Path, config: Config | str | Path | None = None,
-                       overrides: Sequence[str] = (), *,
-                       check: Callable[[Config, list | None], None] | None = None,
-                       state: Mapping[str, Any] | None = None) -> TrainedModel:
-    """Read ``checkpoint`` and build its network.
+def checkpoint_config(checkpoint: str | Path, state: Mapping[str, Any],
+                      config: Config | str | Path | None = None,
+                      overrides: Sequence[str] = ()) -> Config:
+    """The config a checkpoint's network runs under, resolved once.
 
     Args:
-        checkpoint: a file written by training (``{"model": state_dict, "config": ...,
-            "class_names": [...]}``, and ``"ema": {"weights": state_dict, ...}`` for a run
-            that kept a moving average of its weights: those are the ones read).
+        checkpoint: the checkpoint's path, for messages.
+        state: its contents (:func:`~dsod.engine.checkpoint.load_checkpoint`).
         config: None takes the config saved in the checkpoint; a path is loaded with
             :func:`~dsod.config.load_config`; a :class:`Config` is used as it is.
         overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
-        check: called with the config (the checkpoint's settings adopted and checked) and
-            the class names the checkpoint records (None without) before the network is
-            built: evaluation checks the test split's classes there, so that a split of
-            other classes is named as such rather than as weights that do not fit.
-        state: the checkpoint's contents, when the caller has read them already.
+
+    Returns:
+        The config with what it leaves to the data taken from the checkpoint (class list,
+        fitted priors: :func:`~dsod.engine.checkpoint.adopt_checkpoint_settings`), checked
+        to read the network's outputs as training did.
+
+    Raises:
+        CheckpointError: the checkpoint has no config (and none was given), or was trained
+            with other priors, input size or mean than the config gives.
+        ConfigError: the config or an override is invalid.
+    """
+    source = f"checkpoint {checkpoint}"
+    resolved = adopt_checkpoint_settings(_config_for(checkpoint, state, config, overrides),
+                                         state, source)
+    check_prediction_settings(state.get("config"), resolved, source)
+    return resolved
+
+
+def recorded_class_names(state: Mapping[str, Any]) -> list[str] | None:
+    """The ``C`` class names a checkpoint records, or None for one without them."""
+    recorded = state.get("class_names")
+    return [str(n) for n in recorded] if isinstance(recorded, (list, tuple)) else None
+
+
+def build_trained_model(checkpoint: str | Path, state: Mapping[str, Any], config: Config
+                        ) -> TrainedModel:
+    """The network of ``config`` holding the checkpoint's weights.
+
+    Args:
+        checkpoint: the checkpoint's path, for messages.
+        state: its contents (``{"model": state_dict, "config": ..., "class_names": [...]}``,
+            and ``"ema": {"weights": state_dict, ...}`` for a run that kept a moving average
+            of its weights: those are the ones read).
+        config: the config the network runs under, as :func:`checkpoint_config` resolves it.
 
     Weights that hold NaN or infinity (a run that diverged) are loaded with a warning
     naming the file and the tensors.
 
     Raises:
-        CheckpointError: the file is unreadable, has no config (and none was given), its
-            weights do not fit the config's model (the message lists the keys), it was
-            trained with other priors, input size or mean than the config gives, or it
-            names another number of classes than the model has.
-        ConfigError: the config or an override is invalid.
+        CheckpointError: the weights do not fit the config's model (the message lists the
+            keys), or the checkpoint names another number of classes than the model has.
     """
     source = f"checkpoint {checkpoint}"
-    state = load_checkpoint(checkpoint) if state is None else state
-    resolved = adopt_checkpoint_settings(_config_for(checkpoint, state, config, overrides),
-                                         state, source)
-    check_prediction_settings(state.get("config"), resolved, source)
-    recorded = state.get("class_names")
-    recorded = list(recorded) if isinstance(recorded, (list, tuple)) else None
-    if check is not None:
-        check(resolved, recorded)
-    model = build_model(resolved)
+    model = build_model(config)
     # A run that kept a moving average of its weights (solver.ema) evaluated with it.
     average = state.get("ema")
     if isinstance(average, Mapping) and "weights" in average:
         load_model_weights(model, average["weights"], source=f"{source} (ema)")
     else:
         load_model_weights(model, state["model"], source=source)
-    names = [str(n) for n in recorded] if recorded is not None else None
-    if names is not None and len(names) != resolved.num_classes - 1:
+    names = recorded_class_names(state)
+    if names is not None and len(names) != config.num_classes - 1:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
-                              f"{resolved.num_classes - 1}")
+                              f"{config.num_classes - 1}")
     warn_non_finite(model.state_dict(), source)
-    return TrainedModel(model, resolved, names, source)
+    return TrainedModel(model, config, names, source)
+
+
+def load_trained_model(checkpoint: str | Path, config: Config | str | Path | None = None,
+                       overrides: Sequence[str] = ()) -> TrainedModel:
+    """Read ``checkpoint`` and build its network: :func:`checkpoint_config`, then
+    :func:`build_trained_model`.
+
+    Args:
+        checkpoint: a file written by training.
+        config: None takes the config saved in the checkpoint; a path is loaded with
+            :func:`~dsod.config.load_config`; a :class:`Config` is used as it is.
+        overrides: ``key=value`` config overrides (e.g. ``test.nms_iou=0.5``).
+
+    Raises:
+        CheckpointError: the file is unreadable, or as :func:`checkpoint_config` and
+            :func:`build_trained_model` raise it.
+        ConfigError: the config or an override is invalid.
+    """
+    state = load_checkpoint(checkpoint)
+    return build_trained_model(checkpoint, state,
+                               checkpoint_config(checkpoint, state, config, overrides))

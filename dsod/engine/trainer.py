@@ -30,11 +30,11 @@ from dsod.data.loader import (DetectionDataset, IterationBatchSampler, close_loa
                               collate_training, ignore_stop_signals)
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
-from dsod.engine.builders import (build_loss, build_model, build_postprocessor,
-                                  build_training_samples, head_input_scale)
+from dsod.engine.builders import (build_loss, build_model, build_training_samples,
+                                  head_input_scale)
 from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.ema import WeightAverage, ema_decay
-from dsod.engine.evaluate import evaluate_model
+from dsod.engine.predict import predict_split
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.learning import LearningMonitor
 from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, schedule_warnings
@@ -44,6 +44,7 @@ from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignal
 from dsod.engine.step import MicroBatch, StepResult, train_step
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
 from dsod.engine.run_lock import claim_output_folder
+from dsod.evaluation.scores import score_detections
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
 
@@ -191,7 +192,7 @@ class Trainer:
             close_loader(batches)
         bar.close()
         self.save_checkpoint()
-        metrics = self.log.write_final(self.step, self.evaluate())
+        metrics = self.log.write_final(self.step, self.score_test_split())
         if dist.is_main_process():
             self.checkpoints.save_named({**self.state_dict(), "metrics": json.dumps(metrics)},
                                         "final")
@@ -286,21 +287,22 @@ class Trainer:
             self._test_set = test_set
         return self._test_set
 
-    def evaluate(self) -> dict[str, Any] | None:
-        """Score the current model on the test split (main process returns the figures)."""
-        c = self.config
-        scores, _ = evaluate_model(
-            self.state.eval_model, self.test_split(), build_postprocessor(c), c.model.input_size,
-            c.augment.mean_bgr, self.settings, c.test.batch_size, c.data.workers,
-            c.data.on_bad_sample)
-        if scores is None:
+    def score_test_split(self) -> dict[str, Any] | None:
+        """Predict the test split with the current model (:func:`predict_split`, as
+        ``tools/eval.py`` does) and score it (:func:`score_detections`); the main process
+        returns the figures (:meth:`Scores.as_dict`), the others None."""
+        test_set = self.test_split()
+        detections, _ = predict_split(self.state.eval_model, test_set, self.config,
+                                      self.settings)
+        if not dist.is_main_process():
             return None
+        scores = score_detections(test_set, detections)
         logger.info("step %d\n%s", self.step, scores.report())
         return scores.as_dict()
 
     def _periodic_eval(self) -> None:
         """Evaluate, log the figures, and save ``best.pth`` when VOC07 mAP is the best yet."""
-        metrics = self.evaluate()
+        metrics = self.score_test_split()
         if metrics is None:
             return
         self.log.write_scores(self.step, metrics)

@@ -1,4 +1,6 @@
-"""Detection metrics: PASCAL VOC (devkit rules) and COCO (pycocotools)."""
+"""Detection metrics: PASCAL VOC (devkit rules) and COCO (pycocotools), the figures of a
+split (:mod:`~dsod.evaluation.scores`) and results files (:mod:`~dsod.evaluation.voc_files`,
+:mod:`~dsod.evaluation.results_files`)."""
 
 from .coco import (
     COCO_METRIC_NAMES,
@@ -9,11 +11,14 @@ from .coco import (
     evaluate_coco_with_summary,
     coco_image_id_map,
 )
+from .results_files import read_coco_results, read_voc_result_dir, write_results
+from .scores import Scores, score_detections
 from .voc import VOCResult, evaluate_voc, format_voc_table, voc_ap
 from .voc_files import plot_pr_curves, read_voc_results, write_voc_results
 
 __all__ = [
     "COCO_METRIC_NAMES",
+    "Scores",
     "VOCResult",
     "annotations_to_coco",
     "coco_from_dict",
@@ -24,7 +29,11 @@ __all__ = [
     "format_voc_table",
     "coco_image_id_map",
     "plot_pr_curves",
+    "read_coco_results",
+    "read_voc_result_dir",
     "read_voc_results",
+    "score_detections",
     "voc_ap",
+    "write_results",
     "write_voc_results",
 ]
