@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.common import BenchOptions, median, time_runs, torch_threads
 from dsod.config import Config
+from dsod.config.labels import with_background
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TrainTransform
 from dsod.data.voc import VOCDataset
@@ -69,7 +70,7 @@ def postprocess_section(config: Config, options: BenchOptions) -> dict[str, Any]
     candidates = (scores > postprocessor.conf_threshold).sum((1, 2)).float().mean()
     return {"ms_per_image": median(times) * 1e3 / counts.postprocess_batch,
             "batch": counts.postprocess_batch, "priors": num_priors,
-            "classes": config.num_classes - 1,
+            "classes": config.num_object_classes,
             "candidates_per_image": float(candidates),
             "detections_per_image": float(np.mean([len(d) for d in detections]))}
 
@@ -125,7 +126,7 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     # the number of classes changes nothing here.
     names = tuple(dataset.class_names)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, num_classes=len(names) + 1),
+        config, model=dataclasses.replace(config.model, num_classes=with_background(len(names))),
         data=dataclasses.replace(config.data, class_names=names))
     samples = build_training_samples(config, dataset)
     samples[(0, indices[0])]  # warm-up: first decode, LUTs, prior tensors

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dsod.config import Config
+from dsod.config.labels import object_labels
 from dsod.data.image_io import read_image
 from dsod.data.transforms import TestTransform
 from dsod.engine.builders import build_postprocessor
@@ -145,10 +146,10 @@ class Detector:
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
         self.batch_size = max(1, int(batch_size or config.test.batch_size))
-        num_classes = config.num_classes - 1
+        num_classes = config.num_object_classes
         names = class_names if class_names is not None else config.data.class_names
         if names is None:
-            names = [f"class_{label}" for label in range(1, num_classes + 1)]
+            names = [f"class_{label}" for label in object_labels(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
         self.class_names: list[str] = [str(n) for n in names]

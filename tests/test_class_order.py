@@ -34,11 +34,12 @@ def reversed_ids(data: dict) -> dict:
 def test_check_classes_by_hand(tmp_path):
     data = COCODataset(write_coco(tmp_path, coco_json()), tmp_path / "val2017")
     assert data.class_names == ("person", "airplane", "toothbrush")
-    check_classes(data, 4, ["person", "airplane", "toothbrush"])  # 3 classes + background
-    with pytest.raises(DataError, match=r"has 3 classes but the model has 80.*num_classes to 4"):
-        check_classes(data, 81)
+    check_classes(data, 3, ["person", "airplane", "toothbrush"])  # 3 object classes
+    with pytest.raises(DataError, match=r"has 3 classes but the model has 80 "
+                                        r"\(model.num_classes = 81 .*num_classes to 4"):
+        check_classes(data, 80)
     with pytest.raises(DataError, match=r"label 1 is 'person' there but 'toothbrush'"):
-        check_classes(data, 4, ["toothbrush", "airplane", "person"])
+        check_classes(data, 3, ["toothbrush", "airplane", "person"])
 
 
 def coco_config(tmp_path, **model):

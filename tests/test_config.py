@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from dsod.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from dsod.config.labels import BACKGROUND, object_labels, with_background, without_background
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -53,6 +54,17 @@ def test_num_classes_must_match_class_names():
     cfg = load_config(CONFIGS / "dsod300_voc.yaml",
                       ["model.num_classes=4", "data.class_names=[RBC,WBC,Platelets]"])
     assert cfg.num_classes == 4
+
+
+def test_the_background_is_added_and_taken_away_in_one_place():
+    named = config_from_dict({"data": {"class_names": ["RBC", "WBC", "Platelets"]}})
+    assert (named.num_classes, named.num_object_classes) == (4, 3)
+    counted = config_from_dict({"model": {"num_classes": 5}, "data": {"class_names": None}})
+    assert (counted.num_classes, counted.num_object_classes) == (5, 4)
+    assert list(object_labels(counted.num_object_classes)) == [1, 2, 3, 4]
+    assert (BACKGROUND, with_background(3), without_background(4)) == (0, 4, 3)
+    with pytest.raises(ConfigError, match="model.num_classes is needed"):
+        config_from_dict({"data": {"class_names": None}}).num_object_classes
 
 
 def test_invalid_choice_is_rejected():

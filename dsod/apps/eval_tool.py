@@ -142,7 +142,7 @@ def run_eval(config: Config, checkpoint: str | Path | None = None,
     tie_break, coco_entries = None, None
     if state is not None:
         # A split of other classes is named as such, before weights that would not fit.
-        check_classes(dataset, config.num_classes, recorded_class_names(state),
+        check_classes(dataset, config.num_object_classes, recorded_class_names(state),
                       f"the test split {list(config.data.test)}", f"checkpoint {checkpoint}")
         trained = build_trained_model(checkpoint, state, config)
         detections, unreadable = predict_split(

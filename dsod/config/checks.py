@@ -15,6 +15,7 @@ from typing import Any
 from dsod.config.rules import _CHOICES, _LOW_HIGH, _RANGES
 from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
 from dsod.config.class_names import describe_clashes, find_clashes
+from dsod.config.labels import with_background
 
 
 def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:
@@ -102,7 +103,7 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
         if not config.model.stem_channels:
             raise ConfigError(f"{where('model.stem_channels')}: needs at least one entry")
     if names is not None and config.model.num_classes is not None \
-            and config.model.num_classes != len(names) + 1:
+            and config.model.num_classes != with_background(len(names)):
         raise ConfigError(f"{where('model.num_classes', 'data.class_names')}: "
                           f"{config.model.num_classes} does not match data.class_names "
                           f"({len(names)} classes + background)")

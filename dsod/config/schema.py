@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dsod.config.labels import with_background, without_background
+
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -226,12 +228,27 @@ class Config:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes including background (index 0)."""
+        """The classes the detector scores: the object classes and the background (label 0;
+        :mod:`dsod.config.labels`).
+
+        Raises:
+            ConfigError: ``model.num_classes`` and ``data.class_names`` are both null.
+        """
         if self.model.num_classes is not None:
             return self.model.num_classes
         if self.data.class_names is None:
             raise ConfigError("model.num_classes is needed when data.class_names is null")
-        return len(self.data.class_names) + 1
+        return with_background(len(self.data.class_names))
+
+    @property
+    def num_object_classes(self) -> int:
+        """``C``, the object classes (labels ``1..C``): :attr:`num_classes` without the
+        background.
+
+        Raises:
+            ConfigError: ``model.num_classes`` and ``data.class_names`` are both null.
+        """
+        return without_background(self.num_classes)
 
 
 _SECTION_TYPES: dict[str, type] = {

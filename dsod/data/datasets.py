@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from dsod.config import DataConfig
 from dsod.config.class_names import class_key
+from dsod.config.labels import with_background
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
 from dsod.data.base import README_HINT, DetectionDataset
@@ -77,19 +78,21 @@ def check_distinct_entries(data_config: DataConfig, split: str) -> None:
         seen[key] = entry
 
 
-def check_classes(dataset: DetectionDataset, num_classes: int,
+def check_classes(dataset: DetectionDataset, num_object_classes: int,
                   expected_names: Sequence[str] | None = None, source: str = "the data set",
                   expected_from: str = "the model") -> None:
-    """Raise a DataError unless ``dataset`` has ``num_classes - 1`` classes (the model's
-    count, background included) and, when ``expected_names`` is given, those names in that
-    order: labels are positions in the class list, so data whose classes come in another
-    order (a COCO JSON with other category ids) would silently swap them. A name spelled
-    otherwise only in case or spacing is the same class (with a warning)."""
+    """Raise a DataError unless ``dataset`` has ``num_object_classes`` classes (the model's
+    count without the background, :attr:`~dsod.config.Config.num_object_classes`) and, when
+    ``expected_names`` is given, those names in that order: labels are positions in the
+    class list, so data whose classes come in another order (a COCO JSON with other
+    category ids) would silently swap them. A name spelled otherwise only in case or spacing
+    is the same class (with a warning)."""
     names = list(dataset.class_names)
-    if len(names) != num_classes - 1:
+    if len(names) != num_object_classes:
         raise DataError(f"{source} has {len(names)} classes but {expected_from} has "
-                        f"{num_classes - 1} (model.num_classes = {num_classes} with the "
-                        f"background): set model.num_classes to {len(names) + 1} or name the "
+                        f"{num_object_classes} (model.num_classes = "
+                        f"{with_background(num_object_classes)} with the background): set "
+                        f"model.num_classes to {with_background(len(names))} or name the "
                         f"classes in data.class_names")
     expected = None if expected_names is None else list(expected_names)
     if expected is not None and len(expected) != len(names):

@@ -27,9 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dsod.config.labels import object_labels
 from dsod.data.errors import SplitNotFoundError
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+LABELS = object_labels(len(SHAPES_CLASSES))  # 1..3: what an image's shapes are drawn from
 MARKER = ".dsod_shapes.json"  # written last: its presence means "complete"
 _VERSION = 2
 _MAX_OVERLAP = 0.2  # of either box's area
@@ -116,7 +118,7 @@ def render_shapes_image(rng: np.random.Generator, size: int,
     for _ in range(wanted * 10):
         if len(boxes) == wanted:
             break
-        label = int(rng.integers(1, len(SHAPES_CLASSES) + 1))
+        label = int(rng.integers(LABELS.start, LABELS.stop))
         shape = _sample_shape(rng, label, rng.uniform(0.15, 0.5) * size, size)
         if shape is None:
             continue

@@ -86,7 +86,7 @@ def build_training_samples(config: Config, dataset: DetectionDataset | None = No
     if dataset is None:
         dataset = build_dataset(config.data, "train")
     source = f"the training split {list(config.data.train)} under {config.data.root}"
-    check_classes(dataset, config.num_classes, source=source, expected_from="the config")
+    check_classes(dataset, config.num_object_classes, source=source, expected_from="the config")
     check_trainable(dataset, source)
     encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
                             config.loss.match_iou, config.loss.neg_iou)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from dsod.config import Config, ConfigError, config_from_dict, config_to_dict
+from dsod.config.labels import with_background
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: 
             and isinstance(names, (list, tuple)) and names:
         # COCO: the JSON names the classes; the checkpoint says how many the model has
         config = dataclasses.replace(config, model=dataclasses.replace(
-            config.model, num_classes=len(names) + 1))
+            config.model, num_classes=with_background(len(names))))
     return config
 
 

@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from dsod.config import Config, ConfigError, DataConfig
+from dsod.config.labels import with_background
 from dsod.coverage import LOW_COVERAGE, Coverage, coverage_lines, prior_coverage
 from dsod.data.base import DetectionDataset
 from dsod.data.errors import DataError
@@ -61,13 +62,14 @@ def with_class_names(config: Config) -> Config:
                     json_path, len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10
                                                                    else ""))
         return dataclasses.replace(config, model=dataclasses.replace(
-            config.model, num_classes=len(names) + 1))
+            config.model, num_classes=with_background(len(names))))
     data = resolve_class_names(config.data)
     names, wanted = data.class_names, config.model.num_classes
-    if names is not None and wanted is not None and wanted != len(names) + 1:
+    if names is not None and wanted is not None and wanted != with_background(len(names)):
+        expected = with_background(len(names))
         raise ConfigError(f"model.num_classes is {wanted}, but the data's classes are "
-                          f"{len(names)} ({list(names)}) + background = {len(names) + 1}; "
-                          f"set model.num_classes to null or {len(names) + 1}")
+                          f"{len(names)} ({list(names)}) + background = {expected}; "
+                          f"set model.num_classes to null or {expected}")
     return dataclasses.replace(config, data=data)
 
 

@@ -124,9 +124,9 @@ def build_trained_model(checkpoint: str | Path, state: Mapping[str, Any], config
     else:
         load_model_weights(model, state["model"], source=source)
     names = recorded_class_names(state)
-    if names is not None and len(names) != config.num_classes - 1:
+    if names is not None and len(names) != config.num_object_classes:
         raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
-                              f"{config.num_classes - 1}")
+                              f"{config.num_object_classes}")
     warn_non_finite(model.state_dict(), source)
     return TrainedModel(model, config, names, source)
 

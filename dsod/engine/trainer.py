@@ -282,7 +282,8 @@ class Trainer:
         if self._test_set is None:
             test_set = build_test_set(self.config.data,
                                       self.config.train.max_bad_sample_fraction)
-            check_classes(test_set, self.config.num_classes, self.samples.dataset.class_names,
+            check_classes(test_set, self.config.num_object_classes,
+                          self.samples.dataset.class_names,
                           f"the test split {list(self.config.data.test)}", "the training split")
             self._test_set = test_set
         return self._test_set

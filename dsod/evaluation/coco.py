@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from dsod.config.labels import object_labels
 from dsod.structures import Annotation, Detections
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def annotations_to_coco(
         the original id); each box gets ``bbox = [x, y, w, h]``, ``area = w * h``,
         ``iscrowd = 1`` if difficult else 0 (see module docstring) and a unique id ``1..M``.
     """
-    cat_ids = list(range(1, len(class_names) + 1)) if category_ids is None else list(category_ids)
+    cat_ids = list(object_labels(len(class_names))) if category_ids is None else list(category_ids)
     if len(cat_ids) != len(class_names):
         raise ValueError(f"{len(cat_ids)} category ids for {len(class_names)} classes")
     images, anns = [], []

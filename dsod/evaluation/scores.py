@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dsod.config.labels import object_labels
 from dsod.data.base import DetectionDataset
 from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
                                   detections_to_coco_results, evaluate_coco_with_summary,
@@ -62,7 +63,7 @@ def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, int], list[int]]:
     if real_ids is not None:
         return dict(real_ids), [int(c) for c in dataset.category_ids]
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
-    return coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
+    return coco_image_id_map(annotations), list(object_labels(len(dataset.class_names)))
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], list[int]]:
@@ -75,7 +76,7 @@ def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], l
         return (load_coco_ground_truth(*files), *coco_id_maps(dataset))
     annotations = [dataset.annotation(i) for i in range(len(dataset))]
     gt = coco_from_dict(annotations_to_coco(annotations, dataset.class_names))
-    return gt, coco_image_id_map(annotations), list(range(1, len(dataset.class_names) + 1))
+    return gt, coco_image_id_map(annotations), list(object_labels(len(dataset.class_names)))
 
 
 def score_detections(dataset: DetectionDataset, detections: Mapping[str, Detections],

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from dsod.config.labels import BACKGROUND, without_background
 from dsod.models.layers import L2Norm
 
 
@@ -54,10 +55,11 @@ class SourceHead(nn.Module):
                 nn.init.zeros_(layer.bias)
         if self.conf.bias is not None and num_classes > 1:
             # Start at p(background) = 1 - prior_prob at every prior (RetinaNet's prior init,
-            # for a softmax): bias_bg = log((num_classes - 1) * (1 - pi) / pi), others 0.
-            background = math.log((num_classes - 1) * (1 - prior_prob) / prior_prob)
+            # for a softmax): bias_bg = log(C * (1 - pi) / pi) for C object classes, others 0.
+            background = math.log(without_background(num_classes) * (1 - prior_prob)
+                                  / prior_prob)
             with torch.no_grad():
-                self.conf.bias.view(priors_per_location, num_classes)[:, 0] = background
+                self.conf.bias.view(priors_per_location, num_classes)[:, BACKGROUND] = background
         self.loc_bn: nn.Module = nn.Identity()
         self.conf_bn: nn.Module = nn.Identity()
         if batch_norm:
