@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import Counts, median, time_runs
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
+from dsod.data.loader import TrainingBatch
 from dsod.engine.builders import build_loss
 from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.engine.step import train_step
@@ -106,8 +107,9 @@ class TrainingStep:
         self.criterion = build_loss(config)
         self.grad_clip = config.solver.grad_clip
         offsets, labels = random_targets(config, batch, seed)
-        self.batch = (random_images(batch, config.model.input_size, device, channels_last,
-                                    seed), offsets.to(device), labels.to(device))
+        self.batch = TrainingBatch(random_images(batch, config.model.input_size, device,
+                                                 channels_last, seed),
+                                   offsets.to(device), labels.to(device))
 
     def __call__(self) -> float:
         return train_step(self.network, self.criterion, self.state, [self.batch], 1,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +29,25 @@ logger = logging.getLogger(__name__)
 
 # How many following samples to try in place of an unreadable one before giving up.
 _MAX_SUBSTITUTES = 16
+
+
+class TrainingBatch(NamedTuple):
+    """Training data as the step takes it: one micro-batch from :func:`collate_training`,
+    or, without the batch dimension, one sample of :class:`TrainingSamples`.
+
+    Attributes:
+        images: ``float32 [B, 3, S, S]`` network inputs (BGR minus the mean, not scaled).
+        target_offsets: ``float32 [B, P, 4]`` each prior's encoded ground-truth offsets
+            (:class:`~dsod.matching.TargetEncoder`; 0 where the prior is not positive).
+        target_labels: ``int64 [B, P]`` each prior's label: ``1..C`` positive, 0
+            background, -1 ignored.
+        skipped: the data-set indices of unreadable samples replaced in it.
+    """
+
+    images: torch.Tensor
+    target_offsets: torch.Tensor
+    target_labels: torch.Tensor
+    skipped: tuple[int, ...] = ()
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -57,7 +76,8 @@ def close_loader(batches: Iterator) -> None:
 
 
 class TrainingSamples(Dataset):
-    """Items ``(epoch, index)`` -> ``(image [3,S,S], offsets [P,4], labels [P], skipped)``.
+    """Items ``(epoch, index)`` -> one sample as a :class:`TrainingBatch` without the batch
+    dimension: ``image [3, S, S]``, ``offsets [P, 4]``, ``labels [P]`` and ``skipped``.
 
     ``skipped`` is the tuple of data-set indices of unreadable samples that were replaced
     by the next readable one (warned and counted by file; with ``on_bad_sample="error"``
@@ -91,22 +111,21 @@ class TrainingSamples(Dataset):
         raise DataError(f"{_MAX_SUBSTITUTES} samples in a row from index {index} are "
                         f"unreadable; run tools/check_dataset.py on this config")
 
-    def __getitem__(self, key: tuple[int, int]
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    def __getitem__(self, key: tuple[int, int]) -> TrainingBatch:
         epoch, index = key
         image, annotation, skipped = self._load(index)
         self.transform.set_seed(sample_seed(self.seed, epoch, index))
         image, boxes, labels = self.transform(image, annotation.boxes, annotation.labels)
         offsets, prior_labels = self.encoder(torch.from_numpy(boxes), torch.from_numpy(labels))
-        return torch.from_numpy(image), offsets, prior_labels, skipped
+        return TrainingBatch(torch.from_numpy(image), offsets, prior_labels, skipped)
 
 
-def collate_training(batch: list
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """Stack a micro-batch; the unreadable samples' indices are joined into one tuple."""
+def collate_training(batch: list[TrainingBatch]) -> TrainingBatch:
+    """Stack samples into a micro-batch; the unreadable samples' indices are joined into
+    one tuple."""
     images, offsets, labels, skipped = zip(*batch)
-    return (torch.stack(images), torch.stack(offsets), torch.stack(labels),
-            tuple(i for part in skipped for i in part))
+    return TrainingBatch(torch.stack(images), torch.stack(offsets), torch.stack(labels),
+                         tuple(i for part in skipped for i in part))
 
 
 class IterationBatchSampler(Sampler):

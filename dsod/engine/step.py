@@ -16,16 +16,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from dsod.data.loader import TrainingBatch
 from dsod.engine import distributed as dist
 from dsod.engine.learning import SignalSums, signal_sums
 from dsod.engine.train_state import TrainingState
 from dsod.runtime.network import Network
 
-__all__ = ["MicroBatch", "StepResult", "train_step"]
-
-# Network inputs [B, 3, S, S], target offsets [B, P, 4] and target labels [B, P] (int64,
-# 0 background, -1 ignored), as dsod.data.loader.collate_training gives them.
-MicroBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+__all__ = ["StepResult", "train_step"]
 
 
 @dataclass
@@ -49,9 +46,10 @@ def _all_finite(value: torch.Tensor) -> bool:
 
 
 def train_step(network: Network, criterion: nn.Module, state: TrainingState,
-               micro_batches: Iterable[MicroBatch], count: int, grad_clip: float = 0.0
+               micro_batches: Iterable[TrainingBatch], count: int, grad_clip: float = 0.0
                ) -> StepResult:
-    """Forward and backward over ``count`` micro-batches (the loss of each divided by
+    """Forward and backward over ``count`` micro-batches (:class:`TrainingBatch`: their
+    ``skipped`` is the caller's to count; the loss of each divided by
     ``count``: one step over their union), then one update of ``state``'s optimizer and
     schedule; ``state.step`` advances by one.
 
@@ -65,11 +63,11 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
     totals = torch.zeros(3, device=device)
     signal = SignalSums()
     finite = True
-    for micro, (images, target_offsets, target_labels) in enumerate(micro_batches):
-        target_offsets = target_offsets.to(device, non_blocking=True)
-        target_labels = target_labels.to(device, non_blocking=True)
+    for micro, batch in enumerate(micro_batches):
+        target_offsets = batch.target_offsets.to(device, non_blocking=True)
+        target_labels = batch.target_labels.to(device, non_blocking=True)
         with network.no_sync(skip=micro < count - 1):
-            logits, offsets = network.run(images)
+            logits, offsets = network.run(batch.images)
             losses = criterion(logits, offsets, target_offsets, target_labels)
             if not _all_finite(losses["loss"]):
                 finite = False

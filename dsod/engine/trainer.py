@@ -26,8 +26,8 @@ from tqdm import tqdm
 from dsod.config import Config, save_config
 from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import summarize_problems
-from dsod.data.loader import (DetectionDataset, IterationBatchSampler, close_loader,
-                              collate_training, ignore_stop_signals)
+from dsod.data.loader import (DetectionDataset, IterationBatchSampler, TrainingBatch,
+                              close_loader, collate_training, ignore_stop_signals)
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
 from dsod.engine.builders import (build_loss, build_model, build_training_samples,
@@ -41,7 +41,7 @@ from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, sched
 from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
 from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
                                   too_many_bad_samples)
-from dsod.engine.step import MicroBatch, StepResult, train_step
+from dsod.engine.step import StepResult, train_step
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
 from dsod.engine.run_lock import claim_output_folder
 from dsod.evaluation.scores import score_detections
@@ -51,11 +51,6 @@ from dsod.runtime.precision import precision_name
 __all__ = ["NonFiniteLossError", "StepResult", "Trainer", "default_out_dir", "train"]
 
 logger = logging.getLogger(__name__)
-
-# One micro-batch from the loader: images, target offsets, target labels, and the
-# data-set indices of the unreadable samples that were replaced in it.
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]
-
 
 class Trainer:
     """Trains ``config``'s detector from scratch, writing everything to ``out_dir``:
@@ -144,18 +139,18 @@ class Trainer:
             self.checkpoints.save(self.state_dict(), self.step)
         dist.barrier()
 
-    def train_step(self, batches: Iterator[Batch]) -> StepResult:
+    def train_step(self, batches: Iterator[TrainingBatch]) -> StepResult:
         """One SGD step (:func:`dsod.engine.step.train_step`) over the next
         ``sampler.micro_batches_per_step`` micro-batches of ``batches``; the result names
         the unreadable samples that were replaced in them."""
         skipped: list[int] = []
         count = self.sampler.micro_batches_per_step
 
-        def micro_batches() -> Iterator[MicroBatch]:
+        def micro_batches() -> Iterator[TrainingBatch]:
             for _ in range(count):
-                images, target_offsets, target_labels, bad = next(batches)
-                skipped.extend(bad)
-                yield images, target_offsets, target_labels
+                batch = next(batches)
+                skipped.extend(batch.skipped)
+                yield batch
 
         result = train_step(self.network, self.criterion, self.state, micro_batches(), count,
                             self.config.solver.grad_clip)
@@ -199,7 +194,7 @@ class Trainer:
         self.log.close()
         return metrics
 
-    def _train_steps(self, batches: Iterator[Batch], bar: tqdm) -> None:
+    def _train_steps(self, batches: Iterator[TrainingBatch], bar: tqdm) -> None:
         """Steps until ``solver.max_iter``, or until a stop signal or too many bad steps
         (the exceptions of :meth:`run`)."""
         c = self.config
