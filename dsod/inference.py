@@ -33,7 +33,7 @@ from dsod.structures import Detections
 
 ImageInput = Union[str, Path, np.ndarray]
 
-__all__ = ["DetectionResult", "Detector", "ImageInput", "as_bgr_image", "inference_model"]
+__all__ = ["DetectionResult", "Detector", "ImageInput", "as_bgr_image"]
 
 
 @dataclass
@@ -58,10 +58,6 @@ class DetectionResult:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
-
-    def to_detections(self) -> Detections:
-        """The same boxes as a :class:`~dsod.structures.Detections` record."""
-        return Detections(self.boxes, self.scores, self.labels)
 
 
 def as_bgr_image(image: ImageInput) -> tuple[np.ndarray, str | None]:
@@ -237,10 +233,3 @@ class Detector:
             for det, (array, source) in zip(detections, loaded)
         ]
         return results[0] if single else results
-
-
-def inference_model(detector: Detector, image: ImageInput | Sequence[ImageInput]
-                    ) -> DetectionResult | list[DetectionResult]:
-    """Run ``detector`` on one image (path or BGR array) or a list of them; see
-    :meth:`Detector.__call__`."""
-    return detector(image)

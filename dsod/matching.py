@@ -69,6 +69,21 @@ def _force_best_priors(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors_xyxy: np.ndarray,
            prior_areas: np.ndarray, match_iou: float, neg_iou: float
            ) -> tuple[np.ndarray, np.ndarray]:
+    """Match one image's ground truths to the priors.
+
+    Args:
+        gt_boxes: ``[N, 4]`` normalised ``xyxy`` ground-truth boxes (``N`` may be 0).
+        gt_labels: ``[N]`` int64 labels in ``1..C``.
+        priors_xyxy, prior_areas: ``[P, 4]`` normalised ``xyxy`` priors and their ``[P]``
+            areas.
+        match_iou: IoU from which a prior is positive.
+        neg_iou: IoU below which an unmatched prior is background.
+
+    Returns:
+        ``(matched_boxes [P, 4] xyxy, labels [P])``: each prior's best ground-truth box
+        (meaningful for positives only) and its label: ``> 0`` positive, ``0`` background,
+        ``-1`` ignored.
+    """
     num_priors = priors_xyxy.shape[0]
     if gt_boxes.shape[0] == 0:
         return np.zeros((num_priors, 4), np.float32), np.zeros(num_priors, np.int64)
@@ -84,31 +99,10 @@ def _match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors_xyxy: np.ndarray,
     return gt_boxes[best_gt], labels
 
 
-def match_priors(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, priors: torch.Tensor,
-                 match_iou: float = 0.5, neg_iou: float = 0.5
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Match one image's ground truths to the priors.
-
-    Args:
-        gt_boxes: ``[N, 4]`` normalised ``xyxy`` ground-truth boxes (``N`` may be 0).
-        gt_labels: ``[N]`` int64 labels in ``1..C``.
-        priors: ``[P, 4]`` normalised ``cxcywh``.
-        match_iou: IoU from which a prior is positive.
-        neg_iou: IoU below which an unmatched prior is background.
-
-    Returns:
-        ``(matched_boxes [P, 4] xyxy, labels [P])``: each prior's ground-truth box (zeros
-        for background) and its label: ``> 0`` positive, ``0`` background, ``-1`` ignored.
-    """
-    priors_xyxy = box_convert(priors, "cxcywh", "xyxy").numpy()
-    areas = priors[:, 2].numpy() * priors[:, 3].numpy()
-    boxes, labels = _match(gt_boxes.numpy().reshape(-1, 4), gt_labels.numpy(), priors_xyxy,
-                           areas, match_iou, neg_iou)
-    return torch.from_numpy(boxes).to(gt_boxes.dtype), torch.from_numpy(labels)
-
-
 class TargetEncoder:
-    """Turns one image's ground truth into per-prior training targets.
+    """Turns one image's ground truth into per-prior training targets, matched as the
+    module docstring says: a prior is positive from ``match_iou``, background below
+    ``neg_iou`` (ignored in between when ``neg_iou < match_iou``).
 
     Called in data-loader workers, so that the main process only runs the network.
     """

@@ -10,7 +10,7 @@ import torch
 from dsod.config import config_from_dict, config_to_dict
 from dsod.data.errors import ImageReadError
 from dsod.engine.checkpoint import CheckpointError, save_atomic
-from dsod.inference import DetectionResult, Detector, inference_model
+from dsod.inference import DetectionResult, Detector
 from dsod.engine.builders import build_model
 from dsod.visualize import class_colour, draw_detections
 
@@ -52,7 +52,7 @@ def test_from_checkpoint_boxes_inside_non_square_images(tmp_path):
         assert np.all(np.diff(result.scores) <= 0)
     assert results[1].source == str(tmp_path / "tall.png")
     np.testing.assert_allclose(results[0].boxes, results[2].boxes, atol=1e-3)  # batch-neutral
-    single = inference_model(detector, wide)
+    single = detector(wide)  # one image in, one result out
     assert isinstance(single, DetectionResult)
     np.testing.assert_allclose(single.boxes, results[0].boxes, atol=1e-4)
 

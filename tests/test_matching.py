@@ -3,7 +3,7 @@ from hypothesis import assume, given, settings, strategies as st
 from torchvision.ops import box_convert, box_iou
 
 from dsod.box_coder import BoxCoder
-from dsod.matching import IGNORE, TargetEncoder, match_priors
+from dsod.matching import IGNORE, TargetEncoder
 
 
 def xyxy_to_cxcywh(b):
@@ -16,33 +16,42 @@ def xyxy_to_cxcywh(b):
 PRIORS = xyxy_to_cxcywh([[0, 0, .4, .4], [.1, 0, .5, .4], [.6, .6, 1, 1], [0, .6, .4, 1]])
 
 
+CODER = BoxCoder()
+
+
 def test_matching_worked_by_hand():
     # g1 = [0,0,.4,.4] equals A (IoU 1); with B: inter .3*.4=.12, union .16+.16-.12=.2 -> .6
     # g2 = [.7,.7,1,1]: with C inter .09, union .16 -> .5625
     gts = torch.tensor([[0, 0, .4, .4], [.7, .7, 1, 1]])
-    boxes, labels = match_priors(gts, torch.tensor([3, 7]), PRIORS)
+    offsets, labels = TargetEncoder(PRIORS, CODER)(gts, torch.tensor([3, 7]))
     assert labels.tolist() == [3, 3, 7, 0]
-    torch.testing.assert_close(boxes[:3], gts[[0, 0, 1]])
+    # A, B and C carry the offsets of their ground truths; A's is the prior itself.
+    torch.testing.assert_close(CODER.decode(offsets[:3], PRIORS[:3]), gts[[0, 0, 1]])
+    assert offsets[0].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert offsets[3].tolist() == [0.0, 0.0, 0.0, 0.0]  # background: no offsets
 
 
 def test_every_ground_truth_keeps_a_prior_even_when_they_compete():
     # Both gts overlap prior A best: g1 = A exactly (IoU 1), g2 = [0,0,.3,.3] (IoU .5625 with A,
     # .3*.2/ (.09+.16-.06)= .06/.19 = .316 with B). Bipartite: g1 -> A, then g2 -> B.
     gts = torch.tensor([[0, 0, .4, .4], [0, 0, .3, .3]])
-    _, labels = match_priors(gts, torch.tensor([1, 2]), PRIORS, match_iou=0.9)
+    offsets, labels = TargetEncoder(PRIORS, CODER, match_iou=0.9)(gts, torch.tensor([1, 2]))
     assert labels.tolist() == [1, 2, 0, 0]
+    torch.testing.assert_close(CODER.decode(offsets[1:2], PRIORS[1:2]), gts[1:])
 
 
 def test_ignore_band_between_neg_iou_and_match_iou():
     gts = torch.tensor([[0, 0, .4, .4]])
-    _, labels = match_priors(gts, torch.tensor([1]), PRIORS, match_iou=0.7, neg_iou=0.5)
+    _, labels = TargetEncoder(PRIORS, CODER, match_iou=0.7, neg_iou=0.5)(gts, torch.tensor([1]))
     # A is the forced best (1.0), B has .6: ignored, C and D have 0: background.
     assert labels.tolist() == [1, IGNORE, 0, 0]
 
 
 def test_no_ground_truth_means_all_background():
-    boxes, labels = match_priors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), PRIORS)
-    assert labels.tolist() == [0, 0, 0, 0] and boxes.shape == (4, 4)
+    offsets, labels = TargetEncoder(PRIORS, CODER)(torch.zeros(0, 4),
+                                                   torch.zeros(0, dtype=torch.long))
+    assert labels.tolist() == [0, 0, 0, 0]
+    assert offsets.shape == (4, 4) and not offsets.any()
 
 
 @settings(max_examples=50, deadline=None)

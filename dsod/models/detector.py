@@ -47,11 +47,6 @@ class DSOD(nn.Module):
                                      num_classes, l2norm_scale, head_bn_eps,
                                      head_bn_init_scale, head_bn, head_prior_prob)
 
-    @property
-    def source_channels(self) -> list[int]:
-        """Channels of each prediction source, First first."""
-        return list(self.prediction.out_channels)
-
     @staticmethod
     def feature_sizes(input_size: int, num_sources: int = 6) -> list[int]:
         """Side of each source's feature map for a square input.
