@@ -1,7 +1,8 @@
 """Detection in one call, for scripts and notebooks.
 
     from dsod.inference import Detector
-    detector = Detector.from_checkpoint("outputs/dsod300_voc/final.pth", score_threshold=0.5)
+    detector = Detector.from_checkpoint("outputs/dsod300_voc/checkpoints/final.pth",
+                                        score_threshold=0.5)
     result = detector("street.jpg")            # or a BGR uint8 array, or a list of either
     for box, score, name in zip(result.boxes, result.scores, result.class_names):
         print(name, score, box)                # box: absolute xyxy in the image's pixels
@@ -111,12 +112,9 @@ class Detector:
             from fp32 ones by rounding.
         compile: run the network through Inductor with frozen weights
             (:func:`~dsod.runtime.compiled.compile_for_inference`): same detections up to
-            rounding; for DSOD300 on a 2-core CPU with AMX 1.5-2 times as fast in bf16 and
-            up to 13% faster in fp32, after 15-30 s of compiling at the first batch of each
-            size; worth it for videos and folders. With ``cuda_graphs`` the compiled
-            network is the one recorded: for DSOD300 in bf16 on an H200, 1.0 ms per image
-            at batch 1 against 1.6 ms uncompiled, and 1.7 times the images per second at
-            batch 8.
+            rounding, faster after compiling at the first batch of each size; worth it for
+            videos and folders. With ``cuda_graphs`` the compiled network is the one
+            recorded. docs/PERFORMANCE.md has what each choice gains.
         channels_last: run the network in the channels-last (NHWC) layout; None chooses
             as training does (``train.channels_last``; unset: on the CPU, where it is
             faster), as :meth:`from_checkpoint` does.

@@ -14,10 +14,9 @@ then 1. A video file cut off midway is annotated as far as it reads, with a warn
 how many of the frames its header announces it gave. The config is the one saved in the
 checkpoint unless --config is given.
 On a GPU the network is replayed from a recorded CUDA graph (--no-cuda-graphs: eagerly).
---compile runs it through torch.compile with frozen weights: on a CPU with AMX, 1.5-2x as fast
-with --amp bf16 and up to 13% faster in fp32, after 15-30 s of compiling; for videos and folders.
-On a GPU the compiled network is the one recorded (DSOD300, bf16, H200: 1.0 ms at batch 1
-against 1.6 ms uncompiled).
+--compile runs it through torch.compile with frozen weights: faster once compiled, worth it
+for videos and folders; on a GPU the compiled network is the one recorded. What each choice
+gains is in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -63,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="on a GPU, run the network eagerly instead of replaying a "
                              "recorded CUDA graph per batch shape")
     parser.add_argument("--compile", action="store_true",
-                        help="compile the network (torch.compile, frozen weights) before the "
-                             "first image: 15-30 s on a CPU, then faster (on a GPU, the recorded "
-                             "CUDA graph replays the compiled network)")
+                        help="compile the network (torch.compile, frozen weights) at the first "
+                             "image, then run faster (on a GPU, the recorded CUDA graph replays "
+                             "the compiled network; docs/PERFORMANCE.md)")
     parser.add_argument("--show", action="store_true",
                         help="also show a window (needs a display and OpenCV with GUI support)")
     parser.add_argument("--max-frames", type=_at_least_one, default=None,

@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", choices=AMP_SETTINGS, default=None,
                         help="run the network in this precision (default: train.amp on a GPU, "
                              "none = fp32 on the CPU; auto or bf16 run bf16 on a CPU with "
-                             "native bf16, about 2x faster, with figures that differ by "
-                             "rounding)")
+                             "native bf16, faster, with figures that differ by rounding)")
     parser.add_argument("--compile", action="store_true",
-                        help="compile the network (torch.compile, frozen weights) first: "
-                             "15-30 s per batch size on a CPU, then faster, above all in bf16")
+                        help="compile the network (torch.compile, frozen weights) at the "
+                             "first batch of each size, then run faster, above all in bf16 "
+                             "(docs/PERFORMANCE.md)")
     parser.add_argument("--partial", action="store_true",
                         help="score the test split even when more than "
                              "train.max_bad_sample_fraction of its images have unusable "

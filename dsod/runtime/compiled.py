@@ -4,14 +4,12 @@ frozen weights for inference, and for training.
 With ``freezing`` Inductor treats the parameters and buffers as constants: it folds them,
 reorders the convolution weights once into oneDNN's blocked layouts (instead of at every
 call) and fuses the elementwise work before a convolution (the per-channel clamp of a
-folded BN-ReLU, a ReLU, the concatenation that feeds them) into one pass. On a 2-core Xeon
-with AMX, DSOD300's bf16 inference ran 1.5-2 times as fast and its fp32 inference 0-13%
-faster (two runs, batch 1 and 8, before the clamp fold); compiling took 15-30 s per input
-shape and precision there (docs/PERFORMANCE.md). For training, compiling fuses each BN's
-statistics, normalisation and ReLU (and their backward) into few kernels over the growing
-concatenations: DSOD300's bf16 training step at batch 256 ran 1.55 times as fast on an
-H200 (docs/PERFORMANCE.md). Compiled, the network must give the eager network's outputs
-and gradients up to float rounding (``tests/test_compiled.py``).
+folded BN-ReLU, a ReLU, the concatenation that feeds them) into one pass. Compiling takes
+a while at the first call with each input shape and precision. For training, compiling
+fuses each BN's statistics, normalisation and ReLU (and their backward) into few kernels
+over the growing concatenations. What each gains and costs where it was measured is in
+docs/PERFORMANCE.md. Compiled, the network must give the eager network's outputs and
+gradients up to float rounding (``tests/test_compiled.py``).
 """
 
 from __future__ import annotations

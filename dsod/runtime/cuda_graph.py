@@ -4,8 +4,8 @@ recorded kernel-launch sequence per call.
 A detector at batch 1 launches hundreds of small kernels (DSOD300: about 400); on a fast
 GPU the host spends longer launching them than the GPU spends running them. A CUDA graph
 records the launches once and replays them with one call, so the batch-1 latency becomes
-the GPU's own time: DSOD300's fp32 batch-1 inference took 2.95 ms instead of 12.13 ms
-eagerly on a GPU (docs/PERFORMANCE.md). The price: each input shape needs its own
+the GPU's own time (docs/PERFORMANCE.md has the figures). The price: each input shape
+needs its own
 recording, the inputs are copied into a fixed buffer, and the outputs live in buffers that
 the next replay overwrites (they are cloned before being returned). Replayed, the network
 must give the eager network's outputs (``tests/test_cuda_graph.py``).

@@ -51,9 +51,9 @@ def batch_norm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]
 class FrozenBatchNorm(nn.Module):
     """An eval-mode BN as a per-channel scale and shift: ``x * scale + shift``.
 
-    One fused multiply-add pass (``torch.addcmul``) in the input's dtype. On the CPU it is
-    2-4 times faster than ``batch_norm`` on what DSOD feeds it at inference, a channel slice
-    of a dense block's shared output, which is not contiguous.
+    One fused multiply-add pass (``torch.addcmul``) in the input's dtype: on the CPU faster
+    than ``batch_norm`` on what DSOD feeds it at inference, a channel slice of a dense
+    block's shared output, which is not contiguous.
     Input and output: ``[B, C, H, W]``.
     """
 
@@ -98,9 +98,8 @@ class ClampedConv1x1(nn.Module):
     + t`` for ``s < 0`` and the constant ``relu(t)`` for ``s = 0``. A 1x1 convolution without
     padding acts on each pixel alone, so ``s`` goes into its weights and ``t`` into its bias,
     and only the clamp is left to run over ``x``: one elementwise pass that reads ``x`` and
-    writes the result, where BN and ReLU took two (on 2 CPU cores, 25% less time in fp32 and
-    half in bf16 over a dense layer's input). Where every ``s`` is positive the clamp is a
-    ``torch.maximum`` (bf16 clamps with two bounds are twice as slow). Channels whose switch
+    writes the result, where BN and ReLU took two. Where every ``s`` is positive the clamp
+    is a ``torch.maximum`` (a bf16 clamp with two bounds is slower). Channels whose switch
     point lies beyond +-65,504 (fp16's range) are taken as always on or always off, which is
     exact for every smaller activation.
 

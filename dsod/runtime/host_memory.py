@@ -2,13 +2,11 @@
 
 glibc's ``malloc`` serves every block above its mmap threshold (a few MB at most) with a
 fresh ``mmap`` and unmaps it on ``free``. Every large CPU tensor then costs a page fault per
-4 KiB page the first time it is written: a ReLU into a new 75 MB tensor took 21 ms, into
-the same memory reused 5 ms (2-core Xeon). Detectors allocate such tensors at every layer.
-:func:`reuse_freed_memory` makes ``malloc`` serve them from its heap and keep freed memory
-there: on the CPU, DSOD300 inference at batch 8 ran 1.4 times and training 1.2-1.4 times as
-fast (docs/PERFORMANCE.md). The cost: the process's resident memory no longer shrinks after
-a peak, and it can stay higher than the tensors need (DSOD300 training at batch 8: 1.98
-instead of 1.36 GiB at its peak).
+4 KiB page the first time it is written, and detectors allocate such tensors at every
+layer. :func:`reuse_freed_memory` makes ``malloc`` serve them from its heap and keep freed
+memory there, so that the pages are written again instead of faulted in. The cost: the
+process's resident memory no longer shrinks after a peak, and it can stay higher than the
+tensors need. docs/PERFORMANCE.md ("the allocator") has what each side measured.
 """
 
 from __future__ import annotations

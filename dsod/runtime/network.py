@@ -38,9 +38,9 @@ __all__ = ["Network", "RunSettings", "channels_last_for", "prepare_network"]
 
 def channels_last_for(setting: bool | None, device: torch.device | str) -> bool:
     """Whether to run in the channels-last (NHWC) layout: ``train.channels_last`` when set;
-    when it is None, on the CPU only. There oneDNN trains 1.2-2 times as fast in NHWC
-    (DSOD and SSD300, fp32 and bf16, measured side by side) and evaluates 1.4 times as fast;
-    on GPUs NCHW versus NHWC was not measured, so None keeps PyTorch's default there."""
+    when it is None, on the CPU only, where oneDNN trains and evaluates faster in NHWC
+    (docs/PERFORMANCE.md); on GPUs NCHW versus NHWC was not measured, so None keeps
+    PyTorch's default there."""
     return torch.device(device).type == "cpu" if setting is None else bool(setting)
 
 

@@ -3,13 +3,14 @@
 ``"none"`` is fp32; ``"bf16"`` and ``"fp16"`` run under ``torch.autocast`` to that dtype;
 ``"auto"`` chooses for the machine (:func:`resolve_amp`):
 
-* on a CPU with native bf16 (AVX512-BF16 or AMX), bf16: there it trains 1.7 times as fast
-  as fp32 (small DSOD300, 2 cores of an AMD EPYC with AVX512-BF16, 2026-12-03);
+* on a CPU with native bf16 (AVX512-BF16 or AMX), bf16, which trains faster than fp32
+  there;
 * on any other CPU (AVX2 only: most laptops and many cloud machines), fp32: bf16 is
-  emulated there and its convolutions run 6-10 times slower (DSOD300 at batch 1: 1,695 ms
-  in bf16 against 264 ms in fp32 on an AVX2-only AMD EPYC);
-* on a GPU, fp16 with loss scaling: on an H200 it trained DSOD300 at 1,148 images/s
-  against 1,032 in bf16 (docs/PERFORMANCE.md).
+  emulated there and its convolutions are several times slower than fp32;
+* on a GPU, fp16 with loss scaling, which trains faster than bf16.
+
+The words ``train.amp`` accepts are the config's (:data:`dsod.config.rules.AMP_SETTINGS`);
+the measurements behind each choice are in docs/PERFORMANCE.md ("Precision by CPU").
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {amp: _DTYPES[amp] for amp in PRECIS
 
 SLOW_BF16_WARNING = (
     "train.amp=bf16 on a CPU without native bf16 (no AVX512-BF16, no AMX): bf16 is emulated "
-    "here, and its convolutions ran 6-10 times slower than fp32 on such a CPU (DSOD300 at "
-    "batch 1: 1,695 ms against 264 ms); train.amp=auto (or none) runs fp32")
+    "here, and its convolutions ran 6-10 times slower than fp32 on such a CPU "
+    "(docs/PERFORMANCE.md); train.amp=auto (or none) runs fp32")
 
 
 def amp_dtype(amp: str) -> torch.dtype | None:

@@ -3,8 +3,8 @@ integer bits.
 
 A 16-bit float is negative exactly when its sign bit, the int16's, is set, so clamping the
 tensor's bits read as int16 at 0 zeroes the negative numbers (a negative NaN too, where
-ReLU keeps NaN). PyTorch's bf16 ReLU converts every element to fp32 and back: on 2 cores
-with AVX-512 this is 4.7 times as fast, and DSOD runs some 80 ReLUs per image. Must give
+ReLU keeps NaN). PyTorch's bf16 ReLU converts every element to fp32 and back, which this
+avoids, and DSOD runs some 80 ReLUs per image (docs/PERFORMANCE.md). Must give
 the values and gradients of ``F.relu(x, inplace=True)`` (``tests/test_models.py``).
 """
 

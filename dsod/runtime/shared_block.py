@@ -7,8 +7,8 @@ of ``growth_rate`` channels instead of ``L`` concatenations of all earlier maps.
 autograd it concatenates (a buffer written in place would break the saved tensors of
 earlier layers). Under ``torch.compile`` it concatenates too: Inductor fuses each
 concatenation into the BN-ReLU that reads it, so no concatenation is stored, whereas it
-would rewrite the whole shared output at every layer (measured: 6.8 against 5.7 images/s at
-batch 8 on a 2-core CPU). Must give the numbers of
+would rewrite the whole shared output at every layer, which measured slower. Must give the
+numbers of
 :class:`dsod.models.densenet.DenseBlock` (``tests/test_fuse.py``).
 """
 
