@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Check the data set a config names: every annotation and every image of its train and
-test splits. Prints one line per problem, then a summary by kind.
+"""Check every annotation and image of a config's train and test splits; report each problem.
+
+Prints one line per problem, then a summary by kind.
 
     python tools/check_dataset.py configs/dsod300_voc.yaml [data.root=/data/VOCdevkit ...]
 
@@ -31,7 +32,7 @@ from dsod.engine.from_data import (coverage_warning, fit_config_priors, fitted_l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML file")
     parser.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE config overrides")
     parser.add_argument("--workers", type=int, default=8, help="image-reading threads")

@@ -32,7 +32,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML file")
     parser.add_argument("overrides", nargs="*", help="SECTION.KEY=VALUE config overrides")
     parser.add_argument("--write", metavar="YAML", help="save the config with the fitted priors")

@@ -13,7 +13,7 @@ from dsod.cli import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. solver.max_iter=100")
     parser.add_argument("--out", help="output folder (default: outputs/<config name>)")
