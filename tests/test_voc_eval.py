@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsod.evaluation.voc import evaluate_voc, format_voc_table, voc_ap
-from dsod.evaluation.voc_files import (plot_pr_curves, read_voc_results,
+from dsod.evaluation.voc_files import (plot_pr_curves, pr_curves_figure, read_voc_results,
                                         read_voc_results_in_file_order, write_voc_results)
 from dsod.structures import Annotation, Detections
 
@@ -206,11 +206,41 @@ def test_malformed_results_line_names_file(tmp_path):
         read_voc_results(tmp_path, ["obj"])
 
 
-def test_plot_pr_curves_writes_png(tmp_path):
+def test_pr_curves_plot_each_classes_recall_against_precision():
     anns, dets = hand_case()
-    r = evaluate_voc(anns, dets, ["obj"])
-    out = plot_pr_curves(r, None, tmp_path / "pr.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = evaluate_voc(anns, dets, ["obj", "unseen"])  # no box is labelled 2
+    obj, unseen = pr_curves_figure(r).axes
+    (curve,) = obj.lines
+    # Ranked 0.9 hit, 0.8 miss, 0.7 hit, 0.6 duplicate, 0.5 hit, of 3 ground truths.
+    np.testing.assert_allclose(curve.get_xdata(), [1 / 3, 1 / 3, 2 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(curve.get_ydata(), [1, 1 / 2, 2 / 3, 2 / 4, 3 / 5])
+    assert obj.get_title() == f"obj AP={r.ap[0]:.3f}" and r.ap[0] > 0
+    assert len(unseen.lines) == 0 and unseen.get_title() == "unseen AP=nan"
+    assert obj.get_xlim() == (0, 1) and obj.get_ylim() == (0, 1.02)
+
+
+def test_the_pr_curves_png_shows_the_curve_in_its_panel(tmp_path):
+    import cv2
+
+    anns, dets = hand_case()
+    r = evaluate_voc(anns, dets, ["obj", "unseen"])
+    image = cv2.imread(str(plot_pr_curves(r, None, tmp_path / "pr.png")))
+    assert image.shape == (240, 520, 3)  # two panels side by side, 2.6 x 2.4 in each at 100 dpi
+    height, width = image.shape[:2]
+
+    def pixels(ax):  # the panel's part of the image (rows counted from the top)
+        x0, y0, x1, y1 = ax.get_position().extents
+        return (slice(round((1 - y1) * height), round((1 - y0) * height)),
+                slice(round(x0 * width), round(x1 * width)))
+
+    # matplotlib's first line colour, #1f77b4, in BGR: the curve is drawn in the first panel
+    # only, and ends at recall 1 (the panel's right edge) at precision 3/5.
+    line = np.abs(image.astype(int) - [180, 119, 31]).sum(axis=2) < 40
+    obj, unseen = pr_curves_figure(r).axes
+    assert line[pixels(obj)].sum() > 100 and line[pixels(unseen)].sum() == 0
+    rows, cols = pixels(obj)
+    end_row = rows.stop - round(3 / 5 / 1.02 * (rows.stop - rows.start))
+    assert line[end_row - 2:end_row + 3, cols.stop - 4:cols.stop].any()
 
 
 # --- property test ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,8 +164,10 @@ def read_voc_results_in_file_order(
     return detections, order
 
 
-def plot_pr_curves(result: VOCResult, class_names: Sequence[str] | None, path: str | Path) -> Path:
-    """Write one PNG with a grid of precision/recall curves, one panel per class.
+def pr_curves_figure(result: VOCResult, class_names: Sequence[str] | None = None) -> Any:
+    """A matplotlib ``Figure`` with a grid of precision/recall curves, one panel per class
+    in class order: its recall (x) against its precision (y), titled with its name and area
+    AP; a class without ground truth or detections gets an empty panel.
 
     ``class_names`` defaults to ``result.class_names``. Uses matplotlib's Agg canvas (no
     display, no pyplot state).
@@ -190,6 +193,12 @@ def plot_pr_curves(result: VOCResult, class_names: Sequence[str] | None, path: s
     fig.supxlabel("recall")
     fig.supylabel("precision")
     fig.tight_layout()
+    return fig
+
+
+def plot_pr_curves(result: VOCResult, class_names: Sequence[str] | None, path: str | Path) -> Path:
+    """Write :func:`pr_curves_figure` to the PNG file ``path``; returns ``path``."""
+    fig = pr_curves_figure(result, class_names)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
