@@ -64,7 +64,7 @@ def test_the_background_is_added_and_taken_away_in_one_place():
     assert list(object_labels(counted.num_object_classes)) == [1, 2, 3, 4]
     assert (BACKGROUND, with_background(3), without_background(4)) == (0, 4, 3)
     with pytest.raises(ConfigError, match="model.num_classes is needed"):
-        config_from_dict({"data": {"class_names": None}}).num_object_classes
+        _ = config_from_dict({"data": {"class_names": None}}).num_object_classes
 
 
 def test_invalid_choice_is_rejected():

@@ -55,8 +55,8 @@ def test_clipped_boxes_stay_inside_the_image():
 
 @pytest.mark.parametrize("extra, message", [
     ([{"name": "GaussBlur"}],
-     r"augment.extra\[0\]: 'GaussBlur' is not an albumentations transform; did you mean "
-     r".*GaussianBlur"),
+     (r"augment.extra\[0\]: 'GaussBlur' is not an albumentations transform; did you mean "
+      r".*GaussianBlur")),
     ([{"name": "CLAHE"}, {"name": "GaussianBlur", "blurlimit": 3}],
      r"augment.extra\[1\]: GaussianBlur has no argument 'blurlimit'; did you mean blur_limit"),
     ([{"name": "GaussianBlur", "p": "often"}], r"augment.extra\[0\]: GaussianBlur: "),
