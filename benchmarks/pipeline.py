@@ -135,6 +135,9 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     images = [read_image(a.image_path) for a in annotations]
     decode = time.perf_counter() - start
 
+    if config.augment.expand_max_ratio is None:  # fitted when a run reads its data
+        config = dataclasses.replace(config, augment=dataclasses.replace(
+            config.augment, expand_max_ratio=4.0))
     transform = TrainTransform(config.model.input_size, config.augment, seed=0)
     start = time.perf_counter()
     outputs = [transform(image, a.boxes, a.labels) for image, a in zip(images, annotations)]

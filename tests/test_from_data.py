@@ -172,3 +172,33 @@ def test_a_run_with_max_iter_null_takes_its_length_from_the_data(tmp_path, caplo
     assert trainer.config.solver.schedule() == (1, (125,))
     assert "solver.max_iter from the data" in caplog.text
     assert "250 iterations of 16 images: 4,000 images, 250.0 passes" in caplog.text
+
+
+def test_zoom_out_fitted_to_the_smallest_class(tmp_path):
+    from dsod.data.datasets import build_dataset
+    from dsod.engine.from_data import fit_zoom_out
+    # 100x100 images at a 300 input: a 50 px box is 150 px, a 30 px box 90 px, 12 px 36 px
+    items = {f"a{i}": xml([obj("big", (1, 1, 50, 50)), obj("small", (51, 51, 80, 80))],
+                          size=(100, 100)) for i in range(4)}
+    write_voc(tmp_path / "voc", items, image_size=(100, 100))
+    config = config_from_dict({
+        "data": {"format": "voc", "root": str(tmp_path / "voc"), "train": ["trainval"],
+                 "class_names": ["big", "small"]},
+        "priors": {"min_sizes": [30, 60, 111, 162, 213, 264]},
+        "augment": {"expand_max_ratio": None, "expand_prob": 0.5}})
+    dataset = build_dataset(config.data, "train")
+    fitted, line = fit_zoom_out(config, dataset)
+    # the small class decides: 90 px over the 30 px smallest prior
+    assert fitted.augment.expand_max_ratio == 3.0 and fitted.augment.expand_prob == 0.5
+    assert "3.00x" in line and "30 px" in line and "90 px" in line
+    # with a 50 px smallest prior the small boxes can shrink only 1.8x; a 70 px one, 1.29x:
+    # no zoom-out at all
+    wide = dataclasses.replace(config, priors=dataclasses.replace(
+        config.priors, min_sizes=(70, 80, 111, 162, 213, 264)))
+    fitted, line = fit_zoom_out(wide, dataset)
+    assert fitted.augment.expand_prob == 0.0 and fitted.augment.expand_max_ratio == 1.0
+    assert "no zoom-out" in line
+    # a ratio given in the config is kept as it is
+    given = dataclasses.replace(config, augment=dataclasses.replace(config.augment,
+                                                                    expand_max_ratio=2.0))
+    assert fit_zoom_out(given, dataset) == (given, "")

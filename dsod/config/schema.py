@@ -110,7 +110,9 @@ class AugmentConfig:
     saturation_range: tuple[float, float] = (0.5, 1.5)
     hue_delta: float = 18.0
     expand_prob: float = 0.5
-    expand_max_ratio: float = 4.0
+    # None: from the training boxes (dsod.engine.from_data.fit_zoom_out), no further than
+    # keeps nine boxes in ten as large as the smallest prior; saved in the run's config.yaml
+    expand_max_ratio: float | None = 4.0
     crop: bool = True
     crop_min_ious: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     crop_scale: tuple[float, float] = (0.3, 1.0)

@@ -103,6 +103,9 @@ class TrainTransform:
 
     def __init__(self, size: int, cfg: AugmentConfig, rng: np.random.Generator | None = None,
                  seed: int | None = None, min_box_pixels: float = 1.0) -> None:
+        if cfg.expand_max_ratio is None:
+            raise ValueError("augment.expand_max_ratio is null: it is fitted to the boxes when "
+                             "a run reads its training data (dsod.engine.from_data)")
         self.size = int(size)
         self.cfg = cfg
         self.min_box_pixels = float(min_box_pixels)

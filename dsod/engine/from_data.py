@@ -1,11 +1,13 @@
-"""Settings a config leaves to the data: the class list, the run's length and priors
-fitted to the boxes.
+"""Settings a config leaves to the data: the class list, the run's length, priors fitted
+to the boxes and how far to zoom out.
 
 ``data.class_names: null`` reads the class list from the training annotations
 (:func:`resolve_class_names`); ``solver.max_iter: null`` sets the run's length from the
 number of training images (:func:`run_length`); ``priors.fit: true`` fits the priors to
-the training boxes (:func:`fit_config_priors`). Training resolves them before it builds anything
-(:func:`prepare_training_data`) and saves the result in its config and checkpoints;
+the training boxes (:func:`fit_config_priors`); ``augment.expand_max_ratio: null`` zooms
+out only as far as the boxes stay matchable (:func:`fit_zoom_out`). Training resolves
+them before it builds anything (:func:`prepare_training_data`) and saves the result in
+its config and checkpoints;
 evaluation and the Python API take them from the checkpoint
 (:func:`~dsod.engine.checkpoint.adopt_checkpoint_settings`).
 """
@@ -164,11 +166,52 @@ def with_run_length(config: Config, num_images: int) -> Config:
                                                                   max_iter=max_iter))
 
 
+ZOOM_OUT_LIMIT = 4.0
+"""The most a zoom-out fitted to the data shrinks an image (SSD's expand, up to 4x)."""
+MIN_ZOOM_OUT = 1.5
+"""A fitted zoom-out of less than this is no zoom-out (``augment.expand_prob`` 0)."""
+
+
+def fit_zoom_out(config: Config, dataset: DetectionDataset) -> tuple[Config, str]:
+    """``config`` with ``augment.expand_max_ratio`` set from the boxes where it is None,
+    and a line saying what was chosen.
+
+    Zooming out (SSD's expand) by ``r`` shrinks every box by ``r``; a box smaller than the
+    smallest prior (``priors.min_sizes``) then matches no prior at IoU 0.5. The fitted
+    ratio is the largest that keeps nine boxes in ten of every class at least that large:
+    the smallest class's 10th percentile of the boxes' sides (``sqrt(w h)`` at the input
+    size) over the smallest prior, at most :data:`ZOOM_OUT_LIMIT`. Below :data:`MIN_ZOOM_OUT` the objects are
+    too small to shrink and ``expand_prob`` is set to 0 instead.
+    """
+    augment = config.augment
+    boxes, labels = input_pixel_boxes(dataset, config.model.input_size)
+    if augment.expand_max_ratio is not None or len(boxes) == 0:
+        return config, ""
+    sides = np.sqrt(boxes[:, 2] * boxes[:, 3])
+    # the smallest class decides: each keeps nine boxes in ten matchable
+    small = min(float(np.percentile(sides[labels == label], 10))
+                for label in np.unique(labels))
+    smallest_prior = float(min(config.priors.min_sizes))
+    ratio = min(ZOOM_OUT_LIMIT, small / smallest_prior)
+    if ratio < MIN_ZOOM_OUT:
+        fitted = dataclasses.replace(augment, expand_max_ratio=1.0, expand_prob=0.0)
+        line = (f"augment.expand_max_ratio from the data: no zoom-out (expand_prob 0): in "
+                f"some class one box in ten is {small:.0f} px or less at the input size, too "
+                f"close to the smallest prior ({smallest_prior:.0f} px) to shrink")
+    else:
+        fitted = dataclasses.replace(augment, expand_max_ratio=round(ratio, 2))
+        line = (f"augment.expand_max_ratio from the data: zoom out up to {ratio:.2f}x (with "
+                f"p {augment.expand_prob:g}): nine boxes in ten of every class stay at least "
+                f"as large as the smallest prior ({smallest_prior:.0f} px; one in ten of the "
+                f"smallest class is {small:.0f} px or less)")
+    return dataclasses.replace(config, augment=fitted), line
+
+
 def prepare_training_data(config: Config, config_path: str = "CONFIG"
                           ) -> tuple[Config, DetectionDataset]:
-    """Resolve the class list, read the training split, set the run's length if the config
-    leaves it to the data, fit the priors if asked, and log the priors' coverage of the
-    training boxes (with a warning when it is low).
+    """Resolve the class list, read the training split, set the run's length and the
+    zoom-out if the config leaves them to the data, fit the priors if asked, and log the
+    priors' coverage of the training boxes (with a warning when it is low).
 
     Returns:
         ``(config with everything resolved, the training data set)``.
@@ -180,6 +223,9 @@ def prepare_training_data(config: Config, config_path: str = "CONFIG"
         config, fitted = fit_config_priors(config, dataset)
         for line in fitted_lines(fitted, config):
             logger.info("%s", line)
+    config, zoom_line = fit_zoom_out(config, dataset)
+    if zoom_line:
+        logger.info("%s", zoom_line)
     coverage = measure_coverage(config, dataset)
     logger.info("%s", "\n".join(coverage_lines(coverage)))
     warning = coverage_warning(coverage, config_path)
