@@ -358,6 +358,7 @@ def test_too_many_unreadable_samples_stop_the_run_with_a_checkpoint(tmp_path):
 
 def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
     import datetime
+    import gc
 
     from dsod.data import loader as loader_module
     from dsod.data.errors import DataError
@@ -376,6 +377,9 @@ def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
     except DataError as error:
         outcome = f"DataError at step {trainer.step}: {error}"
     (Path(root) / f"rank{rank}.txt").write_text(outcome)
+    del trainer  # its DDP wrapper goes before the group it talks through
+    gc.collect()
+    torch_dist.barrier()  # neither process tears the group down while the other still uses it
     torch_dist.destroy_process_group()
 
 
