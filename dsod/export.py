@@ -72,40 +72,20 @@ def export_onnx(
     example = torch.zeros(2 if dynamic_batch else 1, 3, input_size, input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES)}
         if dynamo:
-            shapes = (
-                {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}}
-                if dynamic_batch
-                else None
-            )
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=shapes,
-                external_data=False,
-            )
+            batch = {0: torch.export.Dim("batch", min=1, max=4096)}
+            shapes = {INPUT_NAME: batch} if dynamic_batch else None
+            options = {"dynamic_shapes": shapes, "external_data": False}
         else:
-            axes = (
-                {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-                if dynamic_batch
-                else None
-            )
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+            options = {
+                "dynamic_axes": axes if dynamic_batch else None,
+                "do_constant_folding": True,
+            }
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=dynamo, opset_version=opset, **names, **options
+        )
     if metadata:
         _add_metadata(path, metadata)
     return path
