@@ -10,15 +10,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from dsod.config import Config
-from dsod.runtime.precision import PRECISION_NAMES
 from dsod.runtime.host_memory import allocator_mode
+from dsod.runtime.precision import PRECISION_NAMES
 
 PRECISIONS = tuple(PRECISION_NAMES.values())  # fp32, bf16, fp16
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +54,33 @@ def default_counts(device: str, quick: bool = False) -> Counts:
     one warm-up, two runs, batches of 2 (4), few images: a smoke run, not a measurement.
     Training batches stay at 2 or more, as batch norm needs two values per channel."""
     if quick:
-        return Counts(warmup=1, latency_runs=2, throughput_runs=2, train_steps=1,
-                      step_time_rounds=1, batch=2,
-                      memory_batches=(2, 4), postprocess_batch=2, postprocess_runs=2,
-                      data_images=4, voc_images=100, voc_detections=20, voc_runs=1,
-                      conv=(2, 64, 16), conv_runs=2)
+        return Counts(
+            warmup=1,
+            latency_runs=2,
+            throughput_runs=2,
+            train_steps=1,
+            step_time_rounds=1,
+            batch=2,
+            memory_batches=(2, 4),
+            postprocess_batch=2,
+            postprocess_runs=2,
+            data_images=4,
+            voc_images=100,
+            voc_detections=20,
+            voc_runs=1,
+            conv=(2, 64, 16),
+            conv_runs=2,
+        )
     if device == "cuda":
-        return Counts(warmup=5, latency_runs=50, throughput_runs=20, train_steps=10,
-                      train_batches=(32, 64, 128, 256, 512), postprocess_runs=20, conv_runs=50)
+        return Counts(
+            warmup=5,
+            latency_runs=50,
+            throughput_runs=20,
+            train_steps=10,
+            train_batches=(32, 64, 128, 256, 512),
+            postprocess_runs=20,
+            conv_runs=50,
+        )
     return Counts()
 
 
@@ -71,6 +91,7 @@ def default_precisions(device: str) -> tuple[str, ...]:
     if device == "cuda":
         return ("fp32", "fp16")
     from dsod.runtime.precision import cpu_has_native_bf16
+
     return ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
 
 
@@ -107,7 +128,7 @@ class BenchOptions:
     batch: int | None = None
     compile: bool = False
 
-    def resolve(self) -> "BenchOptions":
+    def resolve(self) -> BenchOptions:
         """A copy with every None filled in; checks the device and precisions. On CUDA it
         also turns on cuDNN's autotuner (fixed input sizes: the best kernels for both models)."""
         if self.device not in ("cpu", "cuda"):
@@ -118,8 +139,11 @@ class BenchOptions:
             torch.backends.cudnn.benchmark = True
         precisions = self.precisions or default_precisions(self.device)
         if self.precisions is None and self.device == "cpu" and "bf16" not in precisions:
-            print("benchmark: bf16 left out: this CPU has no native bf16 (AVX512-BF16 or "
-                  "AMX); --precisions fp32,bf16 measures it anyway", file=sys.stderr)
+            print(
+                "benchmark: bf16 left out: this CPU has no native bf16 (AVX512-BF16 or "
+                "AMX); --precisions fp32,bf16 measures it anyway",
+                file=sys.stderr,
+            )
         unknown = [p for p in precisions if p not in PRECISIONS]
         if unknown:
             raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
@@ -128,16 +152,23 @@ class BenchOptions:
         counts = self.counts or default_counts(self.device, self.quick)
         if self.train_batches is not None:
             if any(b < 2 for b in self.train_batches):
-                raise ValueError(f"training batches must be 2 or more (batch norm), got "
-                                 f"{list(self.train_batches)}")
+                raise ValueError(
+                    f"training batches must be 2 or more (batch norm), got "
+                    f"{list(self.train_batches)}"
+                )
             counts = dataclasses.replace(counts, train_batches=tuple(self.train_batches))
         if self.batch is not None:
             if self.batch < 2:
                 raise ValueError(f"the batch must be 2 or more (batch norm), got {self.batch}")
             counts = dataclasses.replace(counts, batch=self.batch)
         return dataclasses.replace(
-            self, precisions=tuple(precisions), counts=counts, train_batches=None, batch=None,
-            threads=self.threads or torch.get_num_threads())
+            self,
+            precisions=tuple(precisions),
+            counts=counts,
+            train_batches=None,
+            batch=None,
+            threads=self.threads or torch.get_num_threads(),
+        )
 
     @property
     def torch_device(self) -> torch.device:
@@ -145,12 +176,16 @@ class BenchOptions:
 
     def as_dict(self) -> dict[str, Any]:
         """Settings for the JSON report."""
-        return {"device": self.device, "quick": self.quick,
-                "precisions": list(self.precisions or ()),
-                "channels_last": self.channels_last, "threads": self.threads,
-                "compile": self.compile,
-                "data_root": self.data_root,
-                "counts": dataclasses.asdict(self.counts) if self.counts else None}
+        return {
+            "device": self.device,
+            "quick": self.quick,
+            "precisions": list(self.precisions or ()),
+            "channels_last": self.channels_last,
+            "threads": self.threads,
+            "compile": self.compile,
+            "data_root": self.data_root,
+            "counts": dataclasses.asdict(self.counts) if self.counts else None,
+        }
 
 
 def synchronize(device: torch.device) -> None:
@@ -176,7 +211,8 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int, device: torch.devic
 def with_memory_efficient(config: Config, memory_efficient: bool) -> Config:
     """``config`` with ``model.memory_efficient`` set (the caller's config is left alone)."""
     return dataclasses.replace(
-        config, model=dataclasses.replace(config.model, memory_efficient=memory_efficient))
+        config, model=dataclasses.replace(config.model, memory_efficient=memory_efficient)
+    )
 
 
 def median(values: list[float]) -> float:
@@ -212,8 +248,13 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -231,16 +272,21 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,
-        "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16",
-                                        "avx512_fp16", "amx_tile"}),
+        "cpu_features": sorted(
+            flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_tile"}
+        ),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "numpy": numpy.__version__, "cv2": cv2.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "cv2": cv2.__version__,
+        },
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "malloc": allocator_mode(),
         "git_commit": _git_commit(),

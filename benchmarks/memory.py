@@ -35,8 +35,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from benchmarks.common import (GIB, BenchOptions, median, time_runs,
-                                    with_memory_efficient)
+from benchmarks.common import GIB, BenchOptions, median, time_runs, with_memory_efficient
 from benchmarks.models import TrainingStep
 from dsod.config import Config, config_to_dict
 
@@ -95,29 +94,45 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     result["finite"] = math.isfinite(loss)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
-        result.update(method="torch.cuda.max_memory_allocated", peak_gib=peak / GIB,
-                      step_delta_gib=(peak - before) / GIB,
-                      peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB)
+        result.update(
+            method="torch.cuda.max_memory_allocated",
+            peak_gib=peak / GIB,
+            step_delta_gib=(peak - before) / GIB,
+            peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB,
+        )
         return result
     peak_kib = _status_kib("VmHWM") if hwm_reset else None
     if peak_kib is None:  # ru_maxrss is in KiB on Linux, bytes on macOS
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak_kib //= 1024 if sys.platform == "darwin" else 1
-    result.update(method="VmHWM" if hwm_reset else "ru_maxrss", hwm_reset=hwm_reset,
-                  peak_rss_gib=peak_kib / 2**20,
-                  peak_gib=(peak_kib - (start_rss or 0)) / 2**20,
-                  step_delta_gib=(peak_kib - (before_rss or 0)) / 2**20,
-                  baseline_rss_gib=(start_rss or 0) / 2**20)
+    result.update(
+        method="VmHWM" if hwm_reset else "ru_maxrss",
+        hwm_reset=hwm_reset,
+        peak_rss_gib=peak_kib / 2**20,
+        peak_gib=(peak_kib - (start_rss or 0)) / 2**20,
+        step_delta_gib=(peak_kib - (before_rss or 0)) / 2**20,
+        baseline_rss_gib=(start_rss or 0) / 2**20,
+    )
     return result
 
 
-def _memory_spec(config: Config, options: BenchOptions, batch: int, precision: str,
-                 memory_efficient: bool | None) -> dict[str, Any]:
+def _memory_spec(
+    config: Config,
+    options: BenchOptions,
+    batch: int,
+    precision: str,
+    memory_efficient: bool | None,
+) -> dict[str, Any]:
     if memory_efficient is not None:
         config = with_memory_efficient(config, memory_efficient)
-    return {"config": config_to_dict(config), "device": options.device, "batch": batch,
-            "precision": precision, "channels_last": options.channels_last,
-            "threads": options.threads or 1}
+    return {
+        "config": config_to_dict(config),
+        "device": options.device,
+        "batch": batch,
+        "precision": precision,
+        "channels_last": options.channels_last,
+        "threads": options.threads or 1,
+    }
 
 
 def _child_entry(spec: dict[str, Any], conn: Connection) -> None:
@@ -146,8 +161,7 @@ def _start_child(spec: dict[str, Any]) -> tuple[BaseProcess, Connection]:
     return proc, receiver
 
 
-def _finish_child(child: tuple[BaseProcess, Connection], spec: dict[str, Any]
-                  ) -> dict[str, Any]:
+def _finish_child(child: tuple[BaseProcess, Connection], spec: dict[str, Any]) -> dict[str, Any]:
     proc, receiver = child
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     result: dict[str, Any] | None = None
@@ -164,12 +178,17 @@ def _finish_child(child: tuple[BaseProcess, Connection], spec: dict[str, Any]
         proc.kill()
         proc.join()
     if result is None:
-        raise RuntimeError(f"the memory subprocess ended without a result (exit code "
-                           f"{proc.exitcode}; killed for memory, or over {CHILD_TIMEOUT_S} s)")
+        raise RuntimeError(
+            f"the memory subprocess ended without a result (exit code "
+            f"{proc.exitcode}; killed for memory, or over {CHILD_TIMEOUT_S} s)"
+        )
     if "error" in result:
         raise RuntimeError(f"the memory subprocess failed:\n{result['error'][-2000:]}")
-    result.update(batch=spec["batch"], precision=spec["precision"],
-                  memory_efficient=spec["config"]["model"]["memory_efficient"])
+    result.update(
+        batch=spec["batch"],
+        precision=spec["precision"],
+        memory_efficient=spec["config"]["model"]["memory_efficient"],
+    )
     return result
 
 
@@ -178,31 +197,47 @@ def run_memory_children(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_finish_child(_start_child(spec), spec) for spec in specs]
 
 
-def training_memory(config: Config, options: BenchOptions, batch: int, precision: str,
-                    memory_efficient: bool | None = None) -> dict[str, Any]:
+def training_memory(
+    config: Config,
+    options: BenchOptions,
+    batch: int,
+    precision: str,
+    memory_efficient: bool | None = None,
+) -> dict[str, Any]:
     """Peak memory and time of one training step at ``batch`` in a fresh subprocess (see
     the module docstring for the method). ``memory_efficient`` overrides the config's."""
     spec = _memory_spec(config, options, batch, precision, memory_efficient)
     return run_memory_children([spec])[0]
 
 
-def alternating_step_times(config: Config, options: BenchOptions,
-                           precision: str = "fp32") -> dict[str, Any]:
+def alternating_step_times(
+    config: Config, options: BenchOptions, precision: str = "fp32"
+) -> dict[str, Any]:
     """Median training step time (s) at ``counts.batch`` with memory-efficient and with plain
     dense layers, timed in alternation in this process after one warm-up step each, so that
     both see the same machine load: ``{"memory_efficient_s", "plain_s", "ratio", "rounds"}``."""
     steps = {}
     for flag in (True, False):
-        steps[flag] = TrainingStep(with_memory_efficient(config, flag), options.torch_device,
-                                   options.counts.batch, precision, options.channels_last)
+        steps[flag] = TrainingStep(
+            with_memory_efficient(config, flag),
+            options.torch_device,
+            options.counts.batch,
+            precision,
+            options.channels_last,
+        )
         steps[flag]()  # warm-up: momentum buffers, allocator pools
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(options.counts.step_time_rounds):
         for flag, step in steps.items():
             times[flag] += time_runs(step, 1, 0, options.torch_device)
     efficient, plain = median(times[True]), median(times[False])
-    return {"memory_efficient_s": efficient, "plain_s": plain, "ratio": efficient / plain,
-            "rounds": options.counts.step_time_rounds, "precision": precision}
+    return {
+        "memory_efficient_s": efficient,
+        "plain_s": plain,
+        "ratio": efficient / plain,
+        "rounds": options.counts.step_time_rounds,
+        "precision": precision,
+    }
 
 
 def memory_section(config: Config, options: BenchOptions) -> dict[str, Any]:
@@ -221,10 +256,15 @@ def memory_per_image_section(config: Config, options: BenchOptions) -> dict[str,
     precision = "bf16"
     if options.device == "cuda":
         import torch
+
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     small, large = options.counts.memory_batches
     specs = [_memory_spec(config, options, b, precision, True) for b in (small, large)]
     rows = run_memory_children(specs)
     slope = (rows[1]["peak_gib"] - rows[0]["peak_gib"]) / (large - small)
-    return {"precision": precision, "batches": [small, large], "rows": rows,
-            "gib_per_image": slope}
+    return {
+        "precision": precision,
+        "batches": [small, large],
+        "rows": rows,
+        "gib_per_image": slope,
+    }

@@ -4,7 +4,6 @@ the machine's convolution ceiling."""
 from __future__ import annotations
 
 import dataclasses
-
 import gc
 import math
 from typing import Any
@@ -17,12 +16,11 @@ from benchmarks.common import Counts, median, time_runs
 from dsod.box_coder import BoxCoder
 from dsod.config import Config
 from dsod.data.loader import TrainingBatch
-from dsod.engine.builders import build_loss
+from dsod.engine.builders import build_loss, build_model, build_priors
 from dsod.engine.optim import build_optimizer, build_scheduler
 from dsod.engine.step import train_step
 from dsod.engine.train_state import TrainingState
 from dsod.matching import TargetEncoder
-from dsod.engine.builders import build_model, build_priors
 from dsod.models.detector import count_parameters
 from dsod.runtime.cuda_graph import CUDAGraphForward
 from dsod.runtime.network import Network, RunSettings, prepare_network
@@ -33,23 +31,35 @@ from dsod.runtime.precision import amp_setting, autocast_context
 _IMAGE_STD = 60.0
 
 
-def prepare_model(config: Config, device: torch.device, channels_last: bool,
-                  for_inference: bool = False, compile: bool = False,
-                  precision: str = "fp32") -> Network:
+def prepare_model(
+    config: Config,
+    device: torch.device,
+    channels_last: bool,
+    for_inference: bool = False,
+    compile: bool = False,
+    precision: str = "fp32",
+) -> Network:
     """The config's detector, randomly initialised, prepared as the trainer prepares it
     (:func:`~dsod.runtime.network.prepare_network` with ``training``: the config's speed
     paths and ``model.memory_efficient``) or, with ``for_inference``, as
     :class:`dsod.inference.Detector` runs it under ``precision`` (eval mode, BNs folded,
     weights stored in the autocast dtype); ``compile`` as ``train.compile`` /
     ``Detector(compile=True)``. ``network(images)`` runs it in that precision."""
-    settings = RunSettings(torch.device(device), amp_setting(precision), channels_last,
-                           config.train.speed_paths)
-    return prepare_network(build_model(config), settings, training=not for_inference,
-                           memory_efficient=config.model.memory_efficient, compile=compile)
+    settings = RunSettings(
+        torch.device(device), amp_setting(precision), channels_last, config.train.speed_paths
+    )
+    return prepare_network(
+        build_model(config),
+        settings,
+        training=not for_inference,
+        memory_efficient=config.model.memory_efficient,
+        compile=compile,
+    )
 
 
-def random_images(batch: int, size: int, device: torch.device, channels_last: bool,
-                  seed: int = 0) -> torch.Tensor:
+def random_images(
+    batch: int, size: int, device: torch.device, channels_last: bool, seed: int = 0
+) -> torch.Tensor:
     """``[batch, 3, size, size]`` network inputs (noise at the scale of mean-subtracted BGR)."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=generator) * _IMAGE_STD
@@ -64,8 +74,12 @@ def random_targets(config: Config, batch: int, seed: int = 0) -> tuple[torch.Ten
     Returns ``(offsets [B, P, 4], labels [B, P])`` on the CPU.
     """
     generator = torch.Generator().manual_seed(seed)
-    encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
-                            config.loss.match_iou, config.loss.neg_iou)
+    encoder = TargetEncoder(
+        build_priors(config)(),
+        BoxCoder(config.priors.variances),
+        config.loss.match_iou,
+        config.loss.neg_iou,
+    )
     all_offsets, all_labels = [], []
     for _ in range(batch):
         count = int(torch.randint(1, 7, (1,), generator=generator))
@@ -89,35 +103,58 @@ class TrainingStep:
     Calling it runs one step and returns the loss.
     """
 
-    def __init__(self, config: Config, device: torch.device, batch: int, precision: str,
-                 channels_last: bool, seed: int = 0, compile: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        device: torch.device,
+        batch: int,
+        precision: str,
+        channels_last: bool,
+        seed: int = 0,
+        compile: bool = False,
+    ) -> None:
         torch.manual_seed(seed)
-        self.network = prepare_model(config, device, channels_last, compile=compile,
-                                     precision=precision)
+        self.network = prepare_model(
+            config, device, channels_last, compile=compile, precision=precision
+        )
         self.model = self.network.model
         self.optimizer = build_optimizer(self.model, config.solver)
         # A run length left to the data (None) is set when a run reads it; any length
         # serves a benchmark's few steps.
-        solver = (config.solver if config.solver.max_iter is not None
-                  else dataclasses.replace(config.solver, max_iter=1000))
-        self.state = TrainingState(self.model, self.optimizer,
-                                   build_scheduler(self.optimizer, solver),
-                                   torch.amp.GradScaler(device.type,
-                                                        enabled=precision == "fp16"))
+        solver = (
+            config.solver
+            if config.solver.max_iter is not None
+            else dataclasses.replace(config.solver, max_iter=1000)
+        )
+        self.state = TrainingState(
+            self.model,
+            self.optimizer,
+            build_scheduler(self.optimizer, solver),
+            torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        )
         self.criterion = build_loss(config)
         self.grad_clip = config.solver.grad_clip
         offsets, labels = random_targets(config, batch, seed)
-        self.batch = TrainingBatch(random_images(batch, config.model.input_size, device,
-                                                 channels_last, seed),
-                                   offsets.to(device), labels.to(device))
+        self.batch = TrainingBatch(
+            random_images(batch, config.model.input_size, device, channels_last, seed),
+            offsets.to(device),
+            labels.to(device),
+        )
 
     def __call__(self) -> float:
-        return train_step(self.network, self.criterion, self.state, [self.batch], 1,
-                          self.grad_clip).loss
+        return train_step(
+            self.network, self.criterion, self.state, [self.batch], 1, self.grad_clip
+        ).loss
 
 
-def inference_metrics(model: Network, input_size: int, device: torch.device, precision: str,
-                      counts: Counts, channels_last: bool) -> dict[str, float]:
+def inference_metrics(
+    model: Network,
+    input_size: int,
+    device: torch.device,
+    precision: str,
+    counts: Counts,
+    channels_last: bool,
+) -> dict[str, float]:
     """Batch-1 latency (median and best, ms) and batch throughput (images/s) of raw network
     outputs of a network prepared for inference (:func:`prepare_model`) under
     ``torch.inference_mode``. On CUDA also both replayed from a
@@ -127,30 +164,48 @@ def inference_metrics(model: Network, input_size: int, device: torch.device, pre
     batch = random_images(counts.batch, input_size, device, channels_last, seed=1)
     with torch.inference_mode():
         latency = time_runs(lambda: model(single), counts.latency_runs, counts.warmup, device)
-        throughput = time_runs(lambda: model(batch), counts.throughput_runs,
-                               min(counts.warmup, 1), device)
-    out = {"latency_ms_b1": median(latency) * 1e3, "latency_ms_b1_best": min(latency) * 1e3,
-           "throughput_img_s": counts.batch / median(throughput),
-           "throughput_batch": counts.batch}
+        throughput = time_runs(
+            lambda: model(batch), counts.throughput_runs, min(counts.warmup, 1), device
+        )
+    out = {
+        "latency_ms_b1": median(latency) * 1e3,
+        "latency_ms_b1_best": min(latency) * 1e3,
+        "throughput_img_s": counts.batch / median(throughput),
+        "throughput_batch": counts.batch,
+    }
     if device.type == "cuda":
         with torch.inference_mode():
             eager_outputs = model(single)
         graphed = CUDAGraphForward(model.module, autocast_dtype=model.settings.dtype)
         latency = time_runs(lambda: graphed(single), counts.latency_runs, counts.warmup, device)
-        throughput = time_runs(lambda: graphed(batch), counts.throughput_runs,
-                               min(counts.warmup, 1), device)
-        difference = max(float((a.float() - b.float()).abs().max())
-                         for a, b in zip(graphed(single), eager_outputs))
-        out.update({"latency_ms_b1_graph": median(latency) * 1e3,
-                    "latency_ms_b1_graph_best": min(latency) * 1e3,
-                    "throughput_img_s_graph": counts.batch / median(throughput),
-                    "graph_max_abs_difference": difference})
+        throughput = time_runs(
+            lambda: graphed(batch), counts.throughput_runs, min(counts.warmup, 1), device
+        )
+        difference = max(
+            float((a.float() - b.float()).abs().max())
+            for a, b in zip(graphed(single), eager_outputs)
+        )
+        out.update(
+            {
+                "latency_ms_b1_graph": median(latency) * 1e3,
+                "latency_ms_b1_graph_best": min(latency) * 1e3,
+                "throughput_img_s_graph": counts.batch / median(throughput),
+                "graph_max_abs_difference": difference,
+            }
+        )
     return out
 
 
-def training_metrics(config: Config, device: torch.device, precision: str, counts: Counts,
-                     channels_last: bool, batch: int | None = None,
-                     steps: int | None = None, compile: bool = False) -> dict[str, Any]:
+def training_metrics(
+    config: Config,
+    device: torch.device,
+    precision: str,
+    counts: Counts,
+    channels_last: bool,
+    batch: int | None = None,
+    steps: int | None = None,
+    compile: bool = False,
+) -> dict[str, Any]:
     """Training images per second at ``batch`` (default ``counts.batch``; median of ``steps``,
     default ``counts.train_steps``, after one warm-up step, which allocates the momentum
     buffers and, with ``compile``, compiles), on a freshly initialised model."""
@@ -161,15 +216,26 @@ def training_metrics(config: Config, device: torch.device, precision: str, count
     losses: list[float] = []
     times = time_runs(lambda: losses.append(step()), steps or counts.train_steps, 1, device)
     loss = losses[-1]
-    out = {"train_img_s": batch / median(times), "step_s": median(times), "batch": batch,
-           "last_loss": loss, "finite": math.isfinite(loss)}
+    out = {
+        "train_img_s": batch / median(times),
+        "step_s": median(times),
+        "batch": batch,
+        "last_loss": loss,
+        "finite": math.isfinite(loss),
+    }
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / float(1 << 30)
     return out
 
 
-def training_sweep(config: Config, device: torch.device, precision: str, counts: Counts,
-                   channels_last: bool, compile: bool = False) -> list[dict[str, Any]]:
+def training_sweep(
+    config: Config,
+    device: torch.device,
+    precision: str,
+    counts: Counts,
+    channels_last: bool,
+    compile: bool = False,
+) -> list[dict[str, Any]]:
     """Training images per second at each of ``counts.train_batches`` in increasing order,
     stopping at the first batch that fails, as when it runs out of memory (its row holds
     the error instead of figures)."""
@@ -178,8 +244,18 @@ def training_sweep(config: Config, device: torch.device, precision: str, counts:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         try:
-            rows.append(training_metrics(config, device, precision, counts, channels_last,
-                                         batch, counts.sweep_steps, compile))
+            rows.append(
+                training_metrics(
+                    config,
+                    device,
+                    precision,
+                    counts,
+                    channels_last,
+                    batch,
+                    counts.sweep_steps,
+                    compile,
+                )
+            )
         except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuDNN out of workspace
             rows.append({"batch": batch, "error": f"{type(error).__name__}: {str(error)[:300]}"})
             break
@@ -216,8 +292,9 @@ def parameter_count(config: Config) -> int:
         return count_parameters(build_model(config))
 
 
-def conv_ceiling(device: torch.device, precision: str, counts: Counts,
-                 channels_last: bool = True) -> dict[str, Any]:
+def conv_ceiling(
+    device: torch.device, precision: str, counts: Counts, channels_last: bool = True
+) -> dict[str, Any]:
     """GFLOP/s of one plain 3x3 convolution (C -> C channels, stride 1, padding 1, no bias)
     at ``counts.conv = (batch, C, side)``, median of ``counts.conv_runs``: what this machine
     sustains on a detector-like layer, the yardstick for the whole network."""
@@ -230,12 +307,17 @@ def conv_ceiling(device: torch.device, precision: str, counts: Counts,
     flops = 2.0 * batch * channels * channels * 9 * side * side
     with torch.inference_mode(), autocast_context(device, amp_setting(precision)):
         times = time_runs(lambda: conv(x), counts.conv_runs, counts.warmup, device)
-    return {"gflops_per_s": flops / median(times) / 1e9, "ms": median(times) * 1e3,
-            "gflop": flops / 1e9, "shape": [batch, channels, side, side]}
+    return {
+        "gflops_per_s": flops / median(times) / 1e9,
+        "ms": median(times) * 1e3,
+        "gflop": flops / 1e9,
+        "shape": [batch, channels, side, side],
+    }
 
 
-def torchvision_full_latency(num_classes: int, device: torch.device,
-                             counts: Counts) -> dict[str, Any]:
+def torchvision_full_latency(
+    num_classes: int, device: torch.device, counts: Counts
+) -> dict[str, Any]:
     """Batch-1 latency (fp32, ms) of torchvision's complete ``ssd300_vgg16`` in eval mode on a
     500x375 image in 0..1: its resize and normalisation, the network, its anchors, decoding
     and NMS. Untrained, its near-uniform scores pass the 0.01 threshold everywhere, so NMS
@@ -248,5 +330,8 @@ def torchvision_full_latency(num_classes: int, device: torch.device,
     image = torch.rand(3, 375, 500, device=device)
     with torch.inference_mode():
         times = time_runs(lambda: model([image]), counts.latency_runs, counts.warmup, device)
-    return {"latency_ms_b1": median(times) * 1e3, "latency_ms_b1_best": min(times) * 1e3,
-            "input": "one 500x375 RGB image in 0..1 (resized to 300x300 inside)"}
+    return {
+        "latency_ms_b1": median(times) * 1e3,
+        "latency_ms_b1_best": min(times) * 1e3,
+        "input": "one 500x375 RGB image in 0..1 (resized to 300x300 inside)",
+    }

@@ -27,9 +27,14 @@ BCCD_CLASSES = ("RBC", "WBC", "Platelets")
 SYNTHETIC_CLASSES = ("cell", "blob", "dot")
 
 
-def trained_like_outputs(num_priors: int, num_classes: int, batch: int, objects: int = 6,
-                         priors_per_object: int = 12, seed: int = 0
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def trained_like_outputs(
+    num_priors: int,
+    num_classes: int,
+    batch: int,
+    objects: int = 6,
+    priors_per_object: int = 12,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw outputs shaped like a trained detector's: ``(logits [B, P, C+1], offsets [B, P, 4])``.
 
     Background logits ~ N(8, 1) and class logits ~ N(0, 1), so most priors are confidently
@@ -44,7 +49,9 @@ def trained_like_outputs(num_priors: int, num_classes: int, batch: int, objects:
     for b in range(batch):
         for _ in range(objects):
             label = int(torch.randint(1, num_classes, (1,), generator=generator))
-            first = int(torch.randint(0, num_priors - priors_per_object, (1,), generator=generator))
+            first = int(
+                torch.randint(0, num_priors - priors_per_object, (1,), generator=generator)
+            )
             rows = slice(first, first + priors_per_object)
             confidence = torch.rand(priors_per_object, generator=generator) * 0.59 + 0.4
             # softmax over (background at ~8, this class at ~8 + logit(confidence))
@@ -59,24 +66,33 @@ def postprocess_section(config: Config, options: BenchOptions) -> dict[str, Any]
     device, counts = options.torch_device, options.counts
     postprocessor = build_postprocessor(config)
     num_priors = postprocessor.priors.shape[0]
-    logits, offsets = trained_like_outputs(num_priors, config.num_classes,
-                                           counts.postprocess_batch)
+    logits, offsets = trained_like_outputs(
+        num_priors, config.num_classes, counts.postprocess_batch
+    )
     logits, offsets = logits.to(device), offsets.to(device)
     sizes = [(500, 375)] * counts.postprocess_batch
     detections: list[Detections] = []
-    times = time_runs(lambda: detections.extend(postprocessor(logits, offsets, sizes)),
-                      counts.postprocess_runs, counts.warmup, device)
+    times = time_runs(
+        lambda: detections.extend(postprocessor(logits, offsets, sizes)),
+        counts.postprocess_runs,
+        counts.warmup,
+        device,
+    )
     scores = logits.float().softmax(-1)[..., 1:]
     candidates = (scores > postprocessor.conf_threshold).sum((1, 2)).float().mean()
-    return {"ms_per_image": median(times) * 1e3 / counts.postprocess_batch,
-            "batch": counts.postprocess_batch, "priors": num_priors,
-            "classes": config.num_object_classes,
-            "candidates_per_image": float(candidates),
-            "detections_per_image": float(np.mean([len(d) for d in detections]))}
+    return {
+        "ms_per_image": median(times) * 1e3 / counts.postprocess_batch,
+        "batch": counts.postprocess_batch,
+        "priors": num_priors,
+        "classes": config.num_object_classes,
+        "candidates_per_image": float(candidates),
+        "detections_per_image": float(np.mean([len(d) for d in detections])),
+    }
 
 
-def write_synthetic_voc(root: Path, count: int, width: int = 640, height: int = 480,
-                        seed: int = 0) -> tuple[str, ...]:
+def write_synthetic_voc(
+    root: Path, count: int, width: int = 640, height: int = 480, seed: int = 0
+) -> tuple[str, ...]:
     """``count`` photo-like JPEGs (smooth colour noise plus grain, quality 90) with 5-15
     random boxes each, in VOC layout under ``root`` (split ``train``). Returns the class
     names."""
@@ -88,8 +104,9 @@ def write_synthetic_voc(root: Path, count: int, width: int = 640, height: int = 
         coarse = rng.integers(0, 256, (height // 40, width // 40, 3)).astype(np.uint8)
         image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
         image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image,
-                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(
+            str(root / "JPEGImages" / f"{image_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
         ann = ET.Element("annotation")
         ET.SubElement(ann, "filename").text = f"{image_id}.jpg"
         size = ET.SubElement(ann, "size")
@@ -109,8 +126,11 @@ def write_synthetic_voc(root: Path, count: int, width: int = 640, height: int = 
     return SYNTHETIC_CLASSES
 
 
-EXTRA_EXAMPLE = ({"name": "GaussianBlur", "blur_limit": [3, 5], "p": 0.5},
-                 {"name": "CLAHE", "p": 0.5}, {"name": "Affine", "rotate": [-10, 10], "p": 0.5})
+EXTRA_EXAMPLE = (
+    {"name": "GaussianBlur", "blur_limit": [3, 5], "p": 0.5},
+    {"name": "CLAHE", "p": 0.5},
+    {"name": "Affine", "rotate": [-10, 10], "p": 0.5},
+)
 """The ``augment.extra`` timed in the data section: blur, CLAHE and a rotation, each p 0.5."""
 
 
@@ -126,8 +146,10 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     # the number of classes changes nothing here.
     names = tuple(dataset.class_names)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, num_classes=with_background(len(names))),
-        data=dataclasses.replace(config.data, class_names=names))
+        config,
+        model=dataclasses.replace(config.model, num_classes=with_background(len(names))),
+        data=dataclasses.replace(config.data, class_names=names),
+    )
     samples = build_training_samples(config, dataset)
     samples[(0, indices[0])]  # warm-up: first decode, LUTs, prior tensors
 
@@ -136,15 +158,17 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     decode = time.perf_counter() - start
 
     if config.augment.expand_max_ratio is None:  # fitted when a run reads its data
-        config = dataclasses.replace(config, augment=dataclasses.replace(
-            config.augment, expand_max_ratio=4.0))
+        config = dataclasses.replace(
+            config, augment=dataclasses.replace(config.augment, expand_max_ratio=4.0)
+        )
     transform = TrainTransform(config.model.input_size, config.augment, seed=0)
     start = time.perf_counter()
     outputs = [transform(image, a.boxes, a.labels) for image, a in zip(images, annotations)]
     augment = time.perf_counter() - start
     # the same with augment.extra as data/README.md shows it (albumentations, bbox-aware)
-    extra = TrainTransform(config.model.input_size,
-                           dataclasses.replace(config.augment, extra=EXTRA_EXAMPLE), seed=0)
+    extra = TrainTransform(
+        config.model.input_size, dataclasses.replace(config.augment, extra=EXTRA_EXAMPLE), seed=0
+    )
     extra(images[0], annotations[0].boxes, annotations[0].labels)  # warm-up
     start = time.perf_counter()
     for image, a in zip(images, annotations):
@@ -160,11 +184,13 @@ def _pipeline_rates(config: Config, dataset: VOCDataset, count: int) -> dict[str
     for epoch, index in enumerate(indices):
         samples[(epoch + 1, index)]
     whole = time.perf_counter() - start
-    return {"decode_img_s": _per_second(count, decode),
-            "augment_img_s": _per_second(count, augment),
-            "augment_with_extra_img_s": _per_second(count, augment_extra),
-            "match_img_s": _per_second(count, match),
-            "sample_img_s": _per_second(count, whole)}
+    return {
+        "decode_img_s": _per_second(count, decode),
+        "augment_img_s": _per_second(count, augment),
+        "augment_with_extra_img_s": _per_second(count, augment_extra),
+        "match_img_s": _per_second(count, match),
+        "sample_img_s": _per_second(count, whole),
+    }
 
 
 def data_section(config: Config, options: BenchOptions) -> dict[str, Any]:
@@ -194,13 +220,18 @@ def data_section(config: Config, options: BenchOptions) -> dict[str, Any]:
     finally:
         cv2.setNumThreads(cv2_threads)
     priors = build_priors(config).num_priors
-    return {"source": source, "images": count, "input_size": config.model.input_size,
-            "priors": priors, **rates}
+    return {
+        "source": source,
+        "images": count,
+        "input_size": config.model.input_size,
+        "priors": priors,
+        **rates,
+    }
 
 
-def synthetic_voc_eval_inputs(num_images: int, detections_per_image: int,
-                              num_classes: int = 20, seed: int = 0
-                              ) -> tuple[list[Annotation], dict[str, Detections], list[str]]:
+def synthetic_voc_eval_inputs(
+    num_images: int, detections_per_image: int, num_classes: int = 20, seed: int = 0
+) -> tuple[list[Annotation], dict[str, Detections], list[str]]:
     """VOC07-test-like ground truth (1-5 boxes per 500x375 image, 10% difficult) and
     ``detections_per_image`` detections per image: a jittered copy of each object plus
     random boxes of random classes, with random scores."""
@@ -212,8 +243,9 @@ def synthetic_voc_eval_inputs(num_images: int, detections_per_image: int,
         boxes = np.concatenate([xy, xy + rng.uniform(20, 200, (n, 2))], 1).astype(np.float32)
         boxes = np.minimum(boxes, [500, 375, 500, 375]).astype(np.float32)
         labels = rng.integers(1, num_classes + 1, n)
-        annotations.append(Annotation(f"{i:06d}", f"{i:06d}.jpg", 500, 375, boxes, labels,
-                                      rng.random(n) < 0.1))
+        annotations.append(
+            Annotation(f"{i:06d}", f"{i:06d}.jpg", 500, 375, boxes, labels, rng.random(n) < 0.1)
+        )
         extra = max(0, detections_per_image - n)
         xy = rng.uniform(0, 400, (extra, 2))
         random_boxes = np.concatenate([xy, xy + rng.uniform(10, 250, (extra, 2))], 1)
@@ -230,12 +262,20 @@ def voc_eval_section(options: BenchOptions) -> dict[str, Any]:
     """Seconds of :func:`dsod.evaluation.voc.evaluate_voc` (both AP variants, all 20
     classes) on :func:`synthetic_voc_eval_inputs` of ``counts.voc_images`` images."""
     counts = options.counts
-    annotations, detections, names = synthetic_voc_eval_inputs(counts.voc_images,
-                                                                counts.voc_detections)
+    annotations, detections, names = synthetic_voc_eval_inputs(
+        counts.voc_images, counts.voc_detections
+    )
     result = []
-    times = time_runs(lambda: result.append(evaluate_voc(annotations, detections, names)),
-                      counts.voc_runs, 0, torch.device("cpu"))
-    return {"seconds": median(times), "images": counts.voc_images,
-            "detections_per_image": counts.voc_detections,
-            "detections": counts.voc_images * counts.voc_detections,
-            "map07": float(result[-1].map07)}
+    times = time_runs(
+        lambda: result.append(evaluate_voc(annotations, detections, names)),
+        counts.voc_runs,
+        0,
+        torch.device("cpu"),
+    )
+    return {
+        "seconds": median(times),
+        "images": counts.voc_images,
+        "detections_per_image": counts.voc_detections,
+        "detections": counts.voc_images * counts.voc_detections,
+        "map07": float(result[-1].map07),
+    }

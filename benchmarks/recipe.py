@@ -22,9 +22,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmarks.common import REPO_ROOT
 
@@ -44,14 +45,29 @@ class SharedSet:
 # weights' detections on `test` scored by tools/eval.py --voc-results. Quoted from the
 # shared data sets' README (measured there on 2 cores of an AMD EPYC with AVX512-BF16).
 YOLO_SOURCE = "shared data README: YOLO11n (ultralytics 8.4.190) from scratch, own recipe"
-SHARED_SETS: dict[str, SharedSet] = {s.name: s for s in (
-    SharedSet("bccd", "3 classes of blood cells, 13 small objects an image, 292 images", 500,
-              {"images": 7900, "mAP07": 0.600, "mAP": 0.601, "AP": 0.393}),
-    SharedSet("raccoon", "1 class, about 1 large object an image, 160 images", 250,
-              {"images": 4000, "mAP07": 0.375, "mAP": 0.376, "AP": 0.112}),
-    SharedSet("deeppcb", "6 classes of PCB defects, 6.7 small objects an image, 1,200 images",
-              500, {"images": 8400, "mAP07": 0.342, "mAP": 0.326, "AP": 0.145}),
-)}
+SHARED_SETS: dict[str, SharedSet] = {
+    s.name: s
+    for s in (
+        SharedSet(
+            "bccd",
+            "3 classes of blood cells, 13 small objects an image, 292 images",
+            500,
+            {"images": 7900, "mAP07": 0.600, "mAP": 0.601, "AP": 0.393},
+        ),
+        SharedSet(
+            "raccoon",
+            "1 class, about 1 large object an image, 160 images",
+            250,
+            {"images": 4000, "mAP07": 0.375, "mAP": 0.376, "AP": 0.112},
+        ),
+        SharedSet(
+            "deeppcb",
+            "6 classes of PCB defects, 6.7 small objects an image, 1,200 images",
+            500,
+            {"images": 8400, "mAP07": 0.342, "mAP": 0.326, "AP": 0.145},
+        ),
+    )
+}
 
 
 @dataclass
@@ -73,10 +89,13 @@ class RunResult:
 
 # -- a control copy with shuffled labels ----------------------------------------------------
 
+
 def _split_ids(root: Path, split: str) -> list[str]:
-    return [line.split()[0] for line in
-            (root / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines()
-            if line.strip()]
+    return [
+        line.split()[0]
+        for line in (root / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def _size(tree: ET.ElementTree) -> tuple[float, float]:
@@ -111,8 +130,12 @@ def shuffled_copy(root: Path, out: Path, split: str = "trainval", seed: int = 0)
             target_root.remove(obj)
         for obj in donor.getroot().findall("object"):
             box = obj.find("bndbox")
-            for key, scale, limit in (("xmin", tw / dw, tw), ("xmax", tw / dw, tw),
-                                      ("ymin", th / dh, th), ("ymax", th / dh, th)):
+            for key, scale, limit in (
+                ("xmin", tw / dw, tw),
+                ("xmax", tw / dw, tw),
+                ("ymin", th / dh, th),
+                ("ymax", th / dh, th),
+            ):
                 value = min(max(1.0, float(box.findtext(key)) * scale), limit)
                 box.find(key).text = str(int(round(value)))
             target_root.append(obj)
@@ -121,6 +144,7 @@ def shuffled_copy(root: Path, out: Path, split: str = "trainval", seed: int = 0)
 
 
 # -- what a predictor that never looks at the image scores ----------------------------------
+
 
 def blind_map(config: str, overrides: Sequence[str], root: Path) -> float:
     """VOC07 mAP on the test split of the detector that never looks at the image
@@ -134,12 +158,12 @@ def blind_map(config: str, overrides: Sequence[str], root: Path) -> float:
     data = with_class_names(load_config(config, [*overrides, f"data.root={root}"])).data
     train, test = build_dataset(data, "train"), build_dataset(data, "test")
     annotations = [test.annotation(i) for i in range(len(test))]
-    detections = blind_detections([train.annotation(i) for i in range(len(train))],
-                                  annotations)
+    detections = blind_detections([train.annotation(i) for i in range(len(train))], annotations)
     return float(evaluate_voc(annotations, detections, test.class_names).map07)
 
 
 # -- running and reading one run --------------------------------------------------------------
+
 
 def _log_records(out_dir: Path) -> list[dict[str, Any]]:
     path = out_dir / "log.jsonl"
@@ -171,17 +195,22 @@ def _logged_wall_time(out_dir: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else float("nan")
 
 
-def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool
-          ) -> float:
+def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool) -> float:
     """``tools/train.py`` in its own process; with ``stop_after_check`` it is stopped (a
     stop signal: it saves a checkpoint and exits) once the learning check is logged.
     Returns the wall time in seconds."""
-    command = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), config, *overrides,
-               "--out", str(out_dir), "--no-progress"]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tools" / "train.py"),
+        config,
+        *overrides,
+        "--out",
+        str(out_dir),
+        "--no-progress",
+    ]
     tic = time.perf_counter()
     with open(out_dir.with_suffix(".log"), "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=REPO_ROOT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         while process.poll() is None:
             time.sleep(5)
             if stop_after_check and _learning_check(_log_records(out_dir)) is not None:
@@ -189,27 +218,39 @@ def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check
                 process.wait()
     wall = time.perf_counter() - tic
     if process.returncode not in (0, 130) and not stop_after_check:
-        raise RuntimeError(f"training failed ({process.returncode}): see "
-                           f"{out_dir.with_suffix('.log')}")
+        raise RuntimeError(
+            f"training failed ({process.returncode}): see {out_dir.with_suffix('.log')}"
+        )
     return wall
 
 
-def evaluate(config: str, overrides: Sequence[str], out_dir: Path,
-             checkpoint: str = "final.pth") -> dict[str, Any]:
+def evaluate(
+    config: str, overrides: Sequence[str], out_dir: Path, checkpoint: str = "final.pth"
+) -> dict[str, Any]:
     """``tools/eval.py`` on one of the run's checkpoints; its JSON report."""
     name = Path(checkpoint).stem
     report = out_dir / f"eval_{name}.json"
-    command = [sys.executable, str(REPO_ROOT / "tools" / "eval.py"), config, *overrides,
-               "--checkpoint", str(out_dir / "checkpoints" / checkpoint),
-               "--out", str(out_dir / f"eval_{name}"), "--json", str(report), "--no-progress"]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tools" / "eval.py"),
+        config,
+        *overrides,
+        "--checkpoint",
+        str(out_dir / "checkpoints" / checkpoint),
+        "--out",
+        str(out_dir / f"eval_{name}"),
+        "--json",
+        str(report),
+        "--no-progress",
+    ]
     with open(out_dir / f"eval_{name}.log", "w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                       check=True)
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, check=True)
     return json.loads(report.read_text())
 
 
-def evaluate_last_weights(config: str, overrides: Sequence[str], out_dir: Path
-                          ) -> dict[str, Any] | None:
+def evaluate_last_weights(
+    config: str, overrides: Sequence[str], out_dir: Path
+) -> dict[str, Any] | None:
     """The figures of the run's last weights themselves, where it evaluated a moving
     average of them (``solver.ema``): the same run without the average. None for a run
     that kept none."""
@@ -223,16 +264,27 @@ def evaluate_last_weights(config: str, overrides: Sequence[str], out_dir: Path
     return evaluate(config, overrides, out_dir, "final_last_weights.pth")
 
 
-def run_one(config: str, overrides: Sequence[str], data_dir: Path, shared: SharedSet,
-            seed: int, out_root: Path, control: bool = False) -> RunResult:
+def run_one(
+    config: str,
+    overrides: Sequence[str],
+    data_dir: Path,
+    shared: SharedSet,
+    seed: int,
+    out_root: Path,
+    control: bool = False,
+) -> RunResult:
     """Train (and, unless ``control``, evaluate) ``config`` on one shared set."""
     root = data_dir / shared.name
     name = f"{shared.name}_seed{seed}" + ("_control" if control else "")
     out_dir = out_root / name
     if control:
         root = shuffled_copy(root, out_root / "data" / f"{shared.name}_shuffled", seed=seed)
-    settings = [f"data.root={root}", f"solver.max_iter={shared.max_iter}",
-                f"train.seed={seed}", *overrides]
+    settings = [
+        f"data.root={root}",
+        f"solver.max_iter={shared.max_iter}",
+        f"train.seed={seed}",
+        *overrides,
+    ]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     finished = (out_dir / "checkpoints" / "final.pth").is_file()
     if finished and not control:  # a run of an earlier benchmark: read, not repeated
@@ -243,68 +295,111 @@ def run_one(config: str, overrides: Sequence[str], data_dir: Path, shared: Share
     rates = [r["images_per_s"] for r in records if r.get("images_per_s")]
     signals = [r["agreement"] for r in records if r.get("agreement") is not None]
     return RunResult(
-        data_set=shared.name, seed=seed, control=control, out_dir=str(out_dir), wall_s=wall,
+        data_set=shared.name,
+        seed=seed,
+        control=control,
+        out_dir=str(out_dir),
+        wall_s=wall,
         images_per_s=statistics.median(rates) if rates else None,
         eval=None if control else evaluate(config, settings, out_dir),
         eval_last_weights=None if control else evaluate_last_weights(config, settings, out_dir),
         learning=_learning_check(records),
         agreement_end=signals[-1] if signals else None,
-        blind_map07=blind_map(config, settings, root))
+        blind_map07=blind_map(config, settings, root),
+    )
 
 
 # -- the report -------------------------------------------------------------------------------
+
 
 def _figure(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report_markdown(results: Sequence[RunResult], machine: dict[str, Any], config: str,
-                    overrides: Sequence[str]) -> str:
+def report_markdown(
+    results: Sequence[RunResult], machine: dict[str, Any], config: str, overrides: Sequence[str]
+) -> str:
     """The table of a benchmark: one row per run, YOLO11n's figures beside each set."""
-    lines = [f"config `{config}`" + (f" with `{' '.join(overrides)}`" if overrides else ""),
-             f"machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores "
-             f"({', '.join(machine.get('cpu_features', []))}), torch "
-             f"{machine.get('versions', {}).get('torch')}, commit {machine.get('git_commit')}, "
-             f"{machine.get('date')}", "",
-             "| set | seed | iterations | VOC07 mAP | area mAP | COCO AP | per-class AP07 | "
-             "last weights VOC07 / COCO AP | agreement at 1/3 (end) | wall | img/s | "
-             "blind VOC07 | YOLO11n VOC07 / area / AP |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"config `{config}`" + (f" with `{' '.join(overrides)}`" if overrides else ""),
+        f"machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores "
+        f"({', '.join(machine.get('cpu_features', []))}), torch "
+        f"{machine.get('versions', {}).get('torch')}, commit {machine.get('git_commit')}, "
+        f"{machine.get('date')}",
+        "",
+        "| set | seed | iterations | VOC07 mAP | area mAP | COCO AP | per-class AP07 | "
+        "last weights VOC07 / COCO AP | agreement at 1/3 (end) | wall | img/s | "
+        "blind VOC07 | YOLO11n VOC07 / area / AP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         shared = SHARED_SETS[r.data_set]
         check = r.learning or {}
-        signal = (f"{_figure(check.get('agreement'))}"
-                  f"{' (warned)' if check and not check.get('learning') else ''}"
-                  f" ({_figure(r.agreement_end)})")
+        signal = (
+            f"{_figure(check.get('agreement'))}"
+            f"{' (warned)' if check and not check.get('learning') else ''}"
+            f" ({_figure(r.agreement_end)})"
+        )
         if r.eval is not None:
             voc, coco = r.eval["voc"], r.eval["coco"]
-            per_class = ", ".join(f"{name} {_figure(v['AP07'])}"
-                                  for name, v in voc["per_class"].items())
+            per_class = ", ".join(
+                f"{name} {_figure(v['AP07'])}" for name, v in voc["per_class"].items()
+            )
             last = r.eval_last_weights
-            figures = [_figure(voc["mAP07"]), _figure(voc["mAP"]), _figure(coco["AP"]), per_class,
-                       "-" if last is None else f"{_figure(last['voc']['mAP07'])} / "
-                                                f"{_figure(last['coco']['AP'])}"]
+            figures = [
+                _figure(voc["mAP07"]),
+                _figure(voc["mAP"]),
+                _figure(coco["AP"]),
+                per_class,
+                "-"
+                if last is None
+                else f"{_figure(last['voc']['mAP07'])} / {_figure(last['coco']['AP'])}",
+            ]
         else:
             figures = ["control: labels shuffled", "-", "-", "-", "-"]
         yolo = shared.yolo
-        lines.append(f"| {r.data_set} | {r.seed} | {shared.max_iter} | " + " | ".join(figures)
-                     + f" | {signal} | {r.wall_s / 60:.1f} min | "
-                     f"{_figure(r.images_per_s, 1)} | {_figure(r.blind_map07)} | {yolo['mAP07']:.3f} / {yolo['mAP']:.3f}"
-                     f" / {yolo['AP']:.3f} |")
-    lines += ["", "blind: the detector that never looks at the image (the training boxes, "
-              "scored by how typical they are; dsod.evaluation.baseline), the set's chance "
-              "level.", f"YOLO11n: {YOLO_SOURCE}."]
+        lines.append(
+            f"| {r.data_set} | {r.seed} | {shared.max_iter} | "
+            + " | ".join(figures)
+            + f" | {signal} | {r.wall_s / 60:.1f} min | "
+            f"{_figure(r.images_per_s, 1)} | {_figure(r.blind_map07)} | "
+            f"{yolo['mAP07']:.3f} / {yolo['mAP']:.3f}"
+            f" / {yolo['AP']:.3f} |"
+        )
+    lines += [
+        "",
+        "blind: the detector that never looks at the image (the training boxes, "
+        "scored by how typical they are; dsod.evaluation.baseline), the set's chance "
+        "level.",
+        f"YOLO11n: {YOLO_SOURCE}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: Sequence[RunResult], machine: dict[str, Any], config: str,
-                 overrides: Sequence[str], json_path: Path | None) -> str:
+def write_report(
+    results: Sequence[RunResult],
+    machine: dict[str, Any],
+    config: str,
+    overrides: Sequence[str],
+    json_path: Path | None,
+) -> str:
     """The markdown table (returned) and, if asked, the whole report as JSON."""
     text = report_markdown(results, machine, config, overrides)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({
-            "config": config, "overrides": list(overrides), "machine": machine,
-            "yolo11n": {"source": YOLO_SOURCE, **{n: s.yolo for n, s in SHARED_SETS.items()}},
-            "runs": [r.__dict__ for r in results]}, indent=2))
+        json_path.write_text(
+            json.dumps(
+                {
+                    "config": config,
+                    "overrides": list(overrides),
+                    "machine": machine,
+                    "yolo11n": {
+                        "source": YOLO_SOURCE,
+                        **{n: s.yolo for n, s in SHARED_SETS.items()},
+                    },
+                    "runs": [r.__dict__ for r in results],
+                },
+                indent=2,
+            )
+        )
     return text

@@ -5,42 +5,73 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from benchmarks.common import (BenchOptions, machine_info, torch_threads,
-                                    with_memory_efficient)
+from benchmarks.common import BenchOptions, machine_info, torch_threads, with_memory_efficient
 from benchmarks.memory import memory_per_image_section, memory_section
-from benchmarks.models import (conv_ceiling, forward_gflops, inference_metrics,
-                                    parameter_count, prepare_model, torchvision_full_latency,
-                                    training_metrics, training_sweep)
+from benchmarks.models import (
+    conv_ceiling,
+    forward_gflops,
+    inference_metrics,
+    parameter_count,
+    prepare_model,
+    torchvision_full_latency,
+    training_metrics,
+    training_sweep,
+)
 from benchmarks.pipeline import data_section, postprocess_section, voc_eval_section
 from dsod.config import Config
 
-SECTIONS: tuple[str, ...] = ("inference", "training", "ceiling", "memory", "memory_per_image",
-                             "postprocess", "data", "voc_eval")
+SECTIONS: tuple[str, ...] = (
+    "inference",
+    "training",
+    "ceiling",
+    "memory",
+    "memory_per_image",
+    "postprocess",
+    "data",
+    "voc_eval",
+)
 
 
-def inference_section(models: Mapping[str, Config], options: BenchOptions,
-                      torchvision_full: bool = True) -> dict[str, Any]:
+def inference_section(
+    models: Mapping[str, Config], options: BenchOptions, torchvision_full: bool = True
+) -> dict[str, Any]:
     """Per model: parameters, GFLOPs per image and, per precision, batch-1 latency and batch
     throughput of the raw outputs of the inference model (BN folded); plus torchvision's
     complete SSD300 (fp32) if asked."""
     device, out = options.torch_device, {}
     for name, config in models.items():
-        entry: dict[str, Any] = {"params": parameter_count(config),
-                                 "gflops_per_image": forward_gflops(config),
-                                 "input_size": config.model.input_size}
+        entry: dict[str, Any] = {
+            "params": parameter_count(config),
+            "gflops_per_image": forward_gflops(config),
+            "input_size": config.model.input_size,
+        }
         for precision in options.precisions:
-            model = prepare_model(config, device, options.channels_last, for_inference=True,
-                                  compile=options.compile, precision=precision)
-            entry[precision] = inference_metrics(model, config.model.input_size, device,
-                                                 precision, options.counts, options.channels_last)
+            model = prepare_model(
+                config,
+                device,
+                options.channels_last,
+                for_inference=True,
+                compile=options.compile,
+                precision=precision,
+            )
+            entry[precision] = inference_metrics(
+                model,
+                config.model.input_size,
+                device,
+                precision,
+                options.counts,
+                options.channels_last,
+            )
             del model
         out[name] = entry
     if torchvision_full:
         num_classes = next(iter(models.values())).num_classes
-        out["torchvision_ssd300_full"] = {"fp32": torchvision_full_latency(
-            num_classes, device, options.counts)}
+        out["torchvision_ssd300_full"] = {
+            "fp32": torchvision_full_latency(num_classes, device, options.counts)
+        }
     return out
 
 
@@ -62,19 +93,22 @@ def training_section(models: Mapping[str, Config], options: BenchOptions) -> dic
         config = fastest_training_config(config)
         out[name] = {}
         for precision in options.precisions:
-            entry = training_metrics(config, device, precision, counts, options.channels_last,
-                                     compile=options.compile)
+            entry = training_metrics(
+                config, device, precision, counts, options.channels_last, compile=options.compile
+            )
             if counts.train_batches:
-                entry["sweep"] = training_sweep(config, device, precision, counts,
-                                                options.channels_last, options.compile)
+                entry["sweep"] = training_sweep(
+                    config, device, precision, counts, options.channels_last, options.compile
+                )
             out[name][precision] = entry
         if config.model.arch == "dsod":
             out[name]["memory_efficient"] = config.model.memory_efficient
     return out
 
 
-def ceiling_section(config: Config, options: BenchOptions,
-                    inference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def ceiling_section(
+    config: Config, options: BenchOptions, inference: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The 3x3-convolution GFLOP/s per precision, and the detector's inference GFLOP/s
     (FLOPs per image x batch throughput) as a fraction of it. The throughput is taken from
     ``inference`` (that section's entry for this model) or measured here."""
@@ -85,18 +119,28 @@ def ceiling_section(config: Config, options: BenchOptions,
         ceiling = conv_ceiling(device, precision, options.counts, options.channels_last)
         if inference is not None and precision in inference:
             measured = inference[precision]  # the faster of eager and CUDA-graph replay
-            throughput = max(measured["throughput_img_s"],
-                             measured.get("throughput_img_s_graph", 0.0))
+            throughput = max(
+                measured["throughput_img_s"], measured.get("throughput_img_s_graph", 0.0)
+            )
         else:
-            model = prepare_model(config, device, options.channels_last, for_inference=True,
-                                  precision=precision)
-            throughput = inference_metrics(model, config.model.input_size, device, precision,
-                                           options.counts, options.channels_last
-                                           )["throughput_img_s"]
+            model = prepare_model(
+                config, device, options.channels_last, for_inference=True, precision=precision
+            )
+            throughput = inference_metrics(
+                model,
+                config.model.input_size,
+                device,
+                precision,
+                options.counts,
+                options.channels_last,
+            )["throughput_img_s"]
         achieved = gflops * throughput
-        out[precision] = {"conv3x3": ceiling, "model_gflops_per_s": achieved,
-                          "model_throughput_img_s": throughput,
-                          "fraction_of_ceiling": achieved / ceiling["gflops_per_s"]}
+        out[precision] = {
+            "conv3x3": ceiling,
+            "model_gflops_per_s": achieved,
+            "model_throughput_img_s": throughput,
+            "fraction_of_ceiling": achieved / ceiling["gflops_per_s"],
+        }
     return out
 
 
@@ -113,13 +157,16 @@ def format_section(name: str, result: Mapping[str, Any]) -> str:
             for precision, m in entry.items():
                 if isinstance(m, dict):
                     batch = m.get("throughput_batch")
-                    rate = (f"{_fmt(m['throughput_img_s'])} ({batch})" if batch else "-")
-                    lines.append(f"{model:<26}{precision:<6}{_fmt(m['latency_ms_b1']):>15}"
-                                 f"{rate:>16}")
+                    rate = f"{_fmt(m['throughput_img_s'])} ({batch})" if batch else "-"
+                    lines.append(
+                        f"{model:<26}{precision:<6}{_fmt(m['latency_ms_b1']):>15}{rate:>16}"
+                    )
                     if "latency_ms_b1_graph" in m:
-                        lines.append(f"{'  CUDA graph':<26}{precision:<6}"
-                                     f"{_fmt(m['latency_ms_b1_graph'], 2):>15}"
-                                     f"{_fmt(m['throughput_img_s_graph']):>16}")
+                        lines.append(
+                            f"{'  CUDA graph':<26}{precision:<6}"
+                            f"{_fmt(m['latency_ms_b1_graph'], 2):>15}"
+                            f"{_fmt(m['throughput_img_s_graph']):>16}"
+                        )
     elif name == "training":
         lines.append(f"{'model':<26}{'prec':<6}{'train img/s':>12}{'step s':>9}{'batch':>7}")
         for model, entry in result.items():
@@ -128,53 +175,75 @@ def format_section(name: str, result: Mapping[str, Any]) -> str:
                     continue
                 for row in [m, *m.get("sweep", [])]:
                     if "error" in row:
-                        lines.append(f"{model:<26}{precision:<6}{'failed':>12}{'':>9}"
-                                     f"{row['batch']:>7}  {row['error'][:60]}")
+                        lines.append(
+                            f"{model:<26}{precision:<6}{'failed':>12}{'':>9}"
+                            f"{row['batch']:>7}  {row['error'][:60]}"
+                        )
                         continue
-                    lines.append(f"{model:<26}{precision:<6}{_fmt(row['train_img_s'], 2):>12}"
-                                 f"{_fmt(row['step_s'], 3):>9}{row['batch']:>7}")
+                    lines.append(
+                        f"{model:<26}{precision:<6}{_fmt(row['train_img_s'], 2):>12}"
+                        f"{_fmt(row['step_s'], 3):>9}{row['batch']:>7}"
+                    )
     elif name == "ceiling":
         lines.append(f"model {_fmt(result['gflops_per_image'], 2)} GFLOPs per image")
         for precision, m in result.items():
             if isinstance(m, dict):
                 shape = "x".join(str(v) for v in m["conv3x3"]["shape"])
-                lines.append(f"{precision:<6} conv3x3 [{shape}] "
-                             f"{_fmt(m['conv3x3']['gflops_per_s'])} GFLOP/s; model "
-                             f"{_fmt(m['model_gflops_per_s'])} GFLOP/s = "
-                             f"{100 * m['fraction_of_ceiling']:.0f}% of it")
+                lines.append(
+                    f"{precision:<6} conv3x3 [{shape}] "
+                    f"{_fmt(m['conv3x3']['gflops_per_s'])} GFLOP/s; model "
+                    f"{_fmt(m['model_gflops_per_s'])} GFLOP/s = "
+                    f"{100 * m['fraction_of_ceiling']:.0f}% of it"
+                )
     elif name in ("memory", "memory_per_image"):
-        lines.append(f"{'mem-eff':<9}{'prec':<6}{'batch':>6}{'peak GiB':>10}{'step +GiB':>11}"
-                     f"{'step s':>9}  method")
+        lines.append(
+            f"{'mem-eff':<9}{'prec':<6}{'batch':>6}{'peak GiB':>10}{'step +GiB':>11}"
+            f"{'step s':>9}  method"
+        )
         for r in result["rows"]:
-            lines.append(f"{str(r['memory_efficient']):<9}{r['precision']:<6}{r['batch']:>6}"
-                         f"{_fmt(r['peak_gib'], 3):>10}{_fmt(r['step_delta_gib'], 3):>11}"
-                         f"{_fmt(r['step_s'], 3):>9}  {r['method']}")
+            lines.append(
+                f"{str(r['memory_efficient']):<9}{r['precision']:<6}{r['batch']:>6}"
+                f"{_fmt(r['peak_gib'], 3):>10}{_fmt(r['step_delta_gib'], 3):>11}"
+                f"{_fmt(r['step_s'], 3):>9}  {r['method']}"
+            )
         if name == "memory":
             t = result["step_time"]
-            lines.append(f"step time side by side ({t['rounds']} rounds, {t['precision']}): "
-                         f"memory-efficient {_fmt(t['memory_efficient_s'], 3)} s, plain "
-                         f"{_fmt(t['plain_s'], 3)} s, ratio {_fmt(t['ratio'], 2)}")
+            lines.append(
+                f"step time side by side ({t['rounds']} rounds, {t['precision']}): "
+                f"memory-efficient {_fmt(t['memory_efficient_s'], 3)} s, plain "
+                f"{_fmt(t['plain_s'], 3)} s, ratio {_fmt(t['ratio'], 2)}"
+            )
         if name == "memory_per_image":
             lines.append(f"slope: {_fmt(result['gib_per_image'], 4)} GiB per image")
     elif name == "postprocess":
-        lines.append(f"{_fmt(result['ms_per_image'], 2)} ms per image (batch {result['batch']}, "
-                     f"{result['priors']:,} priors, {result['candidates_per_image']:,.0f} "
-                     f"candidates per image)")
+        lines.append(
+            f"{_fmt(result['ms_per_image'], 2)} ms per image (batch {result['batch']}, "
+            f"{result['priors']:,} priors, {result['candidates_per_image']:,.0f} "
+            f"candidates per image)"
+        )
     elif name == "data":
-        lines.append(f"{result['source']}: per worker, images/s: decode "
-                     f"{_fmt(result['decode_img_s'])}, augment {_fmt(result['augment_img_s'])} "
-                     f"({_fmt(result['augment_with_extra_img_s'])} with augment.extra), "
-                     f"match {_fmt(result['match_img_s'])}, whole sample "
-                     f"{_fmt(result['sample_img_s'])}")
+        lines.append(
+            f"{result['source']}: per worker, images/s: decode "
+            f"{_fmt(result['decode_img_s'])}, augment {_fmt(result['augment_img_s'])} "
+            f"({_fmt(result['augment_with_extra_img_s'])} with augment.extra), "
+            f"match {_fmt(result['match_img_s'])}, whole sample "
+            f"{_fmt(result['sample_img_s'])}"
+        )
     elif name == "voc_eval":
-        lines.append(f"{_fmt(result['seconds'], 2)} s for {result['images']:,} images x "
-                     f"{result['detections_per_image']} detections")
+        lines.append(
+            f"{_fmt(result['seconds'], 2)} s for {result['images']:,} images x "
+            f"{result['detections_per_image']} detections"
+        )
     return "\n".join(lines)
 
 
-def run_benchmarks(models: Mapping[str, Config], options: BenchOptions,
-                   only: Sequence[str] | None = None, torchvision_full: bool = True,
-                   echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+def run_benchmarks(
+    models: Mapping[str, Config],
+    options: BenchOptions,
+    only: Sequence[str] | None = None,
+    torchvision_full: bool = True,
+    echo: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
     """Run the chosen sections and return the report.
 
     Args:
@@ -196,15 +265,19 @@ def run_benchmarks(models: Mapping[str, Config], options: BenchOptions,
         raise ValueError(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     dsod_name, dsod = next(iter(models.items()))
     results: dict[str, Any] = {}
-    report: dict[str, Any] = {"machine": {}, "settings": {**options.as_dict(),
-                                                          "models": list(models),
-                                                          "sections": chosen},
-                              "results": results, "errors": {}, "seconds": {}}
+    report: dict[str, Any] = {
+        "machine": {},
+        "settings": {**options.as_dict(), "models": list(models), "sections": chosen},
+        "results": results,
+        "errors": {},
+        "seconds": {},
+    }
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "inference": lambda: inference_section(models, options, torchvision_full),
         "training": lambda: training_section(models, options),
-        "ceiling": lambda: ceiling_section(dsod, options,
-                                           results.get("inference", {}).get(dsod_name)),
+        "ceiling": lambda: ceiling_section(
+            dsod, options, results.get("inference", {}).get(dsod_name)
+        ),
         "memory": lambda: memory_section(dsod, options),
         "memory_per_image": lambda: memory_per_image_section(dsod, options),
         "postprocess": lambda: postprocess_section(dsod, options),

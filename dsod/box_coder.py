@@ -11,7 +11,7 @@ The variances ``v = [0.1, 0.1, 0.2, 0.2]`` live here and nowhere else.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

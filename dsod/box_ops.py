@@ -14,8 +14,9 @@ import numpy as np
 __all__ = ["box_iou"]
 
 
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, areas2: np.ndarray | None = None
-            ) -> np.ndarray:
+def box_iou(
+    boxes1: np.ndarray, boxes2: np.ndarray, areas2: np.ndarray | None = None
+) -> np.ndarray:
     """The IoU of every box of ``boxes1`` with every box of ``boxes2``.
 
     Args:

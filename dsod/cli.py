@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from dsod.config import Config, ConfigError, load_config
 
@@ -18,8 +18,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from dsod.engine.run_lock import OutputFolderBusyError
     from dsod.engine.stopping import NonFiniteLossError
     from dsod.runtime.compiled import CompileError
-    return (ConfigError, DataError, CheckpointError, NonFiniteLossError, CompileError,
-            OutputFolderBusyError)
+
+    return (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        NonFiniteLossError,
+        CompileError,
+        OutputFolderBusyError,
+    )
 
 
 def user_message(error: BaseException) -> str:
@@ -39,23 +46,33 @@ def device_name(text: str) -> str:
     import argparse
 
     import torch
+
     try:
         device = torch.device(text)
     except RuntimeError:
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; expected cpu, cuda, "
-                                         f"cuda:N, ...") from None
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; expected cpu, cuda, cuda:N, ..."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here")
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has "
-                                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return text
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
 
 
 def run_guarded(work: Callable[[], int | None]) -> int:
@@ -66,6 +83,7 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     (:func:`~dsod.runtime.host_memory.reuse_freed_memory`; ``DSOD_SYSTEM_MALLOC=1`` opts
     out): large CPU tensors then cost no fresh page faults at every layer."""
     from dsod.runtime.host_memory import reuse_freed_memory
+
     reuse_freed_memory()
     try:
         code = work()
@@ -82,8 +100,9 @@ def run_guarded(work: Callable[[], int | None]) -> int:
     return 0 if code is None else int(code)
 
 
-def run_tool(config_path: str, overrides: Sequence[str],
-             work: Callable[[Config], int | None]) -> int:
+def run_tool(
+    config_path: str, overrides: Sequence[str], work: Callable[[Config], int | None]
+) -> int:
     """Set up logging, load ``config_path`` with ``overrides`` and call ``work(config)``
     under :func:`run_guarded`."""
     setup_logging()

@@ -12,8 +12,8 @@ by class and by size band of ``sqrt(w * h)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -67,8 +67,9 @@ def band_names(edges: Sequence[float] = SIZE_BANDS) -> list[str]:
     return names + [f">={edges[-1]:g}"]
 
 
-def real_positives(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.ndarray,
-                   match_iou: float) -> np.ndarray:
+def real_positives(
+    boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.ndarray, match_iou: float
+) -> np.ndarray:
     """Real positives of each box of one image.
 
     Args:
@@ -87,9 +88,13 @@ def real_positives(boxes: np.ndarray, priors_xyxy: np.ndarray, prior_areas: np.n
     return np.bincount(winner[won], minlength=boxes.shape[0]).astype(np.int64)
 
 
-def prior_coverage(images: Iterable[tuple[np.ndarray, np.ndarray]], priors: torch.Tensor,
-                   class_names: Sequence[str], input_size: int, match_iou: float = 0.5
-                   ) -> Coverage:
+def prior_coverage(
+    images: Iterable[tuple[np.ndarray, np.ndarray]],
+    priors: torch.Tensor,
+    class_names: Sequence[str],
+    input_size: int,
+    match_iou: float = 0.5,
+) -> Coverage:
     """Measure how ``priors`` cover the boxes of ``images``.
 
     Args:
@@ -99,20 +104,24 @@ def prior_coverage(images: Iterable[tuple[np.ndarray, np.ndarray]], priors: torc
         input_size: the network input side, for the size bands.
         match_iou: the matcher's positive threshold (``loss.match_iou``).
     """
-    priors_xyxy = np.asfortranarray(box_convert(priors.double(), "cxcywh", "xyxy")
-                                    .float().numpy())
+    priors_xyxy = np.asfortranarray(box_convert(priors.double(), "cxcywh", "xyxy").float().numpy())
     areas = (priors[:, 2] * priors[:, 3]).float().numpy()
     names = band_names()
-    result = Coverage(match_iou, per_class={n: CoverageGroup() for n in class_names},
-                      per_band={n: CoverageGroup() for n in names})
+    result = Coverage(
+        match_iou,
+        per_class={n: CoverageGroup() for n in class_names},
+        per_band={n: CoverageGroup() for n in names},
+    )
     for boxes, labels in images:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         positives = real_positives(boxes, priors_xyxy, areas, match_iou)
         covered = positives > 0
         result.overall.add(covered, positives)
         labels = np.asarray(labels, dtype=np.int64)
-        side = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
-                               0, None)) * input_size
+        side = (
+            np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None))
+            * input_size
+        )
         band = np.searchsorted(np.asarray(SIZE_BANDS), side, side="right")
         for index, name in enumerate(class_names, start=1):
             keep = labels == index
@@ -127,13 +136,16 @@ def prior_coverage(images: Iterable[tuple[np.ndarray, np.ndarray]], priors: torc
 
 def coverage_lines(coverage: Coverage) -> list[str]:
     """A short table: overall, then per class and per size band (bands with boxes only)."""
+
     def line(name: str, g: CoverageGroup) -> str:
-        return (f"  {name:<16} {g.boxes:>7}  {100 * g.fraction:6.1f}%  "
-                f"{g.positives_per_box:6.2f}")
-    lines = [f"prior coverage (a prior at IoU >= {coverage.match_iou:g} that the box wins, "
-             f"the forced best match not counted):",
-             f"  {'':<16} {'boxes':>7}  {'covered':>7}  {'pos/box':>6}",
-             line("all", coverage.overall)]
+        return f"  {name:<16} {g.boxes:>7}  {100 * g.fraction:6.1f}%  {g.positives_per_box:6.2f}"
+
+    lines = [
+        f"prior coverage (a prior at IoU >= {coverage.match_iou:g} that the box wins, "
+        f"the forced best match not counted):",
+        f"  {'':<16} {'boxes':>7}  {'covered':>7}  {'pos/box':>6}",
+        line("all", coverage.overall),
+    ]
     lines += [line(name, g) for name, g in coverage.per_class.items() if g.boxes]
     lines += [line(f"size {name} px", g) for name, g in coverage.per_band.items() if g.boxes]
     return lines

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,9 +38,15 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "offsets")
 
 
-def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int = 17,
-                dynamic_batch: bool = True, dynamo: bool = False,
-                metadata: Mapping[str, str] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    input_size: int,
+    path: str | Path,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    dynamo: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write ``model`` as an ONNX file: an eval-mode copy on the CPU with its modules
     switched back to the paper's (:func:`~dsod.runtime.speed_paths.for_inference` without
     speed paths: plain ReLUs and concatenating dense blocks, which trace to standard ONNX
@@ -66,18 +72,20 @@ def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int 
     example = torch.zeros(2 if dynamic_batch else 1, 3, input_size, input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES)}
         if dynamo:
-            shapes = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} \
-                if dynamic_batch else None
-            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              dynamic_shapes=shapes, external_data=False)
+            batch = {0: torch.export.Dim("batch", min=1, max=4096)}
+            shapes = {INPUT_NAME: batch} if dynamic_batch else None
+            options = {"dynamic_shapes": shapes, "external_data": False}
         else:
-            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} \
-                if dynamic_batch else None
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=axes, do_constant_folding=True)
+            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+            options = {
+                "dynamic_axes": axes if dynamic_batch else None,
+                "do_constant_folding": True,
+            }
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=dynamo, opset_version=opset, **names, **options
+        )
     if metadata:
         _add_metadata(path, metadata)
     return path
@@ -100,14 +108,17 @@ def config_metadata(config: Config, class_names: Sequence[str] | None = None) ->
     """The metadata :func:`export_onnx` stores for a config: ``dsod_config`` (the config as
     JSON), ``class_names`` (JSON list), ``input_size`` and ``mean_bgr``."""
     names = class_names if class_names is not None else config.data.class_names
-    return {"dsod_config": json.dumps(config_to_dict(config)),
-            "class_names": json.dumps(list(names) if names is not None else None),
-            "input_size": str(config.model.input_size),
-            "mean_bgr": json.dumps(list(config.augment.mean_bgr))}
+    return {
+        "dsod_config": json.dumps(config_to_dict(config)),
+        "class_names": json.dumps(list(names) if names is not None else None),
+        "input_size": str(config.model.input_size),
+        "mean_bgr": json.dumps(list(config.augment.mean_bgr)),
+    }
 
 
-def compare_with_onnxruntime(path: str | Path, model: nn.Module, input_size: int,
-                             batch_size: int = 2, seed: int = 0) -> float:
+def compare_with_onnxruntime(
+    path: str | Path, model: nn.Module, input_size: int, batch_size: int = 2, seed: int = 0
+) -> float:
     """Run the ONNX file with ONNX Runtime (CPU) and the model with PyTorch on the same
     random mean-subtracted images ``[batch_size, 3, S, S]``.
 

@@ -14,9 +14,9 @@ subtracted); boxes come back in the original image's pixels, following
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ from dsod.engine.trained_model import load_trained_model
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.structures import Detections
 
-ImageInput = Union[str, Path, np.ndarray]
+ImageInput = str | Path | np.ndarray
 
 __all__ = ["DetectionResult", "Detector", "ImageInput", "as_bgr_image"]
 
@@ -120,22 +120,34 @@ class Detector:
             faster), as :meth:`from_checkpoint` does.
     """
 
-    def __init__(self, model: nn.Module, config: Config, device: str | torch.device | None = None,
-                 score_threshold: float = 0.3, class_names: Sequence[str] | None = None,
-                 batch_size: int | None = None, cuda_graphs: bool = False,
-                 amp: str = "none", compile: bool = False, channels_last: bool | None = False
-                 ) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        device: str | torch.device | None = None,
+        score_threshold: float = 0.3,
+        class_names: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        cuda_graphs: bool = False,
+        amp: str = "none",
+        compile: bool = False,
+        channels_last: bool | None = False,
+    ) -> None:
         self.config = config
         if device is None:
             device = next(model.parameters(), torch.empty(0)).device
         # As evaluation runs it (dsod.runtime.network): an eval-mode copy with its BNs
         # folded, weights stored in the amp dtype, compiled and replayed from CUDA graphs
         # if asked; amp "auto" chooses as training does (dsod.runtime.precision).
-        settings = RunSettings.resolve(device, amp,
-                                       config.train.channels_last if channels_last is None
-                                       else channels_last, config.train.speed_paths)
-        self.network = prepare_network(model, settings, training=False, compile=compile,
-                                       cuda_graphs=cuda_graphs)
+        settings = RunSettings.resolve(
+            device,
+            amp,
+            config.train.channels_last if channels_last is None else channels_last,
+            config.train.speed_paths,
+        )
+        self.network = prepare_network(
+            model, settings, training=False, compile=compile, cuda_graphs=cuda_graphs
+        )
         self.device, self.amp = settings.device, settings.amp
         self.transform = TestTransform(config.model.input_size, config.augment.mean_bgr)
         self.postprocessor = build_postprocessor(config)
@@ -163,15 +175,23 @@ class Detector:
         # Candidates below the threshold can only suppress lower-scored ones in NMS, so
         # dropping them before NMS gives the same result, faster.
         self._score_threshold = float(value)
-        self.postprocessor.conf_threshold = max(self.config.test.conf_threshold,
-                                                self._score_threshold)
+        self.postprocessor.conf_threshold = max(
+            self.config.test.conf_threshold, self._score_threshold
+        )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, config: Config | str | Path | None = None,
-                        overrides: Sequence[str] = (), device: str | torch.device = "cpu",
-                        score_threshold: float = 0.3, batch_size: int | None = None,
-                        cuda_graphs: bool = False, amp: str = "none",
-                        compile: bool = False) -> "Detector":
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        config: Config | str | Path | None = None,
+        overrides: Sequence[str] = (),
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.3,
+        batch_size: int | None = None,
+        cuda_graphs: bool = False,
+        amp: str = "none",
+        compile: bool = False,
+    ) -> Detector:
         """Load a detector from a training checkpoint.
 
         Args:
@@ -189,8 +209,18 @@ class Detector:
                 unreadable file, weights or settings that do not fit the config, ...).
         """
         trained = load_trained_model(path, config, overrides)
-        return cls(trained.model, trained.config, device, score_threshold, trained.class_names,
-                   batch_size, cuda_graphs, amp, compile, channels_last=None)
+        return cls(
+            trained.model,
+            trained.config,
+            device,
+            score_threshold,
+            trained.class_names,
+            batch_size,
+            cuda_graphs,
+            amp,
+            compile,
+            channels_last=None,
+        )
 
     @torch.inference_mode()
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -200,7 +230,7 @@ class Detector:
         """
         results: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             batch = torch.from_numpy(np.stack([self.transform(im)[0] for im in chunk]))
             logits, offsets = self.network.run(batch)
             sizes = [(int(im.shape[1]), int(im.shape[0])) for im in chunk]
@@ -209,8 +239,9 @@ class Detector:
                 results.append(Detections(det.boxes[keep], det.scores[keep], det.labels[keep]))
         return results
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput]
-                 ) -> DetectionResult | list[DetectionResult]:
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput]
+    ) -> DetectionResult | list[DetectionResult]:
         """Detect objects in one image or a list of images.
 
         Args:
@@ -225,9 +256,13 @@ class Detector:
         detections = self.detect_arrays([array for array, _ in loaded])
         results = [
             DetectionResult(
-                boxes=det.boxes, scores=det.scores, labels=det.labels,
+                boxes=det.boxes,
+                scores=det.scores,
+                labels=det.labels,
                 class_names=[self.class_names[label - 1] for label in det.labels.tolist()],
-                image_size=(int(array.shape[1]), int(array.shape[0])), source=source)
+                image_size=(int(array.shape[1]), int(array.shape[0])),
+                source=source,
+            )
             for det, (array, source) in zip(detections, loaded)
         ]
         return results[0] if single else results

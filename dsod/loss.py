@@ -21,9 +21,13 @@ class MultiBoxLoss(nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
         self.loc_weight = loc_weight
 
-    def forward(self, logits: torch.Tensor, offsets: torch.Tensor,
-                target_offsets: torch.Tensor, target_labels: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        offsets: torch.Tensor,
+        target_offsets: torch.Tensor,
+        target_labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """
         Args:
             logits: ``[B, P, C+1]`` raw class scores.
@@ -39,21 +43,28 @@ class MultiBoxLoss(nn.Module):
         positive = target_labels > 0
         num_pos_per_image = positive.sum(1)
         num_pos = num_pos_per_image.sum()
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                             target_labels.clamp(min=0).reshape(-1),
-                             reduction="none").view_as(target_labels)
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            target_labels.clamp(min=0).reshape(-1),
+            reduction="none",
+        ).view_as(target_labels)
         with torch.no_grad():
             mining = ce.clone()
             mining[target_labels != 0] = -1.0  # only background priors can be negatives
             order = mining.argsort(1, descending=True)
             rank = order.argsort(1)
             num_candidates = (target_labels == 0).sum(1)
-            num_neg = torch.minimum((self.neg_pos_ratio * num_pos_per_image).long(),
-                                    num_candidates)
+            num_neg = torch.minimum(
+                (self.neg_pos_ratio * num_pos_per_image).long(), num_candidates
+            )
             negative = rank < num_neg.unsqueeze(1)
         normaliser = num_pos.clamp(min=1).float()
         conf_loss = ce[positive | negative].sum() / normaliser
-        loc_loss = F.smooth_l1_loss(offsets.float()[positive], target_offsets.float()[positive],
-                                    reduction="sum") / normaliser
+        loc_loss = (
+            F.smooth_l1_loss(
+                offsets.float()[positive], target_offsets.float()[positive], reduction="sum"
+            )
+            / normaliser
+        )
         loss = conf_loss + self.loc_weight * loc_loss
         return {"loss": loss, "loc_loss": loc_loss, "conf_loss": conf_loss, "num_pos": num_pos}

@@ -66,9 +66,14 @@ def _force_best_priors(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(gts, dtype=np.int64), np.array(priors, dtype=np.int64)
 
 
-def _match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors_xyxy: np.ndarray,
-           prior_areas: np.ndarray, match_iou: float, neg_iou: float
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _match(
+    gt_boxes: np.ndarray,
+    gt_labels: np.ndarray,
+    priors_xyxy: np.ndarray,
+    prior_areas: np.ndarray,
+    match_iou: float,
+    neg_iou: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Match one image's ground truths to the priors.
 
     Args:
@@ -107,8 +112,9 @@ class TargetEncoder:
     Called in data-loader workers, so that the main process only runs the network.
     """
 
-    def __init__(self, priors: torch.Tensor, coder: BoxCoder, match_iou: float = 0.5,
-                 neg_iou: float = 0.5) -> None:
+    def __init__(
+        self, priors: torch.Tensor, coder: BoxCoder, match_iou: float = 0.5, neg_iou: float = 0.5
+    ) -> None:
         self.priors = priors
         self._priors_xyxy = np.asfortranarray(box_convert(priors, "cxcywh", "xyxy").numpy())
         self._prior_areas = (priors[:, 2] * priors[:, 3]).numpy()
@@ -116,18 +122,25 @@ class TargetEncoder:
         self.match_iou = match_iou
         self.neg_iou = neg_iou
 
-    def __call__(self, boxes: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, boxes: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(boxes [N, 4] normalised xyxy, labels [N])`` -> ``(offsets [P, 4], labels [P])``.
 
         Offsets of non-positive priors are 0."""
-        matched, prior_labels = _match(boxes.numpy().reshape(-1, 4), labels.numpy(),
-                                       self._priors_xyxy, self._prior_areas, self.match_iou,
-                                       self.neg_iou)
+        matched, prior_labels = _match(
+            boxes.numpy().reshape(-1, 4),
+            labels.numpy(),
+            self._priors_xyxy,
+            self._prior_areas,
+            self.match_iou,
+            self.neg_iou,
+        )
         offsets = torch.zeros_like(self.priors)
         positive = np.flatnonzero(prior_labels > 0)
         if positive.size:
             index = torch.from_numpy(positive)
-            offsets[index] = self.coder.encode(torch.from_numpy(matched[positive]),
-                                               self.priors[index])
+            offsets[index] = self.coder.encode(
+                torch.from_numpy(matched[positive]), self.priors[index]
+            )
         return offsets, torch.from_numpy(prior_labels)

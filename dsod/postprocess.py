@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import batched_nms
@@ -24,8 +24,15 @@ class PostProcessor:
         keep_top_k: detections per image after NMS (200).
     """
 
-    def __init__(self, priors: torch.Tensor, coder: BoxCoder, conf_threshold: float = 0.01,
-                 nms_iou: float = 0.45, top_k: int = 400, keep_top_k: int = 200) -> None:
+    def __init__(
+        self,
+        priors: torch.Tensor,
+        coder: BoxCoder,
+        conf_threshold: float = 0.01,
+        nms_iou: float = 0.45,
+        top_k: int = 400,
+        keep_top_k: int = 200,
+    ) -> None:
         self.priors = priors
         self.coder = coder
         self.conf_threshold = conf_threshold
@@ -34,8 +41,9 @@ class PostProcessor:
         self.keep_top_k = keep_top_k
 
     @torch.no_grad()
-    def __call__(self, logits: torch.Tensor, offsets: torch.Tensor,
-                 image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    def __call__(
+        self, logits: torch.Tensor, offsets: torch.Tensor, image_sizes: Sequence[tuple[int, int]]
+    ) -> list[Detections]:
         """
         Args:
             logits: ``[B, P, C+1]`` raw class scores (class 0 is background).
@@ -49,8 +57,9 @@ class PostProcessor:
         batch, num_priors, num_classes = logits.shape
         scores = logits.float().softmax(-1)[..., 1:]  # [B, P, C]
         boxes = self.coder.decode(offsets.float(), self.priors.to(offsets.device).float())
-        scale = torch.tensor([[w, h, w, h] for w, h in image_sizes], dtype=boxes.dtype,
-                             device=boxes.device)
+        scale = torch.tensor(
+            [[w, h, w, h] for w, h in image_sizes], dtype=boxes.dtype, device=boxes.device
+        )
         boxes = boxes * scale[:, None, :]
         boxes = torch.minimum(boxes.clamp(min=0), scale[:, None, :])
 
@@ -68,9 +77,11 @@ class PostProcessor:
         kept_image = image_index[kept]
         for b in range(batch):
             mine = kept[kept_image == b][: self.keep_top_k]
-            results.append(Detections(
-                boxes=cand_boxes[mine].cpu().numpy(),
-                scores=cand_scores[mine].cpu().numpy(),
-                labels=(class_index[mine] + 1).cpu().numpy(),
-            ))
+            results.append(
+                Detections(
+                    boxes=cand_boxes[mine].cpu().numpy(),
+                    scores=cand_scores[mine].cpu().numpy(),
+                    labels=(class_index[mine] + 1).cpu().numpy(),
+                )
+            )
         return results

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -118,8 +118,12 @@ def _coverage(best: np.ndarray, match_iou: float, weights: np.ndarray | None) ->
     return float(np.average(best >= match_iou, weights=weights))
 
 
-def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 0.5,
-               labels: np.ndarray | None = None) -> FittedPriors:
+def fit_priors(
+    boxes: np.ndarray,
+    generator: PriorGenerator,
+    match_iou: float = 0.5,
+    labels: np.ndarray | None = None,
+) -> FittedPriors:
     """Fit ``generator``'s per-source sizes and aspect ratios to ``boxes``.
 
     Args:
@@ -135,8 +139,11 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
         The fitted sizes and ratios (ratios sorted, sizes rounded to 0.1 pixel).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    labels = (np.zeros(len(boxes), np.int64) if labels is None
-              else np.asarray(labels, dtype=np.int64).reshape(-1))
+    labels = (
+        np.zeros(len(boxes), np.int64)
+        if labels is None
+        else np.asarray(labels, dtype=np.int64).reshape(-1)
+    )
     keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
     boxes, labels = boxes[keep], labels[keep]
     if boxes.shape[0] == 0:
@@ -148,8 +155,10 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     weights = 1.0 / counts[inverse]
     n = len(generator.feature_sizes)
-    scorers = [_GridScorer(boxes, generator.steps[i], generator.offset,
-                           generator.feature_sizes[i]) for i in range(n)]
+    scorers = [
+        _GridScorer(boxes, generator.steps[i], generator.offset, generator.feature_sizes[i])
+        for i in range(n)
+    ]
     mins = [float(v) for v in generator.min_sizes]
     over = [min(float(generator.max_sizes[i]) / mins[i], MAX_OVER_MIN[-1]) for i in range(n)]
     ratios = [tuple(float(r) for r in generator.aspect_ratios[i]) for i in range(n)]
@@ -176,12 +185,12 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
     for sweep in range(SWEEPS):
         changed = False
         # forward, then backward: a source can then follow its neighbour both ways
-        for i in (range(n) if sweep % 2 == 0 else reversed(range(n))):
-
+        for i in range(n) if sweep % 2 == 0 else reversed(range(n)):
             others = np.delete(per_source, i, axis=0).max(0) if n > 1 else np.zeros(len(boxes))
 
-            def score(small: float, factor: float, rat: Sequence[float]
-                      ) -> tuple[float, list[float], list[float], dict[int, np.ndarray]]:
+            def score(
+                small: float, factor: float, rat: Sequence[float]
+            ) -> tuple[float, list[float], list[float], dict[int, np.ndarray]]:
                 """Coverage with source ``i`` at these settings, the ladder that follows,
                 and the best-IoU rows of the sources that changed."""
                 new_mins, new_over = ladder(i, small, factor)
@@ -200,16 +209,20 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
             # along, dearer to score) on every fourth size.
             low = mins[i - 1] * over[i - 1] if i > 0 else 0.0
             high = mins[i + 1] if i + 1 < n else math.inf
-            options = [("min", v) for k, v in enumerate(size_grid)
-                       if low <= v <= high / over[i] or k % 4 == 0]
+            options = [
+                ("min", v)
+                for k, v in enumerate(size_grid)
+                if low <= v <= high / over[i] or k % 4 == 0
+            ]
             options += [("over", f) for f in MAX_OVER_MIN]
-            options += [("ratios", r) for r in itertools.combinations(RATIO_CHOICES,
-                                                                    len(ratios[i]))]
+            options += [
+                ("ratios", r) for r in itertools.combinations(RATIO_CHOICES, len(ratios[i]))
+            ]
             for kind, value in options:
                 rat = value if kind == "ratios" else ratios[i]
                 result, new_mins, new_over, rows = score(
-                    value if kind == "min" else mins[i], value if kind == "over" else over[i],
-                    rat)
+                    value if kind == "min" else mins[i], value if kind == "over" else over[i], rat
+                )
                 # Other aspect ratios only for a clear gain: a network's ratios are a
                 # choice of shape, not to be traded for a box or two.
                 if result <= current + (RATIO_MIN_GAIN if kind == "ratios" else MIN_GAIN):
@@ -230,4 +243,7 @@ def fit_priors(boxes: np.ndarray, generator: PriorGenerator, match_iou: float = 
         min_sizes=tuple(round(m, 1) for m in mins),
         max_sizes=tuple(round(m * f, 1) for m, f in zip(mins, over)),
         aspect_ratios=tuple(tuple(sorted(r)) for r in ratios),
-        objective=final, start_objective=start, num_boxes=int(boxes.shape[0]))
+        objective=final,
+        start_objective=start,
+        num_boxes=int(boxes.shape[0]),
+    )

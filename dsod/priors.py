@@ -14,13 +14,14 @@ step as ``input_size / feature_size`` instead, which is the obvious fix.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def priors_per_location(aspect_ratios: Sequence[float], flip: bool = True,
-                        has_max_size: bool = True) -> int:
+def priors_per_location(
+    aspect_ratios: Sequence[float], flip: bool = True, has_max_size: bool = True
+) -> int:
     """Number of priors at one position: 1 (+1 with a max size) + 1 or 2 per ratio."""
     return 1 + int(has_max_size) + len(aspect_ratios) * (2 if flip else 1)
 
@@ -40,15 +41,25 @@ class PriorGenerator:
         flip: add ``1 / a`` for every ratio ``a``.
     """
 
-    def __init__(self, input_size: int, feature_sizes: Sequence[int],
-                 min_sizes: Sequence[float], max_sizes: Sequence[float],
-                 aspect_ratios: Sequence[Sequence[float]], steps: Sequence[float] | None = None,
-                 offset: float = 0.5, clip: bool = False, flip: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        feature_sizes: Sequence[int],
+        min_sizes: Sequence[float],
+        max_sizes: Sequence[float],
+        aspect_ratios: Sequence[Sequence[float]],
+        steps: Sequence[float] | None = None,
+        offset: float = 0.5,
+        clip: bool = False,
+        flip: bool = True,
+    ) -> None:
         n = len(feature_sizes)
         if not (len(min_sizes) == len(max_sizes) == len(aspect_ratios) == n):
-            raise ValueError(f"priors need one min size, max size and ratio list per source "
-                             f"({n} sources): got {len(min_sizes)}, {len(max_sizes)}, "
-                             f"{len(aspect_ratios)}")
+            raise ValueError(
+                f"priors need one min size, max size and ratio list per source "
+                f"({n} sources): got {len(min_sizes)}, {len(max_sizes)}, "
+                f"{len(aspect_ratios)}"
+            )
         if steps is not None and len(steps) != n:
             raise ValueError(f"priors need one step per source ({n}), got {len(steps)}")
         self.input_size = input_size
@@ -56,8 +67,11 @@ class PriorGenerator:
         self.min_sizes = tuple(min_sizes)
         self.max_sizes = tuple(max_sizes)
         self.aspect_ratios = tuple(tuple(r) for r in aspect_ratios)
-        self.steps = tuple(steps) if steps is not None else tuple(
-            input_size / size for size in self.feature_sizes)
+        self.steps = (
+            tuple(steps)
+            if steps is not None
+            else tuple(input_size / size for size in self.feature_sizes)
+        )
         self.offset = offset
         self.clip = clip
         self.flip = flip
@@ -83,8 +97,9 @@ class PriorGenerator:
                 shapes.append((small / root, small * root))
         return torch.tensor(shapes, dtype=torch.float64)
 
-    def __call__(self, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+    def __call__(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """All priors as ``[P, 4]`` normalised ``(cx, cy, w, h)``, sources in order, then
         rows, then columns, then the shapes of a position."""
         per_source = []

@@ -4,7 +4,8 @@ and a filled label with the class name and score."""
 from __future__ import annotations
 
 import colorsys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,10 +35,15 @@ def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
-def draw_detections(image: np.ndarray, result: Detections | DetectionResult,
-                    class_names: Sequence[str] | None = None, score_threshold: float = 0.0,
-                    thickness: int | None = None, font_scale: float | None = None,
-                    copy: bool = True) -> np.ndarray:
+def draw_detections(
+    image: np.ndarray,
+    result: Detections | DetectionResult,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.0,
+    thickness: int | None = None,
+    font_scale: float | None = None,
+    copy: bool = True,
+) -> np.ndarray:
     """Draw boxes, class names and scores on a BGR image.
 
     Args:
@@ -56,8 +62,7 @@ def draw_detections(image: np.ndarray, result: Detections | DetectionResult,
         The annotated uint8 BGR ``[H, W, 3]`` image.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 BGR image [H, W, 3], got {image.dtype} "
-                         f"{image.shape}")
+        raise ValueError(f"expected a uint8 BGR image [H, W, 3], got {image.dtype} {image.shape}")
     canvas = image.copy() if copy else image
     height, width = canvas.shape[:2]
     side = min(height, width)
@@ -70,8 +75,12 @@ def draw_detections(image: np.ndarray, result: Detections | DetectionResult,
     labels = np.asarray(result.labels, dtype=np.int64).reshape(-1)
     names = getattr(result, "class_names", None)
     if names is None or len(names) != len(labels):
-        names = [class_names[lab - 1] if class_names is not None and 0 < lab <= len(class_names)
-                 else str(lab) for lab in labels.tolist()]
+        names = [
+            class_names[lab - 1]
+            if class_names is not None and 0 < lab <= len(class_names)
+            else str(lab)
+            for lab in labels.tolist()
+        ]
 
     # Lowest score first, so the most confident boxes and labels end up on top.
     for i in np.argsort(scores, kind="stable"):
@@ -84,14 +93,24 @@ def draw_detections(image: np.ndarray, result: Detections | DetectionResult,
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_8)
 
         text = f"{names[i]} {scores[i]:.2f}"
-        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                                                     text_thickness)
+        (text_w, text_h), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_thickness
+        )
         pad = max(1, text_h // 4)
         label_h = text_h + baseline + 2 * pad
         top = y1 - label_h if y1 - label_h >= 0 else y1  # above the box, else inside it
         left = min(x1, max(0, width - text_w - 2 * pad))
-        cv2.rectangle(canvas, (left, top), (left + text_w + 2 * pad, top + label_h), colour,
-                      cv2.FILLED)
-        cv2.putText(canvas, text, (left + pad, top + pad + text_h), cv2.FONT_HERSHEY_SIMPLEX,
-                    font_scale, _text_colour(colour), text_thickness, cv2.LINE_AA)
+        cv2.rectangle(
+            canvas, (left, top), (left + text_w + 2 * pad, top + label_h), colour, cv2.FILLED
+        )
+        cv2.putText(
+            canvas,
+            text,
+            (left + pad, top + pad + text_h),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            _text_colour(colour),
+            text_thickness,
+            cv2.LINE_AA,
+        )
     return canvas

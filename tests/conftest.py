@@ -30,8 +30,9 @@ def seeded_torch() -> None:
     torch.manual_seed(0)
 
 
-def assert_same_detections(expected, got, postprocessor, score_tol: float = 1e-4,
-                           box_tol: float = 1e-3, name: str = "") -> None:
+def assert_same_detections(
+    expected, got, postprocessor, score_tol: float = 1e-4, box_tol: float = 1e-3, name: str = ""
+) -> None:
     """Two detection lists of one image (``.labels``, ``.scores``, ``.boxes`` arrays), both
     cut by ``postprocessor`` (its ``conf_threshold`` and ``keep_top_k``), agree up to
     rounding: each detection of either list has one in the other with the same label, a
@@ -49,26 +50,43 @@ def assert_same_detections(expected, got, postprocessor, score_tol: float = 1e-4
     unmatched = list(range(len(got)))
     missing = []
     for i in np.argsort(-np.asarray(expected.scores), kind="stable"):
-        fits = [j for j in unmatched if got.labels[j] == expected.labels[i]
-                and abs(float(got.scores[j]) - float(expected.scores[i])) <= score_tol
-                and float(np.abs(got.boxes[j] - expected.boxes[i]).max()) <= box_tol]
+        fits = [
+            j
+            for j in unmatched
+            if got.labels[j] == expected.labels[i]
+            and abs(float(got.scores[j]) - float(expected.scores[i])) <= score_tol
+            and float(np.abs(got.boxes[j] - expected.boxes[i]).max()) <= box_tol
+        ]
         if fits:
-            unmatched.remove(min(fits, key=lambda j: abs(float(got.scores[j])
-                                                         - float(expected.scores[i]))))
+            unmatched.remove(
+                min(fits, key=lambda j: abs(float(got.scores[j]) - float(expected.scores[i])))
+            )
         else:
             missing.append(float(expected.scores[i]))
     extra = [float(got.scores[j]) for j in unmatched]
-    wrong = ([s for s in missing if not could_be_cut(s, got)]
-             + [s for s in extra if not could_be_cut(s, expected)])
-    assert not wrong, (f"{name}: {len(missing)} detections missing, {len(extra)} extra; "
-                       f"scores {sorted(wrong, reverse=True)[:5]} not at a cut")
+    wrong = [s for s in missing if not could_be_cut(s, got)] + [
+        s for s in extra if not could_be_cut(s, expected)
+    ]
+    assert not wrong, (
+        f"{name}: {len(missing)} detections missing, {len(extra)} extra; "
+        f"scores {sorted(wrong, reverse=True)[:5]} not at a cut"
+    )
 
 
-TINY_MODEL = {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-              "bottleneck_width": 16, "block_layers": [1, 1, 1, 1],
-              "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]}
-TINY_PRIORS = {"min_sizes": [6, 13, 24, 35, 45, 56], "max_sizes": [13, 24, 35, 45, 56, 67],
-               "steps": None}
+TINY_MODEL = {
+    "input_size": 64,
+    "stem_channels": [8, 8, 16],
+    "growth_rate": 8,
+    "bottleneck_width": 16,
+    "block_layers": [1, 1, 1, 1],
+    "backbone_out_channels": 16,
+    "extra_widths": [16, 16, 8, 8, 8],
+}
+TINY_PRIORS = {
+    "min_sizes": [6, 13, 24, 35, 45, 56],
+    "max_sizes": [13, 24, 35, 45, 56, 67],
+    "steps": None,
+}
 
 
 def tiny_config(root: Path, **sections: dict) -> Config:
@@ -77,12 +95,26 @@ def tiny_config(root: Path, **sections: dict) -> Config:
         "name": "tiny",
         "model": dict(TINY_MODEL),
         "priors": dict(TINY_PRIORS),
-        "data": {"format": "shapes", "root": str(root / "shapes"), "train": ["train"],
-                 "test": ["test"], "class_names": ["circle", "square", "triangle"],
-                 "workers": 0, "shapes_train_images": 16, "shapes_test_images": 4,
-                 "shapes_image_size": 64, "shapes_generate": True},
-        "solver": {"lr": 0.05, "base_batch": 4, "batch_size": 4, "max_iter": 3,
-                   "warmup_iters": 1, "steps": [100]},
+        "data": {
+            "format": "shapes",
+            "root": str(root / "shapes"),
+            "train": ["train"],
+            "test": ["test"],
+            "class_names": ["circle", "square", "triangle"],
+            "workers": 0,
+            "shapes_train_images": 16,
+            "shapes_test_images": 4,
+            "shapes_image_size": 64,
+            "shapes_generate": True,
+        },
+        "solver": {
+            "lr": 0.05,
+            "base_batch": 4,
+            "batch_size": 4,
+            "max_iter": 3,
+            "warmup_iters": 1,
+            "steps": [100],
+        },
         "test": {"batch_size": 4},
         # fp32 unless a test asks for another precision ("auto" would pick by the CPU)
         "train": {"log_every": 1, "checkpoint_every": 1, "eval_every": 0, "amp": "none"},
@@ -96,6 +128,7 @@ def tiny_config(root: Path, **sections: dict) -> Config:
 def one_torch_thread():
     """Tiny networks run fastest on one thread, and parallel jobs do not oversubscribe."""
     import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -109,7 +142,9 @@ def tiny(tmp_path: Path) -> Config:
 
 def load_tool(name: str) -> ModuleType:
     """Import ``tools/<name>.py`` as a module, to call its ``main`` without a subprocess."""
-    spec = importlib.util.spec_from_file_location(f"dsod_tools_{name}", ROOT / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"dsod_tools_{name}", ROOT / "tools" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

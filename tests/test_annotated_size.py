@@ -8,22 +8,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsod.data.base import DetectionDataset
 from dsod.data import loader, transforms
+from dsod.data.base import DetectionDataset
 from dsod.structures import Annotation
 
 
 def _dataset(path, width: int, height: int) -> DetectionDataset:
     box = np.array([[40, 20, 80, 60]], dtype=np.float32)  # in the annotation's pixels
-    ann = Annotation("a", str(path), width, height, boxes=box,
-                     labels=np.array([1], dtype=np.int64), difficult=np.zeros(1, dtype=bool))
+    ann = Annotation(
+        "a",
+        str(path),
+        width,
+        height,
+        boxes=box,
+        labels=np.array([1], dtype=np.int64),
+        difficult=np.zeros(1, dtype=bool),
+    )
     return DetectionDataset(["cat"], [ann], [])
 
 
 def _picture(height: int, width: int) -> np.ndarray:
     """Black, with a white block over the middle half: (x, y) in [w/4, 3w/4) x [h/4, 3h/4)."""
     image = np.zeros((height, width, 3), np.uint8)
-    image[height // 4:3 * height // 4, width // 4:3 * width // 4] = 255
+    image[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
     return image
 
 
@@ -44,8 +51,9 @@ def test_downscaled_image_is_resized_to_the_annotated_size(tmp_path):
 
 def test_image_of_the_annotated_size_is_unchanged(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), _picture(80, 120))
-    np.testing.assert_array_equal(_dataset(tmp_path / "a.png", 120, 80).load_image(0),
-                                  _picture(80, 120))
+    np.testing.assert_array_equal(
+        _dataset(tmp_path / "a.png", 120, 80).load_image(0), _picture(80, 120)
+    )
 
 
 @pytest.mark.parametrize("annotated", [(24, 16), (16, 24)])
@@ -69,6 +77,7 @@ def test_an_annotated_size_above_the_pixel_limit_is_refused(tmp_path, monkeypatc
     # A typo in <size> (an extra digit) must not make every load allocate a huge image.
     from dsod.data import image_io
     from dsod.data.errors import ImageReadError
+
     monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 100 * 100)
     cv2.imwrite(str(tmp_path / "a.png"), _picture(40, 60))
     dataset = _dataset(tmp_path / "a.png", 600, 400)

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_tool, tiny_config
 
 from benchmarks.common import BenchOptions, default_counts
 from benchmarks.models import forward_gflops
 from benchmarks.pipeline import trained_like_outputs
 from benchmarks.suite import SECTIONS, run_benchmarks
 from dsod.apps.summary import model_summary
-from conftest import load_tool, tiny_config
-
 
 
 def benchmark_tool():
@@ -39,14 +38,17 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
     tiny = tiny_config(tmp_path)
     # Five classes where the data section's synthetic images have three, as DSOD300's 20
     # VOC classes against BCCD's 3: that section uses the data's own classes.
-    tiny = dataclasses.replace(tiny, data=dataclasses.replace(
-        tiny.data, class_names=("a", "b", "c", "d", "e")))
+    tiny = dataclasses.replace(
+        tiny, data=dataclasses.replace(tiny.data, class_names=("a", "b", "c", "d", "e"))
+    )
     plain = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, prediction="plain"))
-    options = BenchOptions(quick=True, threads=1, data_root=str(tmp_path / "no_data"),
-                           train_batches=(3, 2))
+    options = BenchOptions(
+        quick=True, threads=1, data_root=str(tmp_path / "no_data"), train_batches=(3, 2)
+    )
     printed: list[str] = []
-    report = run_benchmarks({"tiny": tiny, "tiny_plain": plain}, options,
-                            torchvision_full=False, echo=printed.append)
+    report = run_benchmarks(
+        {"tiny": tiny, "tiny_plain": plain}, options, torchvision_full=False, echo=printed.append
+    )
     assert report["errors"] == {}
     assert list(report["results"]) == list(SECTIONS)
     assert len(printed) == len(SECTIONS)
@@ -80,7 +82,9 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
         assert {"peak_gib", "step_delta_gib", "step_s", "method"} <= set(row)
         assert row["peak_gib"] > 0
     step_time = results["memory"]["step_time"]
-    assert step_time["ratio"] == pytest.approx(step_time["memory_efficient_s"] / step_time["plain_s"])
+    assert step_time["ratio"] == pytest.approx(
+        step_time["memory_efficient_s"] / step_time["plain_s"]
+    )
     assert step_time["plain_s"] > 0 and step_time["rounds"] == 1
     assert results["memory_per_image"]["precision"] == "bf16"
     assert "gib_per_image" in results["memory_per_image"]  # may be ~0 for a tiny net
@@ -90,13 +94,19 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
 
     without_slope = dict(results)
     without_slope["training"] = {  # sweep rows are checked above (bf16 losses may be NaN)
-        name: {p: {k: v for k, v in m.items() if k != "sweep"} if isinstance(m, dict) else m
-               for p, m in entry.items()}
-        for name, entry in results["training"].items()}
-    without_slope["memory_per_image"] = {k: v for k, v in results["memory_per_image"].items()
-                                         if k != "gib_per_image"}
-    memory_rows = [{k: v for k, v in r.items() if k != "step_delta_gib"}
-                   for r in memory + results["memory_per_image"]["rows"]]
+        name: {
+            p: {k: v for k, v in m.items() if k != "sweep"} if isinstance(m, dict) else m
+            for p, m in entry.items()
+        }
+        for name, entry in results["training"].items()
+    }
+    without_slope["memory_per_image"] = {
+        k: v for k, v in results["memory_per_image"].items() if k != "gib_per_image"
+    }
+    memory_rows = [
+        {k: v for k, v in r.items() if k != "step_delta_gib"}
+        for r in memory + results["memory_per_image"]["rows"]
+    ]
     assert _positive_numbers(memory_rows) == []
     for section in ("inference", "training", "ceiling", "postprocess", "data", "voc_eval"):
         assert _positive_numbers(without_slope[section], section) == []
@@ -105,8 +115,19 @@ def test_quick_run_of_every_section(tmp_path: Path) -> None:
 def test_tool_writes_json(tmp_path: Path) -> None:
     main = benchmark_tool().main
     out = tmp_path / "bench.json"
-    code = main(["--quick", "--only", "postprocess,voc_eval", "--threads", "1",
-                 "--data-root", str(tmp_path / "none"), "--json", str(out)])
+    code = main(
+        [
+            "--quick",
+            "--only",
+            "postprocess,voc_eval",
+            "--threads",
+            "1",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"postprocess", "voc_eval"}
@@ -116,9 +137,21 @@ def test_tool_writes_json(tmp_path: Path) -> None:
 
 def test_report_names_models_by_architecture(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    code = benchmark_tool().main(["--quick", "--only", "postprocess", "--threads", "1",
-                                  "--dsod-config", "configs/ssd300_vgg16_voc.yaml",
-                                  "--ssd-config", "none", "--json", str(out)])
+    code = benchmark_tool().main(
+        [
+            "--quick",
+            "--only",
+            "postprocess",
+            "--threads",
+            "1",
+            "--dsod-config",
+            "configs/ssd300_vgg16_voc.yaml",
+            "--ssd-config",
+            "none",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["settings"]["models"] == ["ssd300_vgg16"]
@@ -143,8 +176,9 @@ def test_sweep_stops_at_the_first_batch_that_fails(monkeypatch, tmp_path: Path) 
 
     monkeypatch.setattr(models, "training_metrics", fake_metrics)
     counts = dataclasses.replace(default_counts("cpu", quick=True), train_batches=(32, 8, 16))
-    rows = models.training_sweep(tiny_config(tmp_path), torch.device("cpu"), "fp32", counts,
-                                 channels_last=False)
+    rows = models.training_sweep(
+        tiny_config(tmp_path), torch.device("cpu"), "fp32", counts, channels_last=False
+    )
     assert [row["batch"] for row in rows] == [8, 16]
     assert rows[0]["train_img_s"] == 8.0
     assert rows[1]["error"].startswith("OutOfMemoryError: CUDA out of memory")

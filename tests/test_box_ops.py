@@ -34,8 +34,9 @@ def test_given_areas_replace_the_ones_from_the_corners_and_empty_boxes_give_zero
     boxes = np.array([[0, 0, 2, 2]], dtype=np.float32)
     others = np.array([[0, 0, 2, 2], [1, 1, 1, 1]], dtype=np.float32)
     # with the first one's area given as 8 instead of 4: 4 / (4 + 8 - 4)
-    np.testing.assert_array_equal(box_iou(boxes, others, np.array([8, 0], np.float32)),
-                                  [[0.5, 0.0]])
+    np.testing.assert_array_equal(
+        box_iou(boxes, others, np.array([8, 0], np.float32)), [[0.5, 0.0]]
+    )
     empty = np.zeros((1, 4), np.float32)
     assert box_iou(empty, empty).tolist() == [[0.0]]
     assert box_iou(boxes, others).dtype == np.float32

@@ -1,9 +1,13 @@
-
 import pytest
 import torch
 
-from dsod.engine.checkpoint import (CheckpointError, CheckpointManager, load_checkpoint,
-                                    load_model_weights, save_atomic)
+from dsod.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    load_model_weights,
+    save_atomic,
+)
 
 
 def test_save_is_atomic_and_failed_save_keeps_previous(tmp_path, monkeypatch):
@@ -15,8 +19,11 @@ def test_save_is_atomic_and_failed_save_keeps_previous(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*c\.pth: disk full "
-                                              r"\(.*MiB free.*previous file is intact"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot write checkpoint .*c\.pth: disk full "
+        r"\(.*MiB free.*previous file is intact",
+    ):
         save_atomic({"model": {"w": torch.zeros(2)}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))

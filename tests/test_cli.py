@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dsod.cli import run_guarded, user_message
@@ -31,10 +30,13 @@ def test_user_message_keeps_ordinary_messages():
     assert user_message(ValueError("a: b")) == "a: b"
 
 
-@pytest.mark.parametrize("make", [
-    lambda tmp: (tmp / "afile").write_text("x") and (tmp / "afile" / "out").mkdir(),
-    lambda tmp: open(tmp, "rb"),  # a directory
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: (tmp / "afile").write_text("x") and (tmp / "afile" / "out").mkdir(),
+        lambda tmp: open(tmp, "rb"),  # a directory
+    ],
+)
 def test_os_errors_are_one_line_with_the_path(tmp_path, capsys, make):
     assert run_guarded(lambda: make(tmp_path)) == 2
     err = capsys.readouterr().err

@@ -28,8 +28,12 @@ def ann(image_id, boxes, labels, difficult=None) -> Annotation:
 
 
 def perfect(annotations) -> dict[str, Detections]:
-    return {a.image_id: Detections(a.boxes.copy(), np.linspace(0.9, 0.5, len(a)).astype(np.float32),
-                                   a.labels.copy()) for a in annotations}
+    return {
+        a.image_id: Detections(
+            a.boxes.copy(), np.linspace(0.9, 0.5, len(a)).astype(np.float32), a.labels.copy()
+        )
+        for a in annotations
+    }
 
 
 ANNS = [
@@ -75,11 +79,17 @@ def test_one_of_two_detected():
     # recall thresholds 0, 0.01, ..., 1 the 51 from 0 to 0.50 get precision 1:
     # AP = 51/101 = 0.50495... at every IoU threshold (so AP50 = AP75 = AP too).
     anns = [ann("1", [[10, 10, 50, 50], [60, 60, 90, 90]], [1, 1])]
-    dets = {"1": Detections(np.array([[10, 10, 50, 50]], np.float32), np.array([0.9], np.float32),
-                            np.array([1], np.int64))}
+    dets = {
+        "1": Detections(
+            np.array([[10, 10, 50, 50]], np.float32),
+            np.array([0.9], np.float32),
+            np.array([1], np.int64),
+        )
+    }
     coco_gt = coco_from_dict(annotations_to_coco(anns, ["obj"]))
     stats, summary = evaluate_coco_with_summary(
-        coco_gt, detections_to_coco_results(dets, coco_image_id_map(anns), [1]))
+        coco_gt, detections_to_coco_results(dets, coco_image_id_map(anns), [1])
+    )
     assert stats["AR100"] == pytest.approx(0.5) and stats["AR1"] == pytest.approx(0.5)
     assert stats["AP"] == pytest.approx(51 / 101) and stats["AP75"] == pytest.approx(51 / 101)
     # gt 1 is 40x40 = 1600 px (medium, found), gt 2 is 30x30 = 900 px (small, missed).
@@ -129,8 +139,9 @@ def test_ground_truth_file_without_area_or_iscrowd_is_completed(tmp_path, caplog
     for annotation in gt["annotations"]:
         del annotation["area"]
     del gt["annotations"][0]["iscrowd"]
-    gt["annotations"].append({"id": 99, "image_id": 3, "category_id": 1,
-                              "segmentation": [[1, 1, 5, 1, 5, 5]]})  # no bbox
+    gt["annotations"].append(
+        {"id": 99, "image_id": 3, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]}
+    )  # no bbox
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     with caplog.at_level("WARNING"):
@@ -157,17 +168,34 @@ def test_several_ground_truth_files_score_as_their_union(tmp_path):
     gt = annotations_to_coco(ANNS, NAMES)
     for annotation in gt["annotations"]:
         annotation["area"] *= 0.3
-    first = {**gt, "images": gt["images"][:2],
-             "annotations": [a for a in gt["annotations"] if a["image_id"] <= 2]}
-    second = {**gt, "images": gt["images"][2:],
-              "annotations": [dict(a, id=1) for a in gt["annotations"] if a["image_id"] > 2]}
-    second["annotations"].append({"id": 1, "image_id": 3, "category_id": 2,
-                                  "bbox": [10, 10, 50, 40], "area": 600.0, "iscrowd": 0})
+    first = {
+        **gt,
+        "images": gt["images"][:2],
+        "annotations": [a for a in gt["annotations"] if a["image_id"] <= 2],
+    }
+    second = {
+        **gt,
+        "images": gt["images"][2:],
+        "annotations": [dict(a, id=1) for a in gt["annotations"] if a["image_id"] > 2],
+    }
+    second["annotations"].append(
+        {
+            "id": 1,
+            "image_id": 3,
+            "category_id": 2,
+            "bbox": [10, 10, 50, 40],
+            "area": 600.0,
+            "iscrowd": 0,
+        }
+    )
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path, part in zip(paths, (first, second)):
         path.write_text(json.dumps(part))
-    union = {**gt, "annotations": first["annotations"] + [
-        dict(a, id=100 + i) for i, a in enumerate(second["annotations"])]}
+    union = {
+        **gt,
+        "annotations": first["annotations"]
+        + [dict(a, id=100 + i) for i, a in enumerate(second["annotations"])],
+    }
     results = detections_to_coco_results(perfect(ANNS[:2]), coco_image_id_map(ANNS), [1, 2])
     results.append({"image_id": 3, "category_id": 2, "bbox": [12, 10, 50, 40], "score": 0.7})
     merged = load_coco_ground_truth(*paths)

@@ -6,19 +6,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_detections
+from test_fuse import TINY, assert_same_outputs_and_detections, trained_looking
 
 from dsod.config import config_from_dict
-from dsod.inference import Detector
 from dsod.engine.builders import build_model
+from dsod.inference import Detector
 from dsod.runtime.compiled import CompiledModel, compile_for_inference
 from dsod.runtime.fold import fuse_for_inference
 from dsod.runtime.speed_paths import for_training
 
-from conftest import assert_same_detections
-from test_fuse import TINY, assert_same_outputs_and_detections, trained_looking
-
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                                reason="torch.compile on the CPU needs a C++ compiler")
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None,
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
 
 
 def test_compiled_inference_gives_the_eager_detections():
@@ -26,8 +27,9 @@ def test_compiled_inference_gives_the_eager_detections():
     model = fuse_for_inference(trained_looking(build_model(config)))
     model = model.to(memory_format=torch.channels_last)
     images = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    assert_same_outputs_and_detections(config, model, compile_for_inference(model), images,
-                                       [(64, 64), (90, 70)])
+    assert_same_outputs_and_detections(
+        config, model, compile_for_inference(model), images, [(64, 64), (90, 70)]
+    )
 
 
 def test_detector_with_compile_finds_what_the_eager_detector_finds():
@@ -65,8 +67,12 @@ def test_trainer_with_compile_takes_the_eager_steps(tmp_path, caplog):
 
     states = {}
     for name, compile in (("eager", False), ("compiled", True)):
-        config = tiny_config(tmp_path, solver={"max_iter": 2}, train={"compile": compile},
-                             model={"memory_efficient": True})
+        config = tiny_config(
+            tmp_path,
+            solver={"max_iter": 2},
+            train={"compile": compile},
+            model={"memory_efficient": True},
+        )
         trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
         assert isinstance(trainer.network.module, CompiledModel) is compile
         with caplog.at_level("INFO", logger="dsod.engine.trainer"):

@@ -39,8 +39,10 @@ def test_wrong_type_names_field(tmp_path):
 
 
 def test_overrides_apply_and_are_checked():
-    cfg = load_config(CONFIGS / "dsod300_voc.yaml",
-                      ["model.growth_rate=16", "data.root=/x", "solver.steps=[10,20]"])
+    cfg = load_config(
+        CONFIGS / "dsod300_voc.yaml",
+        ["model.growth_rate=16", "data.root=/x", "solver.steps=[10,20]"],
+    )
     assert cfg.model.growth_rate == 16 and cfg.data.root == "/x" and cfg.solver.steps == (10, 20)
     with pytest.raises(ConfigError, match="model.nope"):
         load_config(CONFIGS / "dsod300_voc.yaml", ["model.nope=1"])
@@ -51,8 +53,10 @@ def test_overrides_apply_and_are_checked():
 def test_num_classes_must_match_class_names():
     with pytest.raises(ConfigError, match="num_classes"):
         load_config(CONFIGS / "dsod300_voc.yaml", ["model.num_classes=4"])
-    cfg = load_config(CONFIGS / "dsod300_voc.yaml",
-                      ["model.num_classes=4", "data.class_names=[RBC,WBC,Platelets]"])
+    cfg = load_config(
+        CONFIGS / "dsod300_voc.yaml",
+        ["model.num_classes=4", "data.class_names=[RBC,WBC,Platelets]"],
+    )
     assert cfg.num_classes == 4
 
 
@@ -89,11 +93,13 @@ def test_every_amp_setting_has_a_dtype_and_unknown_ones_are_refused():
     import torch
 
     from dsod.config import AMP_SETTINGS
-    from dsod.runtime.precision import amp_dtype
-    from dsod.runtime.precision import resolve_amp
+    from dsod.runtime.precision import amp_dtype, resolve_amp
 
     assert [amp_dtype(amp) for amp in AMP_SETTINGS if amp != "auto"] == [
-        None, torch.bfloat16, torch.float16]
+        None,
+        torch.bfloat16,
+        torch.float16,
+    ]
     assert AMP_SETTINGS[0] == "auto"  # resolved for the device before it has a dtype
     assert amp_dtype(resolve_amp("auto", "cpu")[0]) in (None, torch.bfloat16)
     with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16"):
@@ -117,19 +123,27 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("model:\n  input_size: 96\nsolver:\n  lr: 0.1\nmodel:\n  growth_rate: 8\n")
-    with pytest.raises(ConfigError, match=r"duplicate key model on line 5 of .*twice\.yaml "
-                                          r"\(first on line 1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"duplicate key model on line 5 of .*twice\.yaml "
+        r"\(first on line 1\)",
+    ):
         load_config(path)
     path.write_text("model:\n  input_size: 96\n  growth_rate: 8\n  input_size: 64\n")
-    with pytest.raises(ConfigError, match=r"duplicate key model\.input_size on line 4 of "
-                                          r".*twice\.yaml \(first on line 2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"duplicate key model\.input_size on line 4 of "
+        r".*twice\.yaml \(first on line 2\)",
+    ):
         load_config(path)
 
 
 def test_anchors_and_repeated_keys_in_separate_mappings_are_fine(tmp_path):
     path = tmp_path / "ok.yaml"
-    path.write_text("model:\n  input_size: 96\ntest:\n  batch_size: &b 4\n"
-                    "solver:\n  batch_size: *b\n  base_batch: *b\n")
+    path.write_text(
+        "model:\n  input_size: 96\ntest:\n  batch_size: &b 4\n"
+        "solver:\n  batch_size: *b\n  base_batch: *b\n"
+    )
     cfg = load_config(path)
     assert cfg.model.input_size == 96 and cfg.test.batch_size == cfg.solver.batch_size == 4
 
@@ -150,21 +164,33 @@ def test_a_float_setting_takes_an_exponent_yaml_reads_as_a_string(tmp_path):
 
 def test_an_error_caused_by_an_override_names_the_override_not_the_file():
     voc = CONFIGS / "dsod300_voc.yaml"
-    with pytest.raises(ConfigError, match=r"^unknown key solver\.max_itr in override "
-                                          r"'solver\.max_itr=5'; did you mean solver\.max_iter\?$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown key solver\.max_itr in override "
+        r"'solver\.max_itr=5'; did you mean solver\.max_iter\?$",
+    ):
         load_config(voc, ["solver.max_itr=5"])
-    with pytest.raises(ConfigError, match=r"^unknown section 'modle' in override "
-                                          r"'modle\.growth_rate=8'; did you mean model\?$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown section 'modle' in override "
+        r"'modle\.growth_rate=8'; did you mean model\?$",
+    ):
         load_config(voc, ["modle.growth_rate=8"])
     with pytest.raises(ConfigError, match=r"^train\.log_every in override 'train\.log_every=0': "):
         load_config(voc, ["train.log_every=0"])
     with pytest.raises(ConfigError, match=r"^solver\.lr in override 'solver\.lr=x': "):
-        config_from_dict({"solver": {"lr": 0.1}}, "the config in checkpoint c.pth", ["solver.lr=x"])
+        config_from_dict(
+            {"solver": {"lr": 0.1}}, "the config in checkpoint c.pth", ["solver.lr=x"]
+        )
     # The file's own mistakes still name the file, with or without overrides.
-    with pytest.raises(ConfigError, match=r"^unknown key solver\.max_itr in the config in "
-                                          r"checkpoint c\.pth; did you mean solver\.max_iter\?"):
-        config_from_dict({"solver": {"max_itr": 5}}, "the config in checkpoint c.pth",
-                         ["solver.lr=0.2"])
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown key solver\.max_itr in the config in "
+        r"checkpoint c\.pth; did you mean solver\.max_iter\?",
+    ):
+        config_from_dict(
+            {"solver": {"max_itr": 5}}, "the config in checkpoint c.pth", ["solver.lr=0.2"]
+        )
 
 
 def test_an_override_fills_a_section_the_file_leaves_empty(tmp_path):

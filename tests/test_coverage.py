@@ -13,8 +13,12 @@ PRIORS = PriorGenerator(100, [2], [40], [90], [[]])()
 
 
 def _box(cx: float, cy: float, side: float) -> list[float]:
-    return [(cx - side / 2) / 100, (cy - side / 2) / 100, (cx + side / 2) / 100,
-            (cy + side / 2) / 100]
+    return [
+        (cx - side / 2) / 100,
+        (cy - side / 2) / 100,
+        (cx + side / 2) / 100,
+        (cy + side / 2) / 100,
+    ]
 
 
 def test_coverage_counts_real_positives_by_class_and_size():
@@ -23,8 +27,10 @@ def test_coverage_counts_real_positives_by_class_and_size():
     # B: 20x20 at (50, 75), between centres: its best prior (40 at (25, 75)) overlaps it
     #    5 x 20 = 100 px, IoU 100 / 1900 = 0.05; the matcher would force it, but it is not
     #    covered.
-    images = [(np.array([_box(25, 25, 40), _box(75, 75, 60)]), np.array([1, 2])),
-              (np.array([_box(50, 75, 20)]), np.array([1]))]
+    images = [
+        (np.array([_box(25, 25, 40), _box(75, 75, 60)]), np.array([1, 2])),
+        (np.array([_box(50, 75, 20)]), np.array([1])),
+    ]
     coverage = prior_coverage(images, PRIORS, ["cat", "dog"], input_size=100, match_iou=0.5)
     assert (coverage.overall.boxes, coverage.overall.covered) == (3, 2)
     assert coverage.overall.positives_per_box == pytest.approx(2 / 3)
@@ -48,8 +54,10 @@ def test_a_prior_counts_only_for_the_box_that_wins_it():
 
 
 def test_an_image_without_boxes_adds_nothing_and_the_table_names_each_group():
-    images = [(np.zeros((0, 4)), np.zeros(0, np.int64)),
-              (np.array([_box(25, 25, 40)]), np.array([2]))]
+    images = [
+        (np.zeros((0, 4)), np.zeros(0, np.int64)),
+        (np.array([_box(25, 25, 40)]), np.array([2])),
+    ]
     coverage = prior_coverage(images, PRIORS, ["cat", "dog"], 100)
     assert coverage.overall.boxes == 1 and coverage.overall.fraction == 1.0
     lines = "\n".join(coverage_lines(coverage))

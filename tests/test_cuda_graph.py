@@ -7,15 +7,14 @@ H100 (docs/PERFORMANCE.md). The CPU case checks the fallback that lets one objec
 import numpy as np
 import pytest
 import torch
-
-from dsod.config import config_from_dict
-from dsod.inference import Detector
-from dsod.engine.builders import build_model
-from dsod.runtime.cuda_graph import CUDAGraphForward
-from dsod.runtime.fold import fuse_for_inference
-
 from conftest import TINY_MODEL
 from test_fuse import trained_looking
+
+from dsod.config import config_from_dict
+from dsod.engine.builders import build_model
+from dsod.inference import Detector
+from dsod.runtime.cuda_graph import CUDAGraphForward
+from dsod.runtime.fold import fuse_for_inference
 
 TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -62,7 +61,8 @@ def test_replay_under_fp16_autocast_matches_eager_autocast():
     model = _tiny_inference_model("cuda").to(memory_format=torch.channels_last)
     graphed = CUDAGraphForward(model, autocast_dtype=torch.float16)
     images = (torch.randn(4, 3, 64, 64, device="cuda") * 60).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
         expected = model(images)
     got = graphed(images)
@@ -76,11 +76,11 @@ def test_detector_with_cuda_graphs_gives_the_same_detections():
     config = config_from_dict(TINY)
     model = _tiny_inference_model("cuda")
     eager = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2)
-    graphed = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2,
-                       cuda_graphs=True)
+    graphed = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2, cuda_graphs=True)
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-              for h, w in ((64, 64), (120, 90), (50, 70))]
+    images = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 64), (120, 90), (50, 70))
+    ]
     for _ in range(2):  # the first call records, the second replays
         for a, b in zip(eager(images), graphed(images)):
             assert len(a) > 0 and a.labels.tolist() == b.labels.tolist()

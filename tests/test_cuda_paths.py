@@ -1,9 +1,10 @@
 """The fast paths on a GPU give what the reference path gives on the CPU.
 
-The CUDA cases need a GPU and are skipped without one (CI has none); docs/PERFORMANCE.md says
-where they were last run. The gradient case also runs on the CPU's bf16. What they guard: the inference network (BNs folded into clamps
-and convolutions, channels-last, weights stored in the autocast dtype) under fp32, fp16 and
-bf16 on cuDNN, and training gradients under reduced precision where a strided 3x3
+The CUDA cases need a GPU and are skipped without one (CI has none); docs/PERFORMANCE.md
+says where they were last run. The gradient case also runs on the CPU's bf16. What they
+guard: the inference network (BNs folded into clamps and convolutions, channels-last,
+weights stored in the autocast dtype) under fp32, fp16 and bf16 on cuDNN, and training
+gradients under reduced precision where a strided 3x3
 convolution meets a 1x1 map (see :class:`dsod.runtime.conv.CentreTapConv2d`).
 """
 
@@ -14,24 +15,26 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL, assert_same_detections
+from test_fuse import _bn, trained_looking
 from torch import nn
 
 from dsod.config import config_from_dict, config_to_dict
-from dsod.engine.builders import build_postprocessor
+from dsod.engine.builders import build_model, build_postprocessor
 from dsod.engine.checkpoint import save_atomic
 from dsod.inference import Detector
-from dsod.engine.builders import build_model
 from dsod.runtime.compiled import CompiledModel
 from dsod.runtime.fold import ClampedConv1x1
 from dsod.runtime.speed_paths import for_inference, for_training
 
-from conftest import TINY_MODEL, assert_same_detections
-from test_fuse import _bn, trained_looking
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None},
-        "data": {"class_names": ["a", "b"]}, "test": {"batch_size": 2}}
+TINY = {
+    "model": dict(TINY_MODEL),
+    "priors": {"steps": None},
+    "data": {"class_names": ["a", "b"]},
+    "test": {"batch_size": 2},
+}
 REDUCED = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -65,7 +68,9 @@ def test_inference_network_on_cuda_gives_the_cpu_training_paths_detections():
     torch.testing.assert_close(offsets.cpu(), ref_offsets, rtol=1e-4, atol=1e-4)
     post = build_postprocessor(config)
     sizes = [(64, 64)] * len(images)
-    for a, b in zip(post(ref_logits, ref_offsets, sizes), post(logits.cpu(), offsets.cpu(), sizes)):
+    for a, b in zip(
+        post(ref_logits, ref_offsets, sizes), post(logits.cpu(), offsets.cpu(), sizes)
+    ):
         assert len(a) > 0
         assert_same_detections(a, b, post)
 
@@ -106,22 +111,31 @@ def test_clamped_conv_switch_points_beyond_fp16_range_on_cuda():
     torch.testing.assert_close(out.float().cpu(), expected, rtol=1e-3, atol=1e-3)
 
 
-def _gradients(model: nn.Module, images: torch.Tensor, weights: tuple[torch.Tensor, ...],
-               dtype: torch.dtype | None) -> torch.Tensor:
+def _gradients(
+    model: nn.Module,
+    images: torch.Tensor,
+    weights: tuple[torch.Tensor, ...],
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
     """All parameter gradients of a fixed linear function of the outputs, flattened."""
     model.zero_grad(set_to_none=True)
-    with torch.autocast(images.device.type, dtype=dtype or torch.float32,
-                        enabled=dtype is not None):
+    with torch.autocast(
+        images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+    ):
         logits, offsets = model(images)
     loss = (logits.float() * weights[0]).sum() + (offsets.float() * weights[1]).sum()
     loss.backward()
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("device, precision", [
-    ("cpu", "bf16"),
-    pytest.param("cuda", "fp16", marks=needs_cuda),
-    pytest.param("cuda", "bf16", marks=needs_cuda)])
+@pytest.mark.parametrize(
+    "device, precision",
+    [
+        ("cpu", "bf16"),
+        pytest.param("cuda", "fp16", marks=needs_cuda),
+        pytest.param("cuda", "bf16", marks=needs_cuda),
+    ],
+)
 def test_reduced_precision_gradients_follow_fp32(device, precision):
     """The 64x64 model's last prediction layers convolve 1x1 maps with a strided 3x3 kernel,
     where PyTorch's bf16 weight gradient on the CPU was garbage (up to 1e31). Under fp16/bf16
@@ -135,8 +149,9 @@ def test_reduced_precision_gradients_follow_fp32(device, precision):
     with torch.no_grad():
         logits, offsets = model(images)
     generator = torch.Generator().manual_seed(1)
-    weights = tuple(torch.randn(t.shape, generator=generator).to(device)
-                    for t in (logits, offsets))
+    weights = tuple(
+        torch.randn(t.shape, generator=generator).to(device) for t in (logits, offsets)
+    )
     with exact_fp32():
         reference = _gradients(model, images, weights, None)
     first = _gradients(model, images, weights, REDUCED[precision])
@@ -156,19 +171,22 @@ def test_detector_from_checkpoint_on_cuda_with_fp16_and_graphs(tmp_path):
     torch.manual_seed(0)
     config = config_from_dict(TINY)
     model = trained_looking(build_model(config))
-    save_atomic({"model": model.state_dict(), "config": config_to_dict(config)},
-                tmp_path / "m.pth")
+    save_atomic(
+        {"model": model.state_dict(), "config": config_to_dict(config)}, tmp_path / "m.pth"
+    )
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 64), (90, 120))]
     cpu = Detector.from_checkpoint(tmp_path / "m.pth", score_threshold=0.0)
-    gpu = Detector.from_checkpoint(tmp_path / "m.pth", device="cuda", score_threshold=0.0,
-                                   amp="fp16", cuda_graphs=True)
+    gpu = Detector.from_checkpoint(
+        tmp_path / "m.pth", device="cuda", score_threshold=0.0, amp="fp16", cuda_graphs=True
+    )
     for _ in range(2):  # the first call records the graph, the second replays it
         for a, b in zip(cpu(images), gpu(images)):
             assert len(a) > 0 and abs(len(a) - len(b)) <= max(2, len(a) // 20)
             top = min(len(a), len(b), 20)
-            np.testing.assert_allclose(np.sort(b.scores)[::-1][:top],
-                                       np.sort(a.scores)[::-1][:top], atol=0.02)
+            np.testing.assert_allclose(
+                np.sort(b.scores)[::-1][:top], np.sort(a.scores)[::-1][:top], atol=0.02
+            )
             assert (b.boxes[:, 2] <= b.image_size[0] + 1e-3).all()
 
 
@@ -179,13 +197,15 @@ def test_detector_replays_the_compiled_network_from_cuda_graphs():
     config = config_from_dict(TINY)
     model = for_inference(trained_looking(build_model(config))).cuda()
     eager = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2)
-    fast = Detector(model, config, "cuda", score_threshold=0.05, batch_size=2,
-                    cuda_graphs=True, compile=True)
+    fast = Detector(
+        model, config, "cuda", score_threshold=0.05, batch_size=2, cuda_graphs=True, compile=True
+    )
     assert isinstance(fast.network.module, CompiledModel)
     assert fast.network.graphed.module is fast.network.module
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-              for h, w in ((64, 64), (120, 90), (50, 70))]
+    images = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 64), (120, 90), (50, 70))
+    ]
     with exact_fp32():
         for _ in range(2):  # the first call compiles and records, the second replays
             for a, b in zip(eager(images), fast(images)):

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_config
 from torch import nn
 
-from conftest import tiny_config
 from dsod.engine.ema import WeightAverage, ema_decay
 from dsod.engine.trained_model import load_trained_model
 from dsod.engine.trainer import Trainer
@@ -48,24 +48,32 @@ def test_training_saves_the_average_and_evaluation_reads_it(tmp_path):
     assert saved["ema"]["updates"] == 4
     averaged = saved["ema"]["weights"]
     trained = saved["model"]
-    differs = [k for k in trained if trained[k].is_floating_point()
-               and not torch.equal(trained[k], averaged[k])]
+    differs = [
+        k
+        for k in trained
+        if trained[k].is_floating_point() and not torch.equal(trained[k], averaged[k])
+    ]
     assert differs  # the average is not the last weights
     loaded = load_trained_model(tmp_path / "out" / "checkpoints" / "final.pth").model
     assert all(torch.equal(loaded.state_dict()[k], averaged[k]) for k in averaged)
 
 
 def test_resume_continues_the_average_bit_for_bit(tmp_path):
-    config = tiny_config(tmp_path, solver={"max_iter": 4, "ema": 0.5},
-                         train={"keep_checkpoints": 4})
+    config = tiny_config(
+        tmp_path, solver={"max_iter": 4, "ema": 0.5}, train={"keep_checkpoints": 4}
+    )
     Trainer(config, tmp_path / "a", torch.device("cpu"), progress=False).run()
     # A run stopped after step 2: its checkpoint of that step, resumed to the end.
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "a" / "checkpoints" / "checkpoint_00000002.pth",
-                tmp_path / "b" / "checkpoints")
+    shutil.copy(
+        tmp_path / "a" / "checkpoints" / "checkpoint_00000002.pth", tmp_path / "b" / "checkpoints"
+    )
     Trainer(config, tmp_path / "b", torch.device("cpu"), resume=True, progress=False).run()
-    a, b = (torch.load(tmp_path / d / "checkpoints" / "final.pth", weights_only=True)
-            for d in ("a", "b"))
+    a, b = (
+        torch.load(tmp_path / d / "checkpoints" / "final.pth", weights_only=True)
+        for d in ("a", "b")
+    )
     assert a["ema"]["updates"] == b["ema"]["updates"] == 4
-    assert all(torch.equal(a["ema"]["weights"][k], b["ema"]["weights"][k])
-               for k in a["ema"]["weights"])
+    assert all(
+        torch.equal(a["ema"]["weights"][k], b["ema"]["weights"][k]) for k in a["ema"]["weights"]
+    )

@@ -8,19 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL, load_tool
 
 from dsod.config import config_from_dict, config_to_dict
+from dsod.engine.builders import build_model
 from dsod.engine.checkpoint import save_atomic
 from dsod.export import compare_with_onnxruntime, config_metadata, export_onnx
-from dsod.engine.builders import build_model
-
-from conftest import TINY_MODEL, load_tool
 
 ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"model": dict(TINY_MODEL),
-        "priors": {"steps": None}, "data": {"class_names": ["a", "b"]}}
+TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}, "data": {"class_names": ["a", "b"]}}
 
 
 def trained_looking_model():

@@ -48,22 +48,34 @@ def test_a_shift_moves_boxes_with_the_pixels_and_drops_what_leaves_the_image():
 
 def test_clipped_boxes_stay_inside_the_image():
     extra = ExtraAugment([{"name": "Affine", "translate_px": {"x": -5, "y": 0}, "p": 1.0}])
-    out, moved, labels = extra(_image_with_square((2, 10, 20, 30)), np.array([[2, 10, 20, 30.0]]),
-                               np.array([1]), seed=0)
+    out, moved, labels = extra(
+        _image_with_square((2, 10, 20, 30)), np.array([[2, 10, 20, 30.0]]), np.array([1]), seed=0
+    )
     np.testing.assert_allclose(moved, [[0, 10, 15, 30]], atol=1e-4)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ([{"name": "GaussBlur"}],
-     (r"augment.extra\[0\]: 'GaussBlur' is not an albumentations transform; did you mean "
-      r".*GaussianBlur")),
-    ([{"name": "CLAHE"}, {"name": "GaussianBlur", "blurlimit": 3}],
-     r"augment.extra\[1\]: GaussianBlur has no argument 'blurlimit'; did you mean blur_limit"),
-    ([{"name": "GaussianBlur", "p": "often"}], r"augment.extra\[0\]: GaussianBlur: "),
-    ([{"p": 0.2}], r"augment.extra\[0\]: expected a mapping with a name"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            [{"name": "GaussBlur"}],
+            (
+                r"augment.extra\[0\]: 'GaussBlur' is not an albumentations transform; "
+                r"did you mean .*GaussianBlur"
+            ),
+        ),
+        (
+            [{"name": "CLAHE"}, {"name": "GaussianBlur", "blurlimit": 3}],
+            r"augment.extra\[1\]: GaussianBlur has no argument 'blurlimit'; "
+            r"did you mean blur_limit",
+        ),
+        ([{"name": "GaussianBlur", "p": "often"}], r"augment.extra\[0\]: GaussianBlur: "),
+        ([{"p": 0.2}], r"augment.extra\[0\]: expected a mapping with a name"),
+    ],
+)
 def test_a_bad_extra_is_a_config_error_naming_it_when_the_training_transform_is_built(
-        extra, message):
+    extra, message
+):
     config = config_from_dict({"augment": {"extra": extra}})  # each entry is a mapping
     with pytest.raises(ConfigError, match=message):
         TrainTransform(40, config.augment)
@@ -75,9 +87,15 @@ def test_an_extra_entry_that_is_no_mapping_is_refused_when_the_config_is_read():
 
 
 def test_the_training_transform_applies_the_extra_before_ssds_steps_reproducibly():
-    cfg = dataclasses.replace(AugmentConfig(), photometric=False, expand_prob=0.0, crop=False,
-                              flip_prob=0.0, random_interpolation=False,
-                              extra=({"name": "HorizontalFlip", "p": 1.0},))
+    cfg = dataclasses.replace(
+        AugmentConfig(),
+        photometric=False,
+        expand_prob=0.0,
+        crop=False,
+        flip_prob=0.0,
+        random_interpolation=False,
+        extra=({"name": "HorizontalFlip", "p": 1.0},),
+    )
     image = _image_with_square((10, 5, 30, 25))
     first = TrainTransform(40, cfg, seed=3)(image, np.array([[10, 5, 30, 25.0]]), np.array([1]))
     # flipped on the 80x60 image, then warped to 40x40

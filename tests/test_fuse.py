@@ -1,18 +1,21 @@
 import copy
 
 import torch
+from conftest import TINY_MODEL, assert_same_detections
 from torch import nn
 
 from dsod.config import config_from_dict
-from dsod.engine.builders import build_postprocessor
-from dsod.engine.builders import build_model
+from dsod.engine.builders import build_model, build_postprocessor
 from dsod.models.densenet import DenseBlock
-from dsod.runtime.fold import (ClampedConv1x1, FoldedDenseLayer, FrozenBatchNorm, fold_bn_into_conv,
-                               fuse_for_inference)
+from dsod.runtime.fold import (
+    ClampedConv1x1,
+    FoldedDenseLayer,
+    FrozenBatchNorm,
+    fold_bn_into_conv,
+    fuse_for_inference,
+)
 from dsod.runtime.shared_block import SharedBufferDenseBlock
 from dsod.runtime.speed_paths import store_weights_in, switch
-
-from conftest import TINY_MODEL, assert_same_detections
 
 TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}}
 # A BN epsilon that vanishes against the variances below in fp32 (1 + 1e-12 == 1), so that
@@ -83,12 +86,13 @@ def test_fused_model_gives_the_same_outputs_and_detections():
     config = config_from_dict(TINY)
     model = trained_looking(build_model(config))
     fused = fuse_for_inference(model)
-    norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
     assert norms(model) > 0 and norms(fused) == 0  # each folded or frozen
     kinds = {type(x) for x in fused.modules()}
     assert {ClampedConv1x1, FoldedDenseLayer} <= kinds and FrozenBatchNorm not in kinds
-    assert_same_outputs_and_detections(config, model, fused, torch.randn(3, 3, 64, 64),
-                                       [(64, 64), (100, 80), (50, 70)])
+    assert_same_outputs_and_detections(
+        config, model, fused, torch.randn(3, 3, 64, 64), [(64, 64), (100, 80), (50, 70)]
+    )
     assert model.training is False and isinstance(model.heads.heads[0].conf_bn, nn.BatchNorm2d)
 
 
@@ -112,11 +116,13 @@ def test_every_fast_path_gives_the_same_detections():
     ref_logits, reference = _detections(config, model, images, grad=True)
     fused = fuse_for_inference(model)
     shared = switch(copy.deepcopy(model), {DenseBlock: SharedBufferDenseBlock})
-    for name, (net, channels_last) in {"shared storage": (shared, False),
-                                       "channels_last": (model, True),
-                                       "shared storage + channels_last": (shared, True),
-                                       "folded BN": (fused, False),
-                                       "folded BN + channels_last": (fused, True)}.items():
+    for name, (net, channels_last) in {
+        "shared storage": (shared, False),
+        "channels_last": (model, True),
+        "shared storage + channels_last": (shared, True),
+        "folded BN": (fused, False),
+        "folded BN + channels_last": (fused, True),
+    }.items():
         logits, detections = _detections(config, net, images.clone(), channels_last)
         torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4, msg=name)
         for a, b in zip(reference, detections):

@@ -29,10 +29,18 @@ print(json.dumps({"mode": mode, "mapped": libc.mallinfo2().hblkhd - before}))
 
 
 def probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "DSOD_SYSTEM_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, check=True,
-                         capture_output=True, text=True).stdout
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "DSOD_SYSTEM_MALLOC")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**clean, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -55,5 +63,7 @@ def test_large_tensors_come_from_the_heap_instead_of_fresh_mappings():
 
 def test_glibc_settings_of_the_user_are_left_alone():
     assert probe(MALLOC_ARENA_MAX="2", MALLOC_MMAP_MAX_="65536")["mode"] in (
-        "default (MALLOC_MMAP_MAX_ is set)", "default (not glibc)",
-        f"default (not Linux ({sys.platform}))")
+        "default (MALLOC_MMAP_MAX_ is set)",
+        "default (not glibc)",
+        f"default (not Linux ({sys.platform}))",
+    )

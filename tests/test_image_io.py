@@ -180,8 +180,10 @@ def test_truncated_png_raises(tmp_path):
         read_image(path)
 
 
-@pytest.mark.parametrize("content,reason", [(None, "does not exist"), (b"", "empty"),
-                                            (b"this is not an image at all", "decode")])
+@pytest.mark.parametrize(
+    "content,reason",
+    [(None, "does not exist"), (b"", "empty"), (b"this is not an image at all", "decode")],
+)
 def test_bad_files_raise_naming_file(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     if content is not None:
@@ -203,28 +205,36 @@ def test_image_read_error_survives_pickle_and_one_argument_rebuild():
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A 60-byte PNG that claims ``width`` x ``height`` RGB pixels (its IDAT holds little)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                               0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
     """A small JPEG whose start-of-frame header is patched to claim ``width`` x ``height``."""
     data = bytearray(cv2.imencode(".jpg", _pattern(16, 16))[1].tobytes())
     sof = data.index(b"\xff\xc0")  # baseline SOF0: marker, length(2), precision(1), H, W
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
-@pytest.mark.parametrize("name,side", [("bomb.png", 30000), ("bighdr.jpg", 30000),
-                                       ("huge.jpg", 65000)])
+@pytest.mark.parametrize(
+    "name,side", [("bomb.png", 30000), ("bighdr.jpg", 30000), ("huge.jpg", 65000)]
+)
 def test_huge_header_is_refused_unread_naming_file_and_size(tmp_path, name, side):
     path = tmp_path / name
-    path.write_bytes(_png_header_only(side, side) if name.endswith(".png")
-                     else _jpeg_claiming(side, side))
+    path.write_bytes(
+        _png_header_only(side, side) if name.endswith(".png") else _jpeg_claiming(side, side)
+    )
     assert path.stat().st_size < 1000
     for read in (read_image, read_image_size):
         with pytest.raises(ImageReadError) as info:
@@ -247,7 +257,7 @@ def test_pixel_limit_is_inclusive(tmp_path, monkeypatch):
 def test_opencv_error_becomes_image_read_error(tmp_path, monkeypatch):
     # Above OpenCV's own limit (2**30 pixels) imdecode raises cv2.error; with this module's
     # limit lifted, that error must still come back as an ImageReadError naming the file.
-    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 10 ** 12)
+    monkeypatch.setattr(image_io, "MAX_IMAGE_PIXELS", 10**12)
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header_only(65000, 65000))
     with pytest.raises(ImageReadError, match="CV_IO_MAX_IMAGE_PIXELS") as info:

@@ -6,21 +6,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from dsod.config import config_from_dict, config_to_dict
 from dsod.data.errors import ImageReadError
+from dsod.engine.builders import build_model
 from dsod.engine.checkpoint import CheckpointError, save_atomic
 from dsod.inference import DetectionResult, Detector
-from dsod.engine.builders import build_model
 from dsod.visualize import class_colour, draw_detections
-
-from conftest import TINY_MODEL
-
 
 
 def tiny_config(**model):
-    return config_from_dict({"model": {**TINY_MODEL, **model}, "priors": {"steps": None},
-                             "data": {"class_names": ["a", "b"]}, "test": {"batch_size": 2}})
+    return config_from_dict(
+        {
+            "model": {**TINY_MODEL, **model},
+            "priors": {"steps": None},
+            "data": {"class_names": ["a", "b"]},
+            "test": {"batch_size": 2},
+        }
+    )
 
 
 def save_tiny(path, **model):
@@ -79,9 +83,11 @@ def test_reduced_precision_runs_the_network_in_bf16_with_close_scores(tmp_path):
         detector = Detector.from_checkpoint(tmp_path / "m.pth", score_threshold=0.0, amp=amp)
         first_conv = next(m for m in detector.model.modules() if isinstance(m, torch.nn.Conv2d))
         first_conv.register_forward_hook(
-            lambda m, i, out, amp=amp: seen.__setitem__(f"{amp} dtype", out.dtype))
+            lambda m, i, out, amp=amp: seen.__setitem__(f"{amp} dtype", out.dtype)
+        )
         detector.model.register_forward_hook(
-            lambda m, i, out, amp=amp: seen.__setitem__(amp, out[0].float().softmax(-1)))
+            lambda m, i, out, amp=amp: seen.__setitem__(amp, out[0].float().softmax(-1))
+        )
         result = detector(image)
         assert len(result) > 0 and result.boxes.dtype == np.float32
     assert seen["none dtype"] == torch.float32 and seen["bf16 dtype"] == torch.bfloat16
@@ -93,8 +99,10 @@ def test_reduced_precision_runs_the_network_in_bf16_with_close_scores(tmp_path):
 
 def test_checkpoint_decoded_with_other_priors_or_input_is_refused(tmp_path):
     save_tiny(tmp_path / "m.pth")
-    for override, named in (("priors.min_sizes=[8,13,24,35,45,56]", "priors.min_sizes"),
-                            ("augment.mean_bgr=[0,0,0]", "augment.mean_bgr")):
+    for override, named in (
+        ("priors.min_sizes=[8,13,24,35,45,56]", "priors.min_sizes"),
+        ("augment.mean_bgr=[0,0,0]", "augment.mean_bgr"),
+    ):
         with pytest.raises(CheckpointError, match=named):
             Detector.from_checkpoint(tmp_path / "m.pth", overrides=[override])
     # The same settings spelled in a config of one's own are accepted.
@@ -124,10 +132,13 @@ def test_overrides_and_bad_inputs(tmp_path):
 
 def test_draw_detections_marks_boxes_in_class_colours():
     image = np.full((80, 120, 3), 255, np.uint8)
-    result = DetectionResult(boxes=np.array([[10, 30, 60, 70], [70, 5, 110, 50]], np.float32),
-                             scores=np.array([0.9, 0.5], np.float32),
-                             labels=np.array([1, 2], np.int64), class_names=["a", "b"],
-                             image_size=(120, 80))
+    result = DetectionResult(
+        boxes=np.array([[10, 30, 60, 70], [70, 5, 110, 50]], np.float32),
+        scores=np.array([0.9, 0.5], np.float32),
+        labels=np.array([1, 2], np.int64),
+        class_names=["a", "b"],
+        image_size=(120, 80),
+    )
     out = draw_detections(image, result)
     assert out.shape == image.shape and out is not image
     assert (image == 255).all()  # the input is left alone

@@ -10,13 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsod.engine.learning import (LearningMonitor, SignalSums, agreement, pair_auc,
-                                  signal_sums)
+from dsod.engine.learning import LearningMonitor, SignalSums, agreement, pair_auc, signal_sums
 
 
 def test_pair_auc_by_hand_with_a_tie():
     scores = torch.tensor([[0.9, 0.1, 0.5, 0.5, 0.2]])
-    first = torch.tensor([[True, False, True, False, False]])   # 0.9, 0.5
+    first = torch.tensor([[True, False, True, False, False]])  # 0.9, 0.5
     second = torch.tensor([[False, True, False, True, False]])  # 0.1, 0.5
     # pairs: 0.9>0.1, 0.9>0.5, 0.5>0.1 win; 0.5 = 0.5 ties (half): 3.5 of 4
     assert pair_auc(scores, first, second).tolist() == [0.875]
@@ -65,16 +64,18 @@ def test_agreement_by_hand():
 def test_agreement_is_nan_for_one_image_and_for_annotations_that_agree():
     labels = torch.tensor([[0, 1, 1, 0]])
     targets = torch.rand(1, 4, 4)
-    assert math.isnan(agreement(torch.randn(1, 4, 2), torch.randn(1, 4, 4), targets,
-                                labels).item())
+    assert math.isnan(
+        agreement(torch.randn(1, 4, 2), torch.randn(1, 4, 4), targets, labels).item()
+    )
     # Same labels and the same boxes: nothing to decide between.
-    same = agreement(torch.randn(2, 4, 2), torch.randn(2, 4, 4), targets.repeat(2, 1, 1),
-                     labels.repeat(2, 1))
+    same = agreement(
+        torch.randn(2, 4, 2), torch.randn(2, 4, 4), targets.repeat(2, 1, 1), labels.repeat(2, 1)
+    )
     assert same.tolist() == [0.5, 0.5]  # every box comparison a tie
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2 ** 31 - 1), st.integers(4, 60))
+@given(st.integers(0, 2**31 - 1), st.integers(4, 60))
 def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, priors):
     # The same predictions for both images (what a model that ignores its input gives,
     # however much it has learnt about where objects usually are and how large they are):
@@ -84,8 +85,9 @@ def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, priors):
     offsets = torch.randn(priors, 4, generator=generator).round(decimals=1).expand(2, -1, -1)
     targets = torch.randn(2, priors, 4, generator=generator).round(decimals=1)
     labels = torch.randint(-1, 3, (2, priors), generator=generator)
-    values = agreement(_logits_from_object_scores(scores.clone()), offsets.clone(), targets,
-                       labels)
+    values = agreement(
+        _logits_from_object_scores(scores.clone()), offsets.clone(), targets, labels
+    )
     if not values.isnan().any():
         assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
 
@@ -125,8 +127,8 @@ def test_monitor_averages_between_records_and_checks_once(caplog):
         assert (verdict is None) == (step != 30)
     assert verdict["learning"] is False and verdict["agreement"] == pytest.approx(0.52)
     assert verdict["images"] == 240
-    assert verdict["standard_error"] == pytest.approx(0.3 / 239 ** 0.5)
-    assert verdict["needed"] == pytest.approx(0.5 + 3 * 0.3 / 239 ** 0.5)
+    assert verdict["standard_error"] == pytest.approx(0.3 / 239**0.5)
+    assert verdict["needed"] == pytest.approx(0.5 + 3 * 0.3 / 239**0.5)
     warned = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
     assert len(warned) == 1 and "0.520 +- 0.019" in warned[0] and "0.5 is chance" in warned[0]
     assert monitor.check(31) is None

@@ -8,7 +8,9 @@ from dsod.loss import MultiBoxLoss
 def test_no_ground_truth_gives_zero_box_loss_and_finite_total():
     logits = torch.randn(2, 10, 4, requires_grad=True)
     offsets = torch.randn(2, 10, 4, requires_grad=True)
-    out = MultiBoxLoss()(logits, offsets, torch.zeros(2, 10, 4), torch.zeros(2, 10, dtype=torch.long))
+    out = MultiBoxLoss()(
+        logits, offsets, torch.zeros(2, 10, 4), torch.zeros(2, 10, dtype=torch.long)
+    )
     assert out["loc_loss"].item() == 0.0
     assert torch.isfinite(out["loss"])
     out["loss"].backward()

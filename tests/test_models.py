@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dsod.config import config_from_dict, load_config
-from dsod.models.densenet import DenseBlock, Stem
 from dsod.engine.builders import build_model, build_priors
+from dsod.models.densenet import DenseBlock, Stem
 from dsod.models.detector import count_parameters
 from dsod.models.layers import L2Norm
 from dsod.runtime.conv import CentreTapConv2d
@@ -15,10 +15,18 @@ from dsod.runtime.speed_paths import for_training
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-TINY = {"model": {"input_size": 64, "stem_channels": [8, 8, 16], "growth_rate": 8,
-                  "bottleneck_width": 16, "block_layers": [2, 2, 2, 2],
-                  "backbone_out_channels": 16, "extra_widths": [16, 16, 8, 8, 8]},
-        "priors": {"steps": None}}
+TINY = {
+    "model": {
+        "input_size": 64,
+        "stem_channels": [8, 8, 16],
+        "growth_rate": 8,
+        "bottleneck_width": 16,
+        "block_layers": [2, 2, 2, 2],
+        "backbone_out_channels": 16,
+        "extra_widths": [16, 16, 8, 8, 8],
+    },
+    "priors": {"steps": None},
+}
 
 
 def test_dsod300_voc_matches_the_reference():
@@ -30,8 +38,14 @@ def test_dsod300_voc_matches_the_reference():
     with torch.no_grad():
         sources = model.forward_sources(torch.zeros(1, 3, 300, 300))
         shapes = [tuple(s.shape[1:]) for s in sources]
-        assert shapes == [(800, 38, 38), (512, 19, 19), (512, 10, 10), (256, 5, 5),
-                          (256, 3, 3), (256, 2, 2)]
+        assert shapes == [
+            (800, 38, 38),
+            (512, 19, 19),
+            (512, 10, 10),
+            (256, 5, 5),
+            (256, 3, 3),
+            (256, 2, 2),
+        ]
         logits, offsets = model.heads(sources)
     assert logits.shape == (1, 8744, 21) and offsets.shape == (1, 8744, 4)
     assert build_priors(cfg).num_priors == logits.shape[1]
@@ -70,14 +84,16 @@ def test_initialisation_follows_the_reference():
     assert conv.weight.abs().max() <= (3.0 / fan_in) ** 0.5
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert torch.all(head.conf_bn.weight == 1.0) and torch.all(head.conf_bn.bias == 0.0)
-    small = build_model(config_from_dict({**TINY, "model": {**TINY["model"],
-                                                            "head_bn_init_scale": 0.1}}))
+    small = build_model(
+        config_from_dict({**TINY, "model": {**TINY["model"], "head_bn_init_scale": 0.1}})
+    )
     assert torch.allclose(small.heads.heads[2].loc_bn.weight, torch.tensor(0.1))
 
 
 def test_heads_without_batch_norm_start_at_the_prior_probability():
-    config = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
-                                                 "head_prior_prob": 0.02}})
+    config = config_from_dict(
+        {**TINY, "model": {**TINY["model"], "head_bn": False, "head_prior_prob": 0.02}}
+    )
     model = build_model(config)
     head = model.heads.heads[0]
     assert isinstance(head.conf_bn, torch.nn.Identity) and head.conf.bias is not None
@@ -96,6 +112,7 @@ def test_heads_without_batch_norm_start_at_the_prior_probability():
 @pytest.mark.parametrize("lr", [0.0125, 0.1])
 def test_unit_rate_scale_makes_an_sgd_step_move_an_output_by_its_gradient(lr):
     from dsod.models.heads import SourceHead, unit_rate_scale
+
     head = SourceHead(16, 1, 2, l2norm_scale=unit_rate_scale(lr), batch_norm=False).double()
     head.norm.weight.requires_grad_(False)  # the convolution's own step, first order exact
     x = torch.randn(1, 16, 5, 5, dtype=torch.float64)
@@ -115,13 +132,18 @@ def test_heads_without_bn_take_the_unit_rate_scale_unless_the_config_gives_one()
     from dsod.engine.builders import head_input_scale
     from dsod.engine.optim import scaled_lr
     from dsod.models.heads import unit_rate_scale
-    derived = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
-                                                  "l2norm_scale": None}})
+
+    derived = config_from_dict(
+        {**TINY, "model": {**TINY["model"], "head_bn": False, "l2norm_scale": None}}
+    )
     assert head_input_scale(derived) == unit_rate_scale(scaled_lr(derived.solver))
-    assert torch.all(build_model(derived).heads.heads[3].norm.weight
-                     == torch.tensor(unit_rate_scale(scaled_lr(derived.solver))))
-    given = config_from_dict({**TINY, "model": {**TINY["model"], "head_bn": False,
-                                                "l2norm_scale": 5.0}})
+    assert torch.all(
+        build_model(derived).heads.heads[3].norm.weight
+        == torch.tensor(unit_rate_scale(scaled_lr(derived.solver)))
+    )
+    given = config_from_dict(
+        {**TINY, "model": {**TINY["model"], "head_bn": False, "l2norm_scale": 5.0}}
+    )
     assert head_input_scale(given) == 5.0
     with_bn = config_from_dict({**TINY, "model": {**TINY["model"], "l2norm_scale": None}})
     assert head_input_scale(with_bn) == 20.0
@@ -144,8 +166,11 @@ def test_forward_backward_has_no_nan(prediction):
 def test_memory_efficient_mode_gives_same_outputs_gradients_and_statistics():
     torch.manual_seed(0)
     plain = DenseBlock(4, 16, growth_rate=8, bottleneck_width=16).double()
-    efficient = for_training(DenseBlock(4, 16, growth_rate=8, bottleneck_width=16),
-                             speed_paths=False, memory_efficient=True).double()
+    efficient = for_training(
+        DenseBlock(4, 16, growth_rate=8, bottleneck_width=16),
+        speed_paths=False,
+        memory_efficient=True,
+    ).double()
     efficient.load_state_dict(plain.state_dict())
     x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -251,8 +276,9 @@ def test_relu_in_place_matches_torch_in_values_and_gradients(dtype):
     assert torch.equal(leaf.grad, other.grad)
     with torch.inference_mode():
         frozen = shared.clone()
-        assert relu_(frozen) is frozen and torch.equal(frozen.nan_to_num(),
-                                                      torch.relu(shared).nan_to_num())
+        assert relu_(frozen) is frozen and torch.equal(
+            frozen.nan_to_num(), torch.relu(shared).nan_to_num()
+        )
 
 
 @pytest.mark.parametrize("l2norm", [L2Norm, ScaledL2Norm])

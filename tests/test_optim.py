@@ -2,17 +2,21 @@ import logging
 
 import pytest
 import torch
-
-from dsod.config import ConfigError, SolverConfig, config_from_dict
-from dsod.engine.optim import (build_optimizer, build_scheduler, lr_factor, parameter_groups,
-                               scaled_lr, schedule_warnings)
-from dsod.engine.trainer import train
-from dsod.engine.builders import build_model
-
 from conftest import TINY_MODEL, tiny_config
 
-TINY = {"model": dict(TINY_MODEL),
-        "priors": {"steps": None}}
+from dsod.config import ConfigError, SolverConfig, config_from_dict
+from dsod.engine.builders import build_model
+from dsod.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    parameter_groups,
+    scaled_lr,
+    schedule_warnings,
+)
+from dsod.engine.trainer import train
+
+TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}}
 
 
 def test_warmup_then_steps():
@@ -66,7 +70,10 @@ def test_a_schedule_in_fractions_gives_the_steps_of_the_absolute_one():
         factors.append(lrs)
     assert factors[0] == factors[1]
     # and it follows max_iter: a tenth of the run is a tenth of the run
-    assert SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1).schedule() == (3, (21, 27))
+    assert SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1).schedule() == (
+        3,
+        (21, 27),
+    )
 
 
 def test_a_warm_up_or_step_beyond_max_iter_is_warned_about():
@@ -77,11 +84,11 @@ def test_a_warm_up_or_step_beyond_max_iter_is_warned_about():
     assert schedule_warnings(SolverConfig(max_iter=30, steps=(0.7, 0.9), warmup_iters=0.1)) == []
 
 
-
 def test_a_schedule_given_as_fractions_is_not_told_to_use_fractions():
     [warning] = schedule_warnings(SolverConfig(max_iter=3, steps=(0.7, 0.9), warmup_iters=0.1))
-    assert warning.startswith("solver.steps [3] (0.9 of 3 rounds to 3) lie at or beyond "
-                              "solver.max_iter (3)")
+    assert warning.startswith(
+        "solver.steps [3] (0.9 of 3 rounds to 3) lie at or beyond solver.max_iter (3)"
+    )
     assert "fractions" not in warning
     mixed = schedule_warnings(SolverConfig(max_iter=3, steps=(0.9, 500), warmup_iters=0.1))
     assert "solver.steps [3, 500] (0.9 of 3 rounds to 3)" in mixed[0] and "fractions" in mixed[1]

@@ -17,8 +17,10 @@ def test_nms_on_overlapping_boxes_and_absolute_coordinates():
     # Prior 1 (IoU with prior 0 = .19*.2/(.04+.04-.038) = .905) is suppressed.
     assert det.labels.tolist() == [1, 1]
     torch.testing.assert_close(torch.from_numpy(det.scores), torch.tensor([0.9, 0.7]))
-    torch.testing.assert_close(torch.from_numpy(det.boxes),
-                               torch.tensor([[30., 15., 70., 35.], [130., 65., 170., 85.]]))
+    torch.testing.assert_close(
+        torch.from_numpy(det.boxes),
+        torch.tensor([[30.0, 15.0, 70.0, 35.0], [130.0, 65.0, 170.0, 85.0]]),
+    )
 
 
 def test_different_classes_are_not_suppressed_and_threshold_applies():
@@ -52,15 +54,16 @@ def test_the_detection_comparison_of_the_fast_path_tests():
 
     import numpy as np
     import pytest
-
     from conftest import assert_same_detections
+
     from dsod.structures import Detections
 
     def dets(rows):  # (label, score, x0)
-        return Detections(boxes=np.array([[x, 0, x + 10, 10] for _, _, x in rows],
-                                         np.float32).reshape(-1, 4),
-                          scores=np.array([s for _, s, _ in rows], np.float32),
-                          labels=np.array([label for label, _, _ in rows], np.int64))
+        return Detections(
+            boxes=np.array([[x, 0, x + 10, 10] for _, _, x in rows], np.float32).reshape(-1, 4),
+            scores=np.array([s for _, s, _ in rows], np.float32),
+            labels=np.array([label for label, _, _ in rows], np.int64),
+        )
 
     cut = SimpleNamespace(conf_threshold=0.01, keep_top_k=4)
     reference = dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40)])
@@ -70,13 +73,16 @@ def test_the_detection_comparison_of_the_fast_path_tests():
     full = dets([(1, 0.9, 0), (2, 0.5, 5), (1, 0.4, 20), (3, 0.30001, 60)])
     other_at_top_k = dets([(1, 0.9, 0), (2, 0.5, 5), (1, 0.4, 20), (1, 0.30003, 80)])
     assert_same_detections(full, other_at_top_k, cut)
-    for changed in (dets([(1, 0.9, 0), (2, 0.50001, 5), (2, 0.5, 20)]),  # a label
-                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 21)]),  # a box
-                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.501, 20)]),  # a score
-                    dets([(1, 0.9, 0), (2, 0.50001, 5)]),  # one above the threshold lost
-                    dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40),
-                          (2, 0.2, 90)]),  # one more
-                    dets([])):
+    for changed in (
+        dets([(1, 0.9, 0), (2, 0.50001, 5), (2, 0.5, 20)]),  # a label
+        dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 21)]),  # a box
+        dets([(1, 0.9, 0), (2, 0.50001, 5), (1, 0.501, 20)]),  # a score
+        dets([(1, 0.9, 0), (2, 0.50001, 5)]),  # one above the threshold lost
+        dets(
+            [(1, 0.9, 0), (2, 0.50001, 5), (1, 0.5, 20), (2, 0.01003, 40), (2, 0.2, 90)]
+        ),  # one more
+        dets([]),
+    ):
         with pytest.raises(AssertionError):
             assert_same_detections(reference, changed, cut)
     with pytest.raises(AssertionError):  # not full at top-k: the lowest is no excuse

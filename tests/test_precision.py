@@ -6,11 +6,10 @@ import logging
 
 import pytest
 import torch
-
 from conftest import tiny_config
 
-from dsod.runtime import precision
 from dsod.engine.trainer import train
+from dsod.runtime import precision
 from dsod.runtime.precision import resolve_amp
 
 
@@ -19,6 +18,7 @@ def native_bf16(monkeypatch):
     def set_native(value: bool) -> None:
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: value)
         precision._warn_slow_bf16.cache_clear()
+
     return set_native
 
 
@@ -69,6 +69,7 @@ def test_training_says_what_auto_chose(tmp_path, native_bf16, caplog, native, sa
 
 def test_the_benchmark_leaves_out_bf16_on_a_cpu_without_it_unless_asked(native_bf16, capsys):
     from benchmarks.common import BenchOptions
+
     native_bf16(False)
     assert BenchOptions().resolve().precisions == ("fp32",)
     assert "bf16 left out" in capsys.readouterr().err

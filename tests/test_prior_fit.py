@@ -10,14 +10,22 @@ from dsod.coverage import prior_coverage
 from dsod.prior_fit import fit_priors
 from dsod.priors import PriorGenerator
 
-REFERENCE = dict(input_size=300, feature_sizes=[38, 19, 10, 5, 3, 2],
-                 min_sizes=[30, 60, 111, 162, 213, 264], max_sizes=[60, 111, 162, 213, 264, 315],
-                 aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
-                 steps=[8, 16, 32, 64, 100, 300])
+REFERENCE = dict(
+    input_size=300,
+    feature_sizes=[38, 19, 10, 5, 3, 2],
+    min_sizes=[30, 60, 111, 162, 213, 264],
+    max_sizes=[60, 111, 162, 213, 264, 315],
+    aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+    steps=[8, 16, 32, 64, 100, 300],
+)
 
 
-def _boxes(rng: np.random.Generator, n: int, side: tuple[float, float],
-           aspect: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+def _boxes(
+    rng: np.random.Generator,
+    n: int,
+    side: tuple[float, float],
+    aspect: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
     """``[n, 4]`` ``(cx, cy, w, h)`` inside a 300x300 input."""
     s = rng.uniform(*side, n)
     a = rng.uniform(*aspect, n)
@@ -28,14 +36,19 @@ def _boxes(rng: np.random.Generator, n: int, side: tuple[float, float],
 
 def _covered(boxes: np.ndarray, generator: PriorGenerator) -> float:
     xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
-    images = [(xyxy[i:i + 1] / 300, np.ones(1, np.int64)) for i in range(len(xyxy))]
+    images = [(xyxy[i : i + 1] / 300, np.ones(1, np.int64)) for i in range(len(xyxy))]
     return prior_coverage(images, generator(), ["a"], 300).overall.fraction
 
 
 def _with(fitted) -> PriorGenerator:
-    return PriorGenerator(**{**REFERENCE, "min_sizes": fitted.min_sizes,
-                             "max_sizes": fitted.max_sizes,
-                             "aspect_ratios": fitted.aspect_ratios})
+    return PriorGenerator(
+        **{
+            **REFERENCE,
+            "min_sizes": fitted.min_sizes,
+            "max_sizes": fitted.max_sizes,
+            "aspect_ratios": fitted.aspect_ratios,
+        }
+    )
 
 
 def test_small_objects_get_small_priors_and_become_covered():
@@ -60,8 +73,13 @@ def test_elongated_objects_change_the_aspect_ratios_when_the_data_asks():
 
 def test_the_fit_is_deterministic_and_keeps_the_network_shapes():
     rng = np.random.default_rng(2)
-    boxes = np.concatenate([_boxes(rng, 500, (15, 25)), _boxes(rng, 500, (50, 70), (0.5, 2)),
-                            _boxes(rng, 200, (120, 250))])
+    boxes = np.concatenate(
+        [
+            _boxes(rng, 500, (15, 25)),
+            _boxes(rng, 500, (50, 70), (0.5, 2)),
+            _boxes(rng, 200, (120, 250)),
+        ]
+    )
     reference = PriorGenerator(**REFERENCE)
     first, second = fit_priors(boxes, reference), fit_priors(boxes.copy(), reference)
     assert first == second
@@ -71,8 +89,9 @@ def test_the_fit_is_deterministic_and_keeps_the_network_shapes():
     assert torch.equal(fitted(), _with(second)())
     # SSD's scale ladder: each source's squares between its neighbours' sizes
     assert all(large > small for small, large in zip(first.min_sizes, first.max_sizes))
-    assert all(large <= following for large, following in zip(first.max_sizes,
-                                                               first.min_sizes[1:]))
+    assert all(
+        large <= following for large, following in zip(first.max_sizes, first.min_sizes[1:])
+    )
 
 
 def test_priors_far_too_small_are_pushed_up_the_ladder_to_the_boxes():
@@ -98,10 +117,16 @@ def test_every_class_weighs_the_same_however_many_boxes_it_has():
     reference = PriorGenerator(**REFERENCE)
     fitted = fit_priors(boxes, reference, labels=labels)
     # Ten copies of the common class change nothing: the fit sees the same objective.
-    tenfold = fit_priors(np.concatenate([np.tile(common, (10, 1)), rare]), reference,
-                         labels=np.array([1] * 3000 + [2] * 30))
+    tenfold = fit_priors(
+        np.concatenate([np.tile(common, (10, 1)), rare]),
+        reference,
+        labels=np.array([1] * 3000 + [2] * 30),
+    )
     assert (fitted.min_sizes, fitted.max_sizes, fitted.aspect_ratios) == (
-        tenfold.min_sizes, tenfold.max_sizes, tenfold.aspect_ratios)
+        tenfold.min_sizes,
+        tenfold.max_sizes,
+        tenfold.aspect_ratios,
+    )
     assert fitted.objective == pytest.approx(tenfold.objective)
 
 

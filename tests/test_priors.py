@@ -49,8 +49,9 @@ def test_derived_steps_fix_the_quirk():
     assert sorted(set(last[:, 0].tolist())) == pytest.approx([0.25, 0.75])
 
 
-@pytest.mark.parametrize("size, expected", [(300, [38, 19, 10, 5, 3, 2]),
-                                            (512, [64, 32, 16, 8, 4, 2]),
-                                            (128, [16, 8, 4, 2, 1, 1])])
+@pytest.mark.parametrize(
+    "size, expected",
+    [(300, [38, 19, 10, 5, 3, 2]), (512, [64, 32, 16, 8, 4, 2]), (128, [16, 8, 4, 2, 1, 1])],
+)
 def test_feature_sizes_follow_ceil_rounding(size, expected):
     assert DSOD.feature_sizes(size) == expected

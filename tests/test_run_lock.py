@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, tiny_config
 
 from dsod.engine.run_lock import LOCK_NAME, OutputFolderBusyError, claim_output_folder
@@ -29,8 +28,9 @@ with claim_output_folder(sys.argv[1]):
 
 def _hold(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE,
-                              text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -41,15 +41,18 @@ def test_a_second_run_on_a_held_folder_fails_at_once_naming_it_and_the_holder(tm
     try:
         # The data root does not exist: a run that did any work before claiming the folder
         # would fail on the data instead.
-        config = tiny_config(tmp_path, data={"root": str(tmp_path / "nowhere"),
-                                             "shapes_generate": False})
+        config = tiny_config(
+            tmp_path, data={"root": str(tmp_path / "nowhere"), "shapes_generate": False}
+        )
         start = time.perf_counter()
         with pytest.raises(OutputFolderBusyError) as caught:
             train(config, out, progress=False)
         assert time.perf_counter() - start < 5
         message = str(caught.value)
-        assert f"another training run (pid {holder.pid}) is writing to {out.absolute()}" \
-            in message and "another --out" in message
+        assert (
+            f"another training run (pid {holder.pid}) is writing to {out.absolute()}" in message
+            and "another --out" in message
+        )
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
     finally:
         holder.kill()

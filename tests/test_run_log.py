@@ -20,8 +20,9 @@ def test_records_are_strict_json_and_a_resume_drops_the_steps_it_logs_again(tmp_
 
 def test_final_figures_without_ground_truth_read_n_a(tmp_path):
     metrics = {"voc": {"mAP07": None, "mAP": 0.5}, "coco": {"AP": 0.25}}
-    assert final_line(metrics, tmp_path) == (f"final: VOC07 mAP n/a, area mAP 0.5000, COCO AP "
-                                             f"0.2500; outputs in {tmp_path}")
+    assert final_line(metrics, tmp_path) == (
+        f"final: VOC07 mAP n/a, area mAP 0.5000, COCO AP 0.2500; outputs in {tmp_path}"
+    )
     saved = RunLog(tmp_path).write_final(7, metrics)
     assert saved == {"step": 7, **metrics, "learning": None}  # no check logged
     assert json.loads((tmp_path / "metrics.json").read_text()) == saved

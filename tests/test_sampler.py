@@ -33,8 +33,11 @@ def test_processes_and_accumulation_split_the_same_global_batch():
     rank1 = take(IterationBatchSampler(13, 8, 2, seed=0, rank=1, world_size=2), 6)
     for step in range(3):
         whole = single[step]
-        assert sum(accumulated[4 * step: 4 * step + 4], []) == whole
-        assert sum(rank0[2 * step: 2 * step + 2], []) + sum(rank1[2 * step: 2 * step + 2], []) == whole
+        assert sum(accumulated[4 * step : 4 * step + 4], []) == whole
+        assert (
+            sum(rank0[2 * step : 2 * step + 2], []) + sum(rank1[2 * step : 2 * step + 2], [])
+            == whole
+        )
 
 
 def test_sample_seed_depends_on_epoch_and_index_only():

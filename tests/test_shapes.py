@@ -25,8 +25,9 @@ def read_voc(path: Path) -> tuple[int, int, list[tuple[str, int, list[int]]]]:
 
 
 def all_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_writes_voc_layout(tmp_path):
@@ -101,8 +102,9 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_boxes_are_tight_around_the_drawn_shapes(seed):
-    image, boxes, labels, masks = render_shapes_image(np.random.default_rng(seed), 96,
-                                                      return_masks=True)
+    image, boxes, labels, masks = render_shapes_image(
+        np.random.default_rng(seed), 96, return_masks=True
+    )
     assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert 1 <= len(boxes) == len(labels) == len(masks) <= 4
     assert set(labels.tolist()) <= {1, 2, 3}

@@ -6,24 +6,27 @@ import pytest
 import torch
 from torchvision.models.detection import ssd300_vgg16
 
+from dsod.apps.summary import model_summary
 from dsod.box_coder import BoxCoder
 from dsod.config import Config, config_from_dict
+from dsod.engine.builders import build_model, build_priors
 from dsod.loss import MultiBoxLoss
 from dsod.matching import TargetEncoder
-from dsod.engine.builders import build_model, build_priors
 from dsod.models.detector import count_parameters
 from dsod.models.ssd_vgg import SSDVGG16, ssd_vgg_feature_sizes
-from dsod.apps.summary import model_summary
 
-SSD_PRIORS = {"min_sizes": [30, 60, 111, 162, 213, 264],
-              "max_sizes": [60, 111, 162, 213, 264, 315],
-              "steps": [8, 16, 32, 64, 100, 300],
-              "aspect_ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]]}
+SSD_PRIORS = {
+    "min_sizes": [30, 60, 111, 162, 213, 264],
+    "max_sizes": [60, 111, 162, 213, 264, 315],
+    "steps": [8, 16, 32, 64, 100, 300],
+    "aspect_ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+}
 
 
 def ssd_config(**model: object) -> Config:
-    return config_from_dict({"name": "ssd", "model": {"arch": "ssd300_vgg16", **model},
-                             "priors": dict(SSD_PRIORS)})
+    return config_from_dict(
+        {"name": "ssd", "model": {"arch": "ssd300_vgg16", **model}, "priors": dict(SSD_PRIORS)}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,13 @@ def test_shapes_at_300(model: SSDVGG16) -> None:
         sources = model.features(torch.zeros(1, 3, 300, 300))
         logits, offsets = model.heads(sources)
     assert [tuple(s.shape[1:]) for s in sources] == [
-        (512, 38, 38), (1024, 19, 19), (512, 10, 10), (256, 5, 5), (256, 3, 3), (256, 1, 1)]
+        (512, 38, 38),
+        (1024, 19, 19),
+        (512, 10, 10),
+        (256, 5, 5),
+        (256, 3, 3),
+        (256, 1, 1),
+    ]
     assert logits.shape == (1, 8732, 21)
     assert offsets.shape == (1, 8732, 4)
     assert torch.isfinite(logits).all() and torch.isfinite(offsets).all()
@@ -87,10 +96,12 @@ def test_head_order_matches_priors(model: SSDVGG16) -> None:
                 for col in range(w):
                     for box in range(k):
                         p = start + (row * w + col) * k + box
-                        torch.testing.assert_close(logits[0, p],
-                                                   raw_cls[box * 21:(box + 1) * 21, row, col])
-                        torch.testing.assert_close(offsets[0, p],
-                                                   raw_reg[box * 4:(box + 1) * 4, row, col])
+                        torch.testing.assert_close(
+                            logits[0, p], raw_cls[box * 21 : (box + 1) * 21, row, col]
+                        )
+                        torch.testing.assert_close(
+                            offsets[0, p], raw_reg[box * 4 : (box + 1) * 4, row, col]
+                        )
             start += h * w * k
     assert logits.shape[1] == start
 

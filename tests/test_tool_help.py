@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import load_tool
 
 TOOLS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "tools").glob("*.py"))

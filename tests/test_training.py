@@ -13,11 +13,10 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from conftest import tiny_config
 
 from dsod.config import save_config
 from dsod.engine.trainer import NonFiniteLossError, Trainer
-
-from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +38,7 @@ def _squares(root: Path, count: int, seed: int, shuffled: bool = False) -> None:
         image = rng.integers(0, 90, (64, 64, 3), dtype=np.uint8)
         side = int(rng.integers(14, 40))
         x, y = (int(v) for v in rng.integers(0, 64 - side, 2))
-        image[y:y + side, x:x + side] = 230
+        image[y : y + side, x : x + side] = 230
         cv2.imwrite(str(root / "JPEGImages" / f"{i:04d}.jpg"), image)
         boxes.append((x + 1, y + 1, x + side, y + side))
     if shuffled:
@@ -48,9 +47,11 @@ def _squares(root: Path, count: int, seed: int, shuffled: bool = False) -> None:
         tags = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
         (root / "Annotations" / f"{i:04d}.xml").write_text(
             "<annotation><size><width>64</width><height>64</height><depth>3</depth></size>"
-            f"<object><name>square</name><bndbox>{tags}</bndbox></object></annotation>")
+            f"<object><name>square</name><bndbox>{tags}</bndbox></object></annotation>"
+        )
     (root / "ImageSets" / "Main" / "trainval.txt").write_text(
-        "".join(f"{i:04d}\n" for i in range(count)))
+        "".join(f"{i:04d}\n" for i in range(count))
+    )
 
 
 def _squares_run(tmp_path: Path, shuffled: bool) -> tuple[dict, list[dict], float]:
@@ -59,16 +60,31 @@ def _squares_run(tmp_path: Path, shuffled: bool) -> tuple[dict, list[dict], floa
     from dsod.data.datasets import build_dataset
     from dsod.evaluation.baseline import blind_detections
     from dsod.evaluation.voc import evaluate_voc
+
     _squares(tmp_path / "train", 200, seed=0, shuffled=shuffled)
     _squares(tmp_path / "test", 40, seed=1)
-    config = tiny_config(tmp_path, data={"format": "voc", "root": str(tmp_path),
-                                         "train": ["train/trainval"],
-                                         "test": ["test/trainval"], "class_names": None},
-                         model={"head_bn": False, "l2norm_scale": 1.0},
-                         priors={"fit": True}, augment={"expand_prob": 0.0, "crop": False},
-                         solver={"max_iter": 90, "lr": 0.1, "base_batch": 8, "batch_size": 8,
-                                 "warmup_iters": 0.1, "steps": [0.8]},
-                         train={"log_every": 10, "checkpoint_every": 1000})
+    config = tiny_config(
+        tmp_path,
+        data={
+            "format": "voc",
+            "root": str(tmp_path),
+            "train": ["train/trainval"],
+            "test": ["test/trainval"],
+            "class_names": None,
+        },
+        model={"head_bn": False, "l2norm_scale": 1.0},
+        priors={"fit": True},
+        augment={"expand_prob": 0.0, "crop": False},
+        solver={
+            "max_iter": 90,
+            "lr": 0.1,
+            "base_batch": 8,
+            "batch_size": 8,
+            "warmup_iters": 0.1,
+            "steps": [0.8],
+        },
+        train={"log_every": 10, "checkpoint_every": 1000},
+    )
     out = tmp_path / "out"
     metrics = Trainer(config, out, torch.device("cpu"), progress=False).run()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -118,8 +134,9 @@ def test_resume_gives_the_same_next_losses(tmp_path):
 
 
 def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, solver={"max_iter": 10},
-                         train={"max_nonfinite_steps": 2, "log_every": 1})
+    config = tiny_config(
+        tmp_path, solver={"max_iter": 10}, train={"max_nonfinite_steps": 2, "log_every": 1}
+    )
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     criterion = trainer.criterion
@@ -132,50 +149,66 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monk
     with pytest.raises(NonFiniteLossError, match="2 steps in a row"):
         trainer.run()
     after = trainer.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k
-               and "num_batches" not in k)
+    assert all(
+        torch.equal(before[k], after[k])
+        for k in before
+        if "running" not in k and "num_batches" not in k
+    )
     assert trainer.checkpoints.step_files()
     # The skipped step is logged with null losses (strict JSON), not as a loss of 0.
-    records = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()
+    ]
     steps = [r for r in records if "loss" in r]
     assert steps and all(r["loss"] is None and r["conf_loss"] is None for r in steps)
 
 
-def _one_step(root: Path, name: str, solver: dict, compile: bool = False
-              ) -> dict[str, dict[str, torch.Tensor]]:
+def _one_step(
+    root: Path, name: str, solver: dict, compile: bool = False
+) -> dict[str, dict[str, torch.Tensor]]:
     """The tiny model's parameters before and after one training step (in a DDP process
     when one is initialised), checking that the step runs compiled exactly when asked."""
     from dsod.runtime.compiled import CompiledModel
 
     torch.set_num_threads(1)
-    trainer = Trainer(tiny_config(root, solver=solver, train={"compile": compile}),
-                      root / name, torch.device("cpu"), progress=False)
-    network = trainer.network.module.module if torch_dist.is_initialized() else trainer.network.module
+    trainer = Trainer(
+        tiny_config(root, solver=solver, train={"compile": compile}),
+        root / name,
+        torch.device("cpu"),
+        progress=False,
+    )
+    network = (
+        trainer.network.module.module if torch_dist.is_initialized() else trainer.network.module
+    )
     assert isinstance(network, CompiledModel) is compile
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train_step(iter(trainer._loader()))
-    return {"before": before,
-            "after": {n: p.detach() for n, p in trainer.model.named_parameters()}}
+    return {
+        "before": before,
+        "after": {n: p.detach() for n, p in trainer.model.named_parameters()},
+    }
 
 
 def _ddp_worker(rank: int, root: str, rendezvous: str, solver: dict, compile: bool) -> None:
     """One training step in one of two gloo processes; rank 0 saves :func:`_one_step`'s
     parameters to ``root/ddp.pt``."""
-    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
-                                  world_size=2)
+    torch_dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2
+    )
     parameters = _one_step(Path(root), "ddp", solver, compile)
     if rank == 0:
         torch.save(parameters, Path(root) / "ddp.pt")
     torch_dist.destroy_process_group()
 
 
-def _ddp_step(root: Path, solver: dict, compile: bool = False
-              ) -> dict[str, dict[str, torch.Tensor]]:
+def _ddp_step(
+    root: Path, solver: dict, compile: bool = False
+) -> dict[str, dict[str, torch.Tensor]]:
     """:func:`_one_step` in two DDP processes on the same global batch (rank 0's copy)."""
     from dsod.data.datasets import build_dataset
+
     build_dataset(tiny_config(root).data, "train")  # once, before the processes race for it
-    mp.spawn(_ddp_worker, args=(str(root), str(root / "rendezvous"), solver, compile),
-             nprocs=2)
+    mp.spawn(_ddp_worker, args=(str(root), str(root / "rendezvous"), solver, compile), nprocs=2)
     return torch.load(root / "ddp.pt")
 
 
@@ -195,15 +228,23 @@ def test_compiled_two_process_step_with_accumulation_matches_eager_single_proces
     solver = {"max_iter": 1, "batch_size": 8, "batch_per_step": 2}
     got = _ddp_step(tmp_path, solver, compile=True)
     expected = _one_step(tmp_path, "single", solver)
-    update = lambda step: torch.cat([(step["after"][n] - step["before"][n]).flatten()  # noqa: E731
-                                     for n in expected["after"]])
+    update = lambda step: torch.cat(
+        [(step["after"][n] - step["before"][n]).flatten() for n in expected["after"]]
+    )
     difference = (update(got) - update(expected)).norm() / update(expected).norm()
     assert difference < 1e-3, difference
 
 
 def _train_command(config_path: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "tools" / "train.py"), str(config_path), "--out", str(out),
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        str(config_path),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
@@ -211,11 +252,15 @@ def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
     path = tmp_path / "config.yaml"
     save_config(config, path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_command(path, tmp_path / "whole"), check=True, env=env,
-                   capture_output=True)
-    victim = subprocess.Popen(_train_command(path, tmp_path / "killed",
-                                             "train.checkpoint_every=2"),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        _train_command(path, tmp_path / "whole"), check=True, env=env, capture_output=True
+    )
+    victim = subprocess.Popen(
+        _train_command(path, tmp_path / "killed", "train.checkpoint_every=2"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not list(checkpoints.glob("checkpoint_*.pth")):
@@ -223,12 +268,17 @@ def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert list(checkpoints.glob("checkpoint_*.pth")), "no checkpoint before the kill"
-    subprocess.run(_train_command(path, tmp_path / "killed", "--resume"), check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        _train_command(path, tmp_path / "killed", "--resume"),
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "killed")
     assert resumed[6] == whole[6] and resumed[5] == whole[5]
-    records = [json.loads(line) for line in
-               (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()
+    ]
     logged = [r["step"] for r in records if "loss" in r]
     assert logged == list(range(1, 7))  # the steps redone after the kill are logged once
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["step"] == 6
@@ -237,11 +287,12 @@ def test_sigkill_then_resume_continues_like_an_uninterrupted_run(tmp_path):
 def test_data_problems_are_counted_in_the_log_not_fatal(tmp_path, caplog):
     config = tiny_config(tmp_path, solver={"max_iter": 1})
     from dsod.data.datasets import build_dataset
+
     build_dataset(config.data, "train")  # generate, then damage one annotation
     xml = next((tmp_path / "shapes" / "Annotations").glob("*.xml"))
     text = xml.read_text()
     start = text.index("<xmax>") + len("<xmax>")
-    xml.write_text(text[:start] + "0" + text[text.index("</xmax>"):])  # zero-size box
+    xml.write_text(text[:start] + "0" + text[text.index("</xmax>") :])  # zero-size box
     with caplog.at_level("WARNING"):
         Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -252,10 +303,15 @@ def test_data_problems_are_counted_in_the_log_not_fatal(tmp_path, caplog):
 def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
     # At 300x300 (maps 38..2): the layers and shapes DSOD300 trains with. (64x64 models
     # meet 1x1 maps; tests/test_cuda_paths.py checks their bf16 gradients.)
-    config = tiny_config(tmp_path, train={"amp": amp, "channels_last": True},
-                         model={"input_size": 300},
-                         priors={"min_sizes": [30, 60, 111, 162, 213, 264],
-                                 "max_sizes": [60, 111, 162, 213, 264, 315]})
+    config = tiny_config(
+        tmp_path,
+        train={"amp": amp, "channels_last": True},
+        model={"input_size": 300},
+        priors={
+            "min_sizes": [30, 60, 111, 162, 213, 264],
+            "max_sizes": [60, 111, 162, 213, 264, 315],
+        },
+    )
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     result = trainer.train_step(iter(trainer._loader()))
@@ -264,8 +320,9 @@ def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
 
 
 @pytest.mark.parametrize("setting, expected", [(None, True), (False, False), (True, True)])
-def test_layout_is_channels_last_on_the_cpu_unless_the_config_says_otherwise(tmp_path, setting,
-                                                                            expected):
+def test_layout_is_channels_last_on_the_cpu_unless_the_config_says_otherwise(
+    tmp_path, setting, expected
+):
     config = tiny_config(tmp_path, train={"channels_last": setting})
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
     weight = trainer.model.backbone.stem.conv1.conv.weight
@@ -275,9 +332,16 @@ def test_layout_is_channels_last_on_the_cpu_unless_the_config_says_otherwise(tmp
 
 def test_train_tool_without_data_stops_at_once_and_says_where_to_read(tmp_path, capsys):
     from conftest import load_tool
-    code = load_tool("train").main([str(ROOT / "configs" / "dsod300_voc.yaml"),
-                                    f"data.root={tmp_path / 'nothing'}", "--out",
-                                    str(tmp_path / "out"), "--no-progress"])
+
+    code = load_tool("train").main(
+        [
+            str(ROOT / "configs" / "dsod300_voc.yaml"),
+            f"data.root={tmp_path / 'nothing'}",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "nothing" in err and "data/README.md" in err and "Traceback" not in err
@@ -288,14 +352,24 @@ def test_a_stop_signal_finishes_the_step_and_saves_a_checkpoint(tmp_path, stop):
     # To the whole group (torchrun, Slurm, a terminal's Ctrl-C), the signal reaches the
     # loader workers too, which must not die under the trainer; evaluations run every 2 steps.
     workers = 1 if "group" in stop else 0
-    config = tiny_config(tmp_path, solver={"max_iter": 10_000}, data={"workers": workers},
-                         train={"log_every": 1, "checkpoint_every": 1000, "eval_every": 2})
+    config = tiny_config(
+        tmp_path,
+        solver={"max_iter": 10_000},
+        data={"workers": workers},
+        train={"log_every": 1, "checkpoint_every": 1000, "eval_every": 2},
+    )
     path = tmp_path / "config.yaml"
     save_config(config, path)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    victim = subprocess.Popen(_train_command(path, out), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    victim = subprocess.Popen(
+        _train_command(path, out),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(losses(out) if (out / "log.jsonl").is_file() else {}) < 3:
         time.sleep(0.05)
@@ -313,34 +387,51 @@ def test_a_stop_signal_finishes_the_step_and_saves_a_checkpoint(tmp_path, stop):
 
 def test_a_folder_with_checkpoints_needs_resume(tmp_path):
     from dsod.engine.checkpoint import CheckpointError
+
     config = tiny_config(tmp_path, solver={"max_iter": 2})
     Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False).run()
-    with pytest.raises(CheckpointError, match=r"already holds the checkpoints of a run \(up to "
-                                              r"step 2\): pass --resume"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"already holds the checkpoints of a run \(up to "
+        r"step 2\): pass --resume",
+    ):
         Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
 
 
 def test_resume_with_another_optimizer_layout_is_a_clear_error(tmp_path):
     from dsod.engine.checkpoint import CheckpointError
-    Trainer(tiny_config(tmp_path, solver={"max_iter": 2}), tmp_path / "out",
-            torch.device("cpu"), progress=False).run()
+
+    Trainer(
+        tiny_config(tmp_path, solver={"max_iter": 2}),
+        tmp_path / "out",
+        torch.device("cpu"),
+        progress=False,
+    ).run()
     other = tiny_config(tmp_path, solver={"max_iter": 4, "decay_backbone_bn": False})
-    with pytest.raises(CheckpointError, match=r"cannot resume from .*: its optimizer state does "
-                                              r"not fit this config"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot resume from .*: its optimizer state does "
+        r"not fit this config",
+    ):
         Trainer(other, tmp_path / "out", torch.device("cpu"), progress=False, resume=True)
 
 
 def test_training_set_without_boxes_is_refused(tmp_path):
     from dsod.data.errors import DataError
+
     config = tiny_config(tmp_path, data={"class_names": ["disc", "box", "wedge"]})
-    with pytest.raises(DataError, match=r"has no box in its 16 images \(problems found: "
-                                        r"\d+ unknown_class"):
+    with pytest.raises(
+        DataError,
+        match=r"has no box in its 16 images \(problems found: "
+        r"\d+ unknown_class",
+    ):
         Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
 
 
 def test_too_many_unreadable_samples_stop_the_run_with_a_checkpoint(tmp_path):
     from dsod.data.datasets import build_dataset
     from dsod.data.errors import DataError
+
     config = tiny_config(tmp_path, solver={"max_iter": 50})
     images = sorted((tmp_path / "shapes" / "JPEGImages").glob("*.jpg")) or None
     if images is None:
@@ -349,8 +440,11 @@ def test_too_many_unreadable_samples_stop_the_run_with_a_checkpoint(tmp_path):
     for image in images[:4]:  # 4 of the 16 training images (and maybe test ones)
         image.write_bytes(b"not an image")
     trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
-    with pytest.raises(DataError, match=r"training samples .* could not be read, more than "
-                                        r"train.max_bad_sample_fraction = 0.01"):
+    with pytest.raises(
+        DataError,
+        match=r"training samples .* could not be read, more than "
+        r"train.max_bad_sample_fraction = 0.01",
+    ):
         trainer.run()
     assert 4 <= trainer.step < 50
     assert (tmp_path / "out" / "checkpoints" / f"checkpoint_{trainer.step:08d}.pth").is_file()
@@ -362,14 +456,21 @@ def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
 
     from dsod.data import loader as loader_module
     from dsod.data.errors import DataError
-    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
-                                  world_size=2, timeout=datetime.timedelta(seconds=60))
+
+    torch_dist.init_process_group(
+        "gloo",
+        init_method=f"file://{rendezvous}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )
     torch.set_num_threads(1)
     if rank == 1:  # only this process meets unreadable samples (each replaced by the next)
         real_load = loader_module.TrainingSamples._load
         loader_module.TrainingSamples._load = lambda self, i: (*real_load(self, i)[:2], (i,))
-    config = tiny_config(Path(root), solver={"max_iter": 50, "batch_per_step": 2},
-                         train={"checkpoint_every": 0})
+    config = tiny_config(
+        Path(root), solver={"max_iter": 50, "batch_per_step": 2}, train={"checkpoint_every": 0}
+    )
     trainer = Trainer(config, Path(root) / "ddp_bad", torch.device("cpu"), progress=False)
     try:
         trainer.run()
@@ -386,10 +487,10 @@ def _ddp_bad_samples_worker(rank: int, root: str, rendezvous: str) -> None:
 def test_under_ddp_all_processes_stop_together_on_unreadable_samples(tmp_path):
     # One process alone over the limit used to wait in a barrier while the other trained on.
     from dsod.data.datasets import build_dataset
+
     build_dataset(tiny_config(tmp_path).data, "train")
     build_dataset(tiny_config(tmp_path).data, "test")
-    mp.spawn(_ddp_bad_samples_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")),
-             nprocs=2)
+    mp.spawn(_ddp_bad_samples_worker, args=(str(tmp_path), str(tmp_path / "rendezvous")), nprocs=2)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert outcomes[0] == outcomes[1] and outcomes[0].startswith("DataError at step 4:")
     assert "training samples (50.0%) could not be read" in outcomes[0]
@@ -399,12 +500,21 @@ def test_under_ddp_all_processes_stop_together_on_unreadable_samples(tmp_path):
 def test_a_run_stopped_by_non_finite_losses_exits_with_loader_workers(tmp_path):
     # The error leaves the loader iterator in its traceback; its worker (which ignores
     # SIGTERM) must still be stopped, or the interpreter waits for it forever at exit.
-    config = tiny_config(tmp_path, solver={"max_iter": 50, "lr": 1e30}, data={"workers": 1},
-                         train={"max_nonfinite_steps": 1})
+    config = tiny_config(
+        tmp_path,
+        solver={"max_iter": 50, "lr": 1e30},
+        data={"workers": 1},
+        train={"max_nonfinite_steps": 1},
+    )
     path = tmp_path / "config.yaml"
     save_config(config, path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(_train_command(path, tmp_path / "out"), env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        _train_command(path, tmp_path / "out"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr[-2000:]
     assert "non-finite" in run.stderr and "Traceback" not in run.stderr

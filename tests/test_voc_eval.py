@@ -11,8 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsod.evaluation.voc import evaluate_voc, format_voc_table, voc_ap
-from dsod.evaluation.voc_files import (plot_pr_curves, pr_curves_figure, read_voc_results,
-                                        read_voc_results_in_file_order, write_voc_results)
+from dsod.evaluation.voc_files import (
+    plot_pr_curves,
+    pr_curves_figure,
+    read_voc_results,
+    read_voc_results_in_file_order,
+    write_voc_results,
+)
 from dsod.structures import Annotation, Detections
 
 
@@ -52,8 +57,10 @@ HAND_AP07 = 8.4 / 11
 def hand_case():
     anns = [ann("a", [[0, 0, 10, 10], [20, 20, 30, 30]]), ann("b", [[0, 0, 10, 10]])]
     dets = {
-        "a": det([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10], [20, 20, 30, 30]],
-                 [0.9, 0.8, 0.6, 0.5]),
+        "a": det(
+            [[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10], [20, 20, 30, 30]],
+            [0.9, 0.8, 0.6, 0.5],
+        ),
         "b": det([[0, 0, 10, 10]], [0.7]),
     }
     return anns, dets
@@ -88,8 +95,11 @@ def test_evaluate_hand_case():
 
 def test_duplicate_detection_is_false_positive():
     # Two detections on the single gt: first (0.9) TP, second (0.8) FP -> precision 1, 1/2.
-    r = evaluate_voc([ann("a", [[0, 0, 10, 10]])],
-                     {"a": det([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8])}, ["obj"])
+    r = evaluate_voc(
+        [ann("a", [[0, 0, 10, 10]])],
+        {"a": det([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8])},
+        ["obj"],
+    )
     np.testing.assert_allclose(r.precision[0], [1.0, 0.5])
     np.testing.assert_allclose(r.recall[0], [1.0, 1.0])
 
@@ -134,8 +144,11 @@ def test_plus_one_pixel_iou_convention():
 
 def test_class_without_gt_is_nan_and_excluded():
     # class 2 has no gt (only a detection) -> NaN AP, mAP is class 1's AP = 1.
-    r = evaluate_voc([ann("a", [[0, 0, 10, 10]])],
-                     {"a": det([[0, 0, 10, 10], [5, 5, 9, 9]], [0.9, 0.8], [1, 2])}, ["x", "y"])
+    r = evaluate_voc(
+        [ann("a", [[0, 0, 10, 10]])],
+        {"a": det([[0, 0, 10, 10], [5, 5, 9, 9]], [0.9, 0.8], [1, 2])},
+        ["x", "y"],
+    )
     assert r.ap[0] == 1.0 and math.isnan(r.ap[1]) and math.isnan(r.ap07[1])
     assert r.map == 1.0 and r.map07 == pytest.approx(1.0)
     assert "x" in format_voc_table(r) and "mAP" in format_voc_table(r)
@@ -179,7 +192,10 @@ def test_results_keep_iou_and_score_differences_that_rounding_would_erase(tmp_pa
     back = read_voc_results(tmp_path, ["obj"])
     assert back["a"].scores[0] > back["b"].scores[0]
     assert back["a"].boxes.tolist() == dets["a"].boxes.astype(np.float64).tolist()
-    assert evaluate_voc(anns, back, ["obj"]).ap.tolist() == evaluate_voc(anns, dets, ["obj"]).ap.tolist()
+    assert (
+        evaluate_voc(anns, back, ["obj"]).ap.tolist()
+        == evaluate_voc(anns, dets, ["obj"]).ap.tolist()
+    )
 
 
 def test_equal_scores_from_files_rank_in_line_order_as_the_devkit(tmp_path):
@@ -230,8 +246,10 @@ def test_the_pr_curves_png_shows_the_curve_in_its_panel(tmp_path):
 
     def pixels(ax):  # the panel's part of the image (rows counted from the top)
         x0, y0, x1, y1 = ax.get_position().extents
-        return (slice(round((1 - y1) * height), round((1 - y0) * height)),
-                slice(round(x0 * width), round(x1 * width)))
+        return (
+            slice(round((1 - y1) * height), round((1 - y0) * height)),
+            slice(round(x0 * width), round(x1 * width)),
+        )
 
     # matplotlib's first line colour, #1f77b4, in BGR: the curve is drawn in the first panel
     # only, and ends at recall 1 (the panel's right edge) at precision 3/5.
@@ -240,7 +258,7 @@ def test_the_pr_curves_png_shows_the_curve_in_its_panel(tmp_path):
     assert line[pixels(obj)].sum() > 100 and line[pixels(unseen)].sum() == 0
     rows, cols = pixels(obj)
     end_row = rows.stop - round(3 / 5 / 1.02 * (rows.stop - rows.start))
-    assert line[end_row - 2:end_row + 3, cols.stop - 4:cols.stop].any()
+    assert line[end_row - 2 : end_row + 3, cols.stop - 4 : cols.stop].any()
 
 
 # --- property test ----------------------------------------------------------------------
@@ -256,10 +274,14 @@ def _box_and_label(item):
 @given(
     # Unique boxes per image and class: with two identical gts the devkit sends both perfect
     # detections to the first one (argmax takes the first), so the second would be an FP.
-    gts=st.lists(st.lists(st.tuples(box_st, st.integers(1, 2)), max_size=4,
-                          unique_by=_box_and_label), min_size=1, max_size=4),
-    noise=st.lists(st.tuples(st.integers(0, 3), box_st, st.integers(1, 2), st.floats(0, 1)),
-                   max_size=12),
+    gts=st.lists(
+        st.lists(st.tuples(box_st, st.integers(1, 2)), max_size=4, unique_by=_box_and_label),
+        min_size=1,
+        max_size=4,
+    ),
+    noise=st.lists(
+        st.tuples(st.integers(0, 3), box_st, st.integers(1, 2), st.floats(0, 1)), max_size=12
+    ),
 )
 def test_ap_in_unit_interval_and_perfect_is_one(gts, noise):
     anns = [ann(str(i), [b for b, _ in g], [c for _, c in g]) for i, g in enumerate(gts)]
@@ -312,8 +334,11 @@ def reference_voc(anns, dets, num_classes, thr):
                 iw = min(bb[2], g[2]) - max(bb[0], g[0]) + 1
                 ih = min(bb[3], g[3]) - max(bb[1], g[1]) + 1
                 if iw > 0 and ih > 0:
-                    ua = ((bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1)
-                          + (g[2] - g[0] + 1) * (g[3] - g[1] + 1) - iw * ih)
+                    ua = (
+                        (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1)
+                        + (g[2] - g[0] + 1) * (g[3] - g[1] + 1)
+                        - iw * ih
+                    )
                     ov = iw * ih / ua
                     if ov > ovmax:
                         ovmax, jmax = ov, j
@@ -343,8 +368,11 @@ def reference_voc(anns, dets, num_classes, thr):
         mpre = [0.0, *prec, 0.0]
         for i in range(len(mpre) - 2, -1, -1):
             mpre[i] = max(mpre[i], mpre[i + 1])
-        ap = sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]
-                 for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+        ap = sum(
+            (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+            for i in range(len(mrec) - 1)
+            if mrec[i + 1] != mrec[i]
+        )
         out.append((ap07, ap, rec[keep], prec[keep]))
     return out
 
@@ -358,7 +386,11 @@ def random_scene(rng, num_images=25, num_classes=3):
         gl = rng.integers(1, num_classes + 1, n)
         if n and rng.random() < 0.4:  # a duplicated gt: exact IoU ties between gts
             j = int(rng.integers(0, n))
-            gb, gl, n = np.concatenate([gb, gb[j:j + 1]]), np.concatenate([gl, gl[j:j + 1]]), n + 1
+            gb, gl, n = (
+                np.concatenate([gb, gb[j : j + 1]]),
+                np.concatenate([gl, gl[j : j + 1]]),
+                n + 1,
+            )
         anns.append(ann(f"im{i}", gb, gl, rng.random(n) < 0.3))
         if rng.random() < 0.15:
             continue  # an image without detections

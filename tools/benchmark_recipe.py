@@ -33,13 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment YAML file (e.g. configs/own_voc.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
-                        help="folder holding the shared sets (default: ../shared/data)")
-    parser.add_argument("--sets", default=",".join(SHARED_SETS),
-                        help=f"comma-separated, from: {', '.join(SHARED_SETS)}")
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data"),
+        help="folder holding the shared sets (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--sets",
+        default=",".join(SHARED_SETS),
+        help=f"comma-separated, from: {', '.join(SHARED_SETS)}",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated train.seed values")
-    parser.add_argument("--control", action="store_true",
-                        help="shuffled training labels, stopped at the learning check")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="shuffled training labels, stopped at the learning check",
+    )
     parser.add_argument("--out", default="outputs/recipe", help="runs go in OUT/<set>_seed<S>")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--json", help="also write the whole report to this JSON file")
@@ -57,14 +66,29 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         for seed in seeds:
-            result = run_one(args.config, args.overrides, data, SHARED_SETS[name], seed,
-                             Path(args.out), control=args.control)
+            result = run_one(
+                args.config,
+                args.overrides,
+                data,
+                SHARED_SETS[name],
+                seed,
+                Path(args.out),
+                control=args.control,
+            )
             results.append(result)
             voc = (result.eval or {}).get("voc", {})
-            print(f"{name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
-                  f"{result.learning}, {result.wall_s / 60:.1f} min", flush=True)
-    text = write_report(results, machine_info(), args.config, args.overrides,
-                        Path(args.json) if args.json else None)
+            print(
+                f"{name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
+                f"{result.learning}, {result.wall_s / 60:.1f} min",
+                flush=True,
+            )
+    text = write_report(
+        results,
+        machine_info(),
+        args.config,
+        args.overrides,
+        Path(args.json) if args.json else None,
+    )
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from dsod.cli import run_tool
 from dsod.coverage import coverage_lines
 from dsod.data.check import check_dataset, report_lines
 from dsod.data.datasets import build_dataset
 from dsod.data.errors import DataError
-from dsod.engine.from_data import (coverage_warning, fit_config_priors, fitted_lines,
-                                   measure_coverage, with_class_names)
+from dsod.engine.from_data import (
+    coverage_warning,
+    fit_config_priors,
+    fitted_lines,
+    measure_coverage,
+    with_class_names,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,37 +41,75 @@ def _at_least_one(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image, folder, glob, video file or webcam index")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image, folder, glob, video file or webcam index",
+    )
     parser.add_argument("--checkpoint", required=True, help="trained checkpoint (.pth)")
     parser.add_argument("--config", help="experiment YAML (default: the checkpoint's config)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override, e.g. --set test.nms_iou=0.5 (repeatable)")
-    parser.add_argument("--out", default="outputs/demo",
-                        help="output folder, or for a single input the file to write "
-                             "(x.jpg, x.mp4)")
-    parser.add_argument("--score-threshold", type=float, default=0.3,
-                        help="draw detections scoring at least this (default 0.3)")
-    parser.add_argument("--device", default=None, type=device_name,
-                        help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--amp", choices=AMP_SETTINGS, default="auto",
-                        help="precision: auto (default) runs bf16 on a CPU with AMX or "
-                             "AVX-512 BF16, fp32 on other CPUs, fp16 on a GPU; or none (fp32), "
-                             "bf16, fp16")
-    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
-                        help="on a GPU, run the network eagerly instead of replaying a "
-                             "recorded CUDA graph per batch shape")
-    parser.add_argument("--compile", action="store_true",
-                        help="compile the network (torch.compile, frozen weights) at the first "
-                             "image, then run faster (on a GPU, the recorded CUDA graph replays "
-                             "the compiled network; docs/PERFORMANCE.md)")
-    parser.add_argument("--show", action="store_true",
-                        help="also show a window (needs a display and OpenCV with GUI support)")
-    parser.add_argument("--max-frames", type=_at_least_one, default=None,
-                        help="stop each video or webcam after this many frames (>= 1)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override, e.g. --set test.nms_iou=0.5 (repeatable)",
+    )
+    parser.add_argument(
+        "--out",
+        default="outputs/demo",
+        help="output folder, or for a single input the file to write (x.jpg, x.mp4)",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        help="draw detections scoring at least this (default 0.3)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        type=device_name,
+        help="cpu, cuda, ... (default: cuda if available)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=AMP_SETTINGS,
+        default="auto",
+        help="precision: auto (default) runs bf16 on a CPU with AMX or "
+        "AVX-512 BF16, fp32 on other CPUs, fp16 on a GPU; or none (fp32), "
+        "bf16, fp16",
+    )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        help="on a GPU, run the network eagerly instead of replaying a "
+        "recorded CUDA graph per batch shape",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the network (torch.compile, frozen weights) at the first "
+        "image, then run faster (on a GPU, the recorded CUDA graph replays "
+        "the compiled network; docs/PERFORMANCE.md)",
+    )
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="also show a window (needs a display and OpenCV with GUI support)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=_at_least_one,
+        default=None,
+        help="stop each video or webcam after this many frames (>= 1)",
+    )
     args = parser.parse_args(argv)
 
     from dsod.cli import run_guarded, setup_logging
+
     setup_logging()
 
     def demo() -> int:
@@ -81,13 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         from dsod.inference import Detector
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        detector = Detector.from_checkpoint(args.checkpoint, args.config, args.set, device,
-                                            args.score_threshold, cuda_graphs=args.cuda_graphs,
-                                            amp=args.amp, compile=args.compile)
+        detector = Detector.from_checkpoint(
+            args.checkpoint,
+            args.config,
+            args.set,
+            device,
+            args.score_threshold,
+            cuda_graphs=args.cuda_graphs,
+            amp=args.amp,
+            compile=args.compile,
+        )
         result = run_demo(detector, args.inputs, args.out, args.show, args.max_frames)
         if result.unreadable:
-            print(f"error: {len(result.unreadable)} of {result.inputs} inputs could not be "
-                  f"read (see the 'skipped' lines above)", file=sys.stderr)
+            print(
+                f"error: {len(result.unreadable)} of {result.inputs} inputs could not be "
+                f"read (see the 'skipped' lines above)",
+                file=sys.stderr,
+            )
             return 1
         return 0
 

@@ -21,17 +21,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="experiment YAML (default: the checkpoint's config)")
     parser.add_argument("--out", help="ONNX file to write (default: CHECKPOINT with .onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--static-batch", action="store_true",
-                        help="fix the batch size at 1 instead of a dynamic batch axis")
-    parser.add_argument("--dynamo", action="store_true",
-                        help="use torch's torch.export-based exporter (needs onnxscript)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not compare ONNX Runtime's outputs with PyTorch's")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite the output file if it exists")
+    parser.add_argument(
+        "--static-batch",
+        action="store_true",
+        help="fix the batch size at 1 instead of a dynamic batch axis",
+    )
+    parser.add_argument(
+        "--dynamo",
+        action="store_true",
+        help="use torch's torch.export-based exporter (needs onnxscript)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not compare ONNX Runtime's outputs with PyTorch's",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the output file if it exists"
+    )
     args = parser.parse_intermixed_args(argv)
 
     from dsod.cli import run_guarded, setup_logging
+
     setup_logging()
     return run_guarded(lambda: export(args))
 
@@ -45,16 +56,27 @@ def export(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     if out.exists() and not args.force:
-        print(f"error: {out} exists; pass --force to overwrite it, or give another --out",
-              file=sys.stderr)
+        print(
+            f"error: {out} exists; pass --force to overwrite it, or give another --out",
+            file=sys.stderr,
+        )
         return 2
     detector = Detector.from_checkpoint(args.checkpoint, args.config, args.overrides)
     config, model = detector.config, detector.model
-    export_onnx(model, config.model.input_size, out, args.opset, not args.static_batch,
-                args.dynamo, config_metadata(config, detector.class_names))
+    export_onnx(
+        model,
+        config.model.input_size,
+        out,
+        args.opset,
+        not args.static_batch,
+        args.dynamo,
+        config_metadata(config, detector.class_names),
+    )
     size = config.model.input_size
-    print(f"wrote {out}: input images [{'1' if args.static_batch else 'N'}, 3, {size}, "
-          f"{size}] -> logits, offsets")
+    print(
+        f"wrote {out}: input images [{'1' if args.static_batch else 'N'}, 3, {size}, "
+        f"{size}] -> logits, offsets"
+    )
     if args.no_verify:
         return 0
     try:

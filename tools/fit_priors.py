@@ -17,8 +17,8 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dsod.cli import run_tool
 
@@ -38,20 +38,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", metavar="YAML", help="save the config with the fitted priors")
     args = parser.parse_intermixed_args(argv)
     if args.write and _same_file(args.write, args.config):
-        print(f"error: --write {args.write} is the config this reads; its comments and layout "
-              f"would be lost: write the fitted config to another file", file=sys.stderr)
+        print(
+            f"error: --write {args.write} is the config this reads; its comments and layout "
+            f"would be lost: write the fitted config to another file",
+            file=sys.stderr,
+        )
         return 2
 
     def fit(config) -> int:
         from dsod.config import save_config
         from dsod.coverage import coverage_lines
         from dsod.data.datasets import build_dataset
-        from dsod.engine.from_data import (fit_config_priors, fitted_lines, measure_coverage,
-                                           with_class_names)
+        from dsod.engine.from_data import (
+            fit_config_priors,
+            fitted_lines,
+            measure_coverage,
+            with_class_names,
+        )
+
         config = with_class_names(config)
         dataset = build_dataset(config.data, "train")
-        configured = dataclasses.replace(config, priors=dataclasses.replace(config.priors,
-                                                                            fit=False))
+        configured = dataclasses.replace(
+            config, priors=dataclasses.replace(config.priors, fit=False)
+        )
         fitted, result = fit_config_priors(config, dataset)
         print("configured priors:")
         print("\n".join(coverage_lines(measure_coverage(configured, dataset))))

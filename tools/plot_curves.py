@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsod.apps.learning_curves import plot_learning_curves, read_learning_curve
 from dsod.cli import run_guarded
 from dsod.data.errors import DataError
-from dsod.apps.learning_curves import plot_learning_curves, read_learning_curve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,14 +4,15 @@ bf16 map to fp32 (output and backward), switched in the network as
 ``dsod.runtime.speed_paths`` switches modules, in one process, the two alternated: a bf16
 training step at batch 8 and bf16 inference at batch 1 and 8 (CPU).
 Run from the repository root: ``python benchmarks/ab/l2norm_dtype.py``."""
+
 from typing import Any
 
 import torch
+from swap_harness import bf16_training_and_inference
 
 from dsod.models.layers import L2Norm, inverse_norm
 from dsod.runtime.l2norm import ScaledL2Norm
 from dsod.runtime.speed_paths import switch
-from swap_harness import bf16_training_and_inference
 
 
 class _Promoting(torch.autograd.Function):
@@ -41,6 +42,11 @@ class PromotingL2Norm(L2Norm):
         return x * inverse_norm(x, self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-bf16_training_and_inference({
-    "fp32 scale": lambda net: switch(net, {L2Norm: PromotingL2Norm, ScaledL2Norm: PromotingL2Norm}),
-    "input dtype": lambda net: switch(net, {PromotingL2Norm: ScaledL2Norm})})
+bf16_training_and_inference(
+    {
+        "fp32 scale": lambda net: switch(
+            net, {L2Norm: PromotingL2Norm, ScaledL2Norm: PromotingL2Norm}
+        ),
+        "input dtype": lambda net: switch(net, {PromotingL2Norm: ScaledL2Norm}),
+    }
+)

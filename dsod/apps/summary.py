@@ -48,12 +48,16 @@ def model_summary(config: Config) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a short human-readable table."""
-    lines = [f"{summary['name']} ({summary['arch']}, {summary['input_size']}x"
-             f"{summary['input_size']}, {summary['num_classes']} classes with background)",
-             "source  channels @ size"]
+    lines = [
+        f"{summary['name']} ({summary['arch']}, {summary['input_size']}x"
+        f"{summary['input_size']}, {summary['num_classes']} classes with background)",
+        "source  channels @ size",
+    ]
     for index, (c, h, w) in enumerate(summary["sources"]):
         lines.append(f"  {index + 1}     {c:5d} @ {h}x{w}")
-    lines += [f"priors      {summary['priors']:,}",
-              f"parameters  {summary['params']:,} learnable (+{summary['buffers']:,} buffers)",
-              f"GFLOPs      {summary['gflops']:.2f} per image (multiply-add = 2 FLOPs)"]
+    lines += [
+        f"priors      {summary['priors']:,}",
+        f"parameters  {summary['params']:,} learnable (+{summary['buffers']:,} buffers)",
+        f"GFLOPs      {summary['gflops']:.2f} per image (multiply-add = 2 FLOPs)",
+    ]
     return "\n".join(lines)

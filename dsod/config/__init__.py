@@ -27,12 +27,35 @@ from dsod.config.files import load_config, save_config
 from dsod.config.overrides import parse_overrides
 from dsod.config.rules import AMP_SETTINGS
 from dsod.config.schema import (
-    VOC_CLASSES, AugmentConfig, Config, ConfigError, DataConfig, LossConfig, ModelConfig,
-    PriorConfig, SolverConfig, TestConfig, TrainConfig,
+    VOC_CLASSES,
+    AugmentConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    PriorConfig,
+    SolverConfig,
+    TestConfig,
+    TrainConfig,
 )
 
 __all__ = [
-    "AMP_SETTINGS", "VOC_CLASSES", "AugmentConfig", "Config", "ConfigError", "DataConfig",
-    "LossConfig", "ModelConfig", "PriorConfig", "SolverConfig", "TestConfig", "TrainConfig",
-    "config_from_dict", "config_to_dict", "load_config", "parse_overrides", "save_config",
+    "AMP_SETTINGS",
+    "VOC_CLASSES",
+    "AugmentConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "PriorConfig",
+    "SolverConfig",
+    "TestConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_overrides",
+    "save_config",
 ]

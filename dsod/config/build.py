@@ -12,8 +12,9 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dsod.config.checks import _validate
 from dsod.config.class_names import clean_class_name
@@ -85,8 +86,13 @@ def _did_you_mean(name: str, known: Sequence[str], what: str, prefix: str = "") 
     return f"; known {what}: {', '.join(known)}"
 
 
-def _build_section(cls: type, values: dict[str, Any], section: str,
-                   origins: dict[tuple[str, str], str], source: str) -> Any:
+def _build_section(
+    cls: type,
+    values: dict[str, Any],
+    section: str,
+    origins: dict[tuple[str, str], str],
+    source: str,
+) -> Any:
     """An instance of the section dataclass ``cls`` from the mapping ``values``.
 
     Raises :class:`ConfigError` for an unknown key (with the closest known one) or a value
@@ -98,14 +104,17 @@ def _build_section(cls: type, values: dict[str, Any], section: str,
     for key, value in values.items():
         origin = origins.get((section, key), source)
         if key not in known:
-            raise ConfigError(f"unknown key {section}.{key} in {origin}"
-                              + _did_you_mean(key, sorted(known), "keys", f"{section}."))
+            raise ConfigError(
+                f"unknown key {section}.{key} in {origin}"
+                + _did_you_mean(key, sorted(known), "keys", f"{section}.")
+            )
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key} in {origin}")
     return cls(**kwargs)
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
-                     overrides: Sequence[str] = ()) -> Config:
+def config_from_dict(
+    raw: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = ()
+) -> Config:
     """Build a :class:`Config` from a nested mapping plus dotted ``key=value`` overrides."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
@@ -115,15 +124,17 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
     for section, values in merged.items():
         if section not in _SECTION_TYPES:
             known = [*_SECTION_TYPES, "name"]
-            raise ConfigError(f"unknown section {section!r} in "
-                              f"{origins.get((section, ''), source)}"
-                              + _did_you_mean(section, known, "sections"))
+            raise ConfigError(
+                f"unknown section {section!r} in "
+                f"{origins.get((section, ''), source)}" + _did_you_mean(section, known, "sections")
+            )
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"section {section} in {source}: expected a mapping")
-        sections[section] = _build_section(_SECTION_TYPES[section], values, section, origins,
-                                           source)
+        sections[section] = _build_section(
+            _SECTION_TYPES[section], values, section, origins, source
+        )
     config = _clean_class_names(Config(name=str(name), **sections))
     _validate(config, source, origins)
     return config
@@ -138,17 +149,20 @@ def _clean_class_names(config: Config) -> Config:
     cleaned = tuple(clean_class_name(n) for n in names)
     if cleaned == names:
         return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data,
-                                                                 class_names=cleaned))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, class_names=cleaned))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """The config as plain YAML-friendly data (tuples become lists)."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
             return [plain(v) for v in value]
         return value
+
     out: dict[str, Any] = {"name": config.name}
     for section in _SECTION_TYPES:
-        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
+        out[section] = {
+            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()
+        }
     return out

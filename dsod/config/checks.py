@@ -12,10 +12,10 @@ import math
 import typing
 from typing import Any
 
-from dsod.config.rules import _CHOICES, _LOW_HIGH, _RANGES
-from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
 from dsod.config.class_names import describe_clashes, find_clashes
 from dsod.config.labels import with_background
+from dsod.config.rules import _CHOICES, _LOW_HIGH, _RANGES
+from dsod.config.schema import _SECTION_TYPES, Config, ConfigError
 
 
 def _numbers(value: Any, index: str = "") -> typing.Iterator[tuple[str, int | float]]:
@@ -34,6 +34,7 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
     ``(section, key)`` an override set to that override, so that a message names the
     override that caused the error, else the file.
     """
+
     def where(key: str, *related: str) -> str:
         """``section.key in <origin>``: the override that set ``key`` or one of ``related``
         (the other keys the check depends on), else the file."""
@@ -54,69 +55,96 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
             rule = _RANGES.get((section, f.name))
             for index, number in _numbers(getattr(values, f.name)):
                 if not math.isfinite(number):
-                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: expected a "
-                                      f"finite number, got {number!r}")
+                    raise ConfigError(
+                        f"{where(f'{section}.{f.name}{index}')}: expected a "
+                        f"finite number, got {number!r}"
+                    )
                 if rule is not None and not rule[0](number):
-                    raise ConfigError(f"{where(f'{section}.{f.name}{index}')}: {rule[1]}, "
-                                      f"got {number!r}")
+                    raise ConfigError(
+                        f"{where(f'{section}.{f.name}{index}')}: {rule[1]}, got {number!r}"
+                    )
     for section, key in _LOW_HIGH:
         low, high = getattr(getattr(config, section), key)
         if low > high:
-            raise ConfigError(f"{where(f'{section}.{key}')}: expected [low, high], got "
-                              f"[{low!r}, {high!r}]")
+            raise ConfigError(
+                f"{where(f'{section}.{key}')}: expected [low, high], got [{low!r}, {high!r}]"
+            )
     names = config.data.class_names
     if names is not None and not names:
-        raise ConfigError(f"{where('data.class_names')}: needs at least one class "
-                          f"(null: the COCO JSON's)")
+        raise ConfigError(
+            f"{where('data.class_names')}: needs at least one class (null: the COCO JSON's)"
+        )
     if names and not all(names):
         raise ConfigError(f"{where('data.class_names')}: a class name is empty")
     clashes = find_clashes(names or ())
     if clashes:
-        raise ConfigError(f"{where('data.class_names')}: names one class more than once "
-                          f"({describe_clashes(clashes)}); names that differ only in case or "
-                          f"spacing are one class")
+        raise ConfigError(
+            f"{where('data.class_names')}: names one class more than once "
+            f"({describe_clashes(clashes)}); names that differ only in case or "
+            f"spacing are one class"
+        )
     n_sources = len(config.priors.min_sizes)
     if n_sources == 0:
         raise ConfigError(f"{where('priors.min_sizes')}: needs one entry per prediction source")
     for key in ("max_sizes", "aspect_ratios"):
         if len(getattr(config.priors, key)) != n_sources:
-            raise ConfigError(f"{where(f'priors.{key}', 'priors.min_sizes')}: needs "
-                              f"{n_sources} entries, one per prediction source, like "
-                              f"priors.min_sizes")
+            raise ConfigError(
+                f"{where(f'priors.{key}', 'priors.min_sizes')}: needs "
+                f"{n_sources} entries, one per prediction source, like "
+                f"priors.min_sizes"
+            )
     for i, (small, large) in enumerate(zip(config.priors.min_sizes, config.priors.max_sizes)):
         if large <= small:
-            raise ConfigError(f"{where(f'priors.max_sizes[{i}]', 'priors.min_sizes')}: must be "
-                              f"larger than priors.min_sizes[{i}] ({small:g}), got {large:g}")
+            raise ConfigError(
+                f"{where(f'priors.max_sizes[{i}]', 'priors.min_sizes')}: must be "
+                f"larger than priors.min_sizes[{i}] ({small:g}), got {large:g}"
+            )
     if config.priors.steps is not None and len(config.priors.steps) != n_sources:
-        raise ConfigError(f"{where('priors.steps', 'priors.min_sizes')}: needs {n_sources} "
-                          f"entries or null")
+        raise ConfigError(
+            f"{where('priors.steps', 'priors.min_sizes')}: needs {n_sources} entries or null"
+        )
     if len(config.priors.variances) != 4:
-        raise ConfigError(f"{where('priors.variances')}: needs 4 entries (x, y, w, h), got "
-                          f"{len(config.priors.variances)}")
+        raise ConfigError(
+            f"{where('priors.variances')}: needs 4 entries (x, y, w, h), got "
+            f"{len(config.priors.variances)}"
+        )
     if config.model.arch == "dsod":
         if len(config.model.extra_widths) != n_sources - 1:
-            raise ConfigError(f"{where('model.extra_widths', 'priors.min_sizes')}: needs "
-                              f"{n_sources - 1} entries (one per source after First)")
+            raise ConfigError(
+                f"{where('model.extra_widths', 'priors.min_sizes')}: needs "
+                f"{n_sources - 1} entries (one per source after First)"
+            )
         if len(config.model.block_layers) != 4:
-            raise ConfigError(f"{where('model.block_layers')}: needs 4 entries, one per dense "
-                              f"block, got {len(config.model.block_layers)}")
+            raise ConfigError(
+                f"{where('model.block_layers')}: needs 4 entries, one per dense "
+                f"block, got {len(config.model.block_layers)}"
+            )
         if not config.model.stem_channels:
             raise ConfigError(f"{where('model.stem_channels')}: needs at least one entry")
-    if names is not None and config.model.num_classes is not None \
-            and config.model.num_classes != with_background(len(names)):
-        raise ConfigError(f"{where('model.num_classes', 'data.class_names')}: "
-                          f"{config.model.num_classes} does not match data.class_names "
-                          f"({len(names)} classes + background)")
+    if (
+        names is not None
+        and config.model.num_classes is not None
+        and config.model.num_classes != with_background(len(names))
+    ):
+        raise ConfigError(
+            f"{where('model.num_classes', 'data.class_names')}: "
+            f"{config.model.num_classes} does not match data.class_names "
+            f"({len(names)} classes + background)"
+        )
     solver = config.solver
     for key in ("warmup_iters", "steps"):
         for index, value in _numbers(getattr(solver, key)):
             if value >= 1 and value != int(value):
-                raise ConfigError(f"{where(f'solver.{key}{index}')}: expected a whole number "
-                                  f"of iterations or a fraction of solver.max_iter below 1, "
-                                  f"got {value!r}")
+                raise ConfigError(
+                    f"{where(f'solver.{key}{index}')}: expected a whole number "
+                    f"of iterations or a fraction of solver.max_iter below 1, "
+                    f"got {value!r}"
+                )
     if solver.batch_per_step is not None and solver.batch_size % solver.batch_per_step:
         # Each process cuts its share of the batch into micro-batches of batch_per_step
         # images; how many processes share it is known only at run time.
-        raise ConfigError(f"{where('solver.batch_per_step', 'solver.batch_size')}: "
-                          f"{solver.batch_per_step} images per forward do not divide "
-                          f"solver.batch_size ({solver.batch_size})")
+        raise ConfigError(
+            f"{where('solver.batch_per_step', 'solver.batch_size')}: "
+            f"{solver.batch_per_step} images per forward do not divide "
+            f"solver.batch_size ({solver.batch_size})"
+        )

@@ -21,8 +21,8 @@ and every reader above imports it from here.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 
 def clean_class_name(name: str) -> str:
@@ -56,8 +56,11 @@ class Spellings:
     def describe(self) -> str:
         """``'kangaroo' (12 objects, e.g. a.xml), 'Kangaroo' (3 objects, e.g. b.xml)``."""
         ordered = sorted(self.counts, key=lambda n: (-self.counts[n], n))
-        return ", ".join(f"{name!r} ({self.counts[name]} object{'s' * (self.counts[name] != 1)},"
-                         f" e.g. {self.examples[name]})" for name in ordered)
+        return ", ".join(
+            f"{name!r} ({self.counts[name]} object{'s' * (self.counts[name] != 1)},"
+            f" e.g. {self.examples[name]})"
+            for name in ordered
+        )
 
 
 def collect_spellings(found: Iterable[tuple[str, str]]) -> dict[str, Spellings]:
@@ -76,9 +79,13 @@ def merge_spellings(groups: Mapping[str, Spellings]) -> tuple[tuple[str, ...], l
     most common spelling), and one warning per group that had several spellings, saying
     what they were and which one the class takes."""
     names = tuple(sorted(group.chosen for group in groups.values()))
-    warnings = [f"class names that differ only in case or spacing are one class, "
-                f"{group.chosen!r}: {group.describe()}; rename them in the annotations to "
-                f"silence this" for group in groups.values() if len(group.counts) > 1]
+    warnings = [
+        f"class names that differ only in case or spacing are one class, "
+        f"{group.chosen!r}: {group.describe()}; rename them in the annotations to "
+        f"silence this"
+        for group in groups.values()
+        if len(group.counts) > 1
+    ]
     return names, sorted(warnings)
 
 

@@ -7,8 +7,8 @@ a :class:`~dsod.config.schema.ConfigError` that says which and where. What
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -30,15 +30,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         line = error.object.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} "
-                          f"on line {line}; save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{error.object[error.start]:02x} "
+            f"on line {line}; save the file as UTF-8"
+        ) from None
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     try:
         raw = yaml.load(text, Loader=_StrictLoader) or {}
     except _DuplicateKeyError as error:
-        raise ConfigError(f"duplicate key {error.key} on line {error.line} of {path} (first "
-                          f"on line {error.first_line}); give each key once") from None
+        raise ConfigError(
+            f"duplicate key {error.key} on line {error.line} of {path} (first "
+            f"on line {error.first_line}); give each key once"
+        ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     return config_from_dict(raw, str(path), overrides)
@@ -46,5 +50,6 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, loadable with :func:`load_config`."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False),
-                          encoding="utf-8")
+    Path(path).write_text(
+        yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8"
+    )

@@ -7,7 +7,8 @@ records which override set each key, so that a later error names the override.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -39,8 +40,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     return nested
 
 
-def _apply_overrides(raw: dict[str, Any], source: str, overrides: Sequence[str]
-                     ) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+def _apply_overrides(
+    raw: dict[str, Any], source: str, overrides: Sequence[str]
+) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
     """``(merged, origins)``: ``raw`` with ``overrides`` applied, and where each came from.
 
     ``raw`` is left as it is (``merged`` copies it a level deep). ``origins`` maps each

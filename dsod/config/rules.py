@@ -7,7 +7,7 @@ config. A number whose setting is not in ``_RANGES`` may take any finite value.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 PRECISIONS: tuple[str, ...] = ("none", "bf16", "fp16")
 """The precisions a network can run in: ``"none"`` (fp32), ``"bf16"`` and ``"fp16"``
@@ -99,6 +99,10 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[float], bool], str]] = {
 """The range of every number in a config, by ``(section, key)``; a list's applies to each
 entry. Comparisons are false for NaN, so NaN is out of every range."""
 
-_LOW_HIGH = (("augment", "contrast_range"), ("augment", "saturation_range"),
-             ("augment", "crop_scale"), ("augment", "crop_aspect"))
+_LOW_HIGH = (
+    ("augment", "contrast_range"),
+    ("augment", "saturation_range"),
+    ("augment", "crop_scale"),
+    ("augment", "crop_aspect"),
+)
 """Pairs ``[low, high]`` that must come in that order."""

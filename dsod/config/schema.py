@@ -13,9 +13,26 @@ from dataclasses import dataclass, field
 from dsod.config.labels import with_background, without_background
 
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -172,11 +189,14 @@ class SolverConfig:
             ConfigError: ``max_iter`` is still None (it is set when a run reads its data).
         """
         if self.max_iter is None:
-            raise ConfigError("solver.max_iter is null: a run sets it from its training "
-                              "data before the schedule is built")
+            raise ConfigError(
+                "solver.max_iter is null: a run sets it from its training "
+                "data before the schedule is built"
+            )
 
         def iterations(value: float) -> int:
             return int(round(value * self.max_iter)) if value < 1 else int(value)
+
         return iterations(self.warmup_iters), tuple(iterations(s) for s in self.steps)
 
 
@@ -254,7 +274,13 @@ class Config:
 
 
 _SECTION_TYPES: dict[str, type] = {
-    "model": ModelConfig, "priors": PriorConfig, "data": DataConfig, "augment": AugmentConfig,
-    "loss": LossConfig, "solver": SolverConfig, "test": TestConfig, "train": TrainConfig,
+    "model": ModelConfig,
+    "priors": PriorConfig,
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "loss": LossConfig,
+    "solver": SolverConfig,
+    "test": TestConfig,
+    "train": TrainConfig,
 }
 """The section dataclasses by the name of their section, in the order of :class:`Config`."""

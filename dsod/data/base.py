@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -24,9 +24,11 @@ def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
         raise DataError("class_names is empty: name at least one object class")
     clashes = find_clashes(names)
     if clashes:
-        raise DataError(f"class_names names one class more than once "
-                        f"({describe_clashes(clashes)}): names that differ only in case or "
-                        f"spacing are one class")
+        raise DataError(
+            f"class_names names one class more than once "
+            f"({describe_clashes(clashes)}): names that differ only in case or "
+            f"spacing are one class"
+        )
     return names
 
 
@@ -41,8 +43,13 @@ class DetectionDataset:
     without the flagged boxes when the data set was made with ``keep_difficult=False``.
     """
 
-    def __init__(self, class_names: Sequence[str], annotations: list[Annotation],
-                 problems: list[Problem], keep_difficult: bool = True) -> None:
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        annotations: list[Annotation],
+        problems: list[Problem],
+        keep_difficult: bool = True,
+    ) -> None:
         self._class_names = check_class_names(class_names)
         self._annotations = annotations
         self.problems: list[Problem] = problems
@@ -88,9 +95,15 @@ class DetectionDataset:
         """
         ann = self._annotations[index]
         keep = np.ones(len(ann), dtype=bool) if self.keep_difficult else ~ann.difficult
-        return Annotation(ann.image_id, ann.image_path, ann.width, ann.height,
-                          boxes=ann.boxes[keep].copy(), labels=ann.labels[keep].copy(),
-                          difficult=ann.difficult[keep].copy())
+        return Annotation(
+            ann.image_id,
+            ann.image_path,
+            ann.width,
+            ann.height,
+            boxes=ann.boxes[keep].copy(),
+            labels=ann.labels[keep].copy(),
+            difficult=ann.difficult[keep].copy(),
+        )
 
     def load_image(self, index: int) -> np.ndarray:
         """Image ``index`` as uint8 BGR ``[H, W, 3]`` in the frame its boxes were drawn on.
@@ -108,8 +121,9 @@ class DetectionDataset:
         image = read_image(ann.image_path, (ann.width, ann.height))
         if image.shape[1::-1] != (ann.width, ann.height):
             check_pixel_count(ann.image_path, ann.width, ann.height, "its annotation")
-            image = cv2.resize(image, (int(ann.width), int(ann.height)),
-                               interpolation=cv2.INTER_LINEAR)
+            image = cv2.resize(
+                image, (int(ann.width), int(ann.height)), interpolation=cv2.INTER_LINEAR
+            )
         return image
 
     def load(self, index: int) -> tuple[np.ndarray, Annotation]:

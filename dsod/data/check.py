@@ -15,14 +15,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from dsod.config import Config, DataConfig
 from dsod.data.datasets import build_dataset, check_distinct_entries
-from dsod.data.errors import AnnotationError, DataError, ImageReadError, Problem
-from dsod.data.errors import SplitNotFoundError
+from dsod.data.errors import (
+    AnnotationError,
+    DataError,
+    ImageReadError,
+    Problem,
+    SplitNotFoundError,
+)
 from dsod.data.image_io import ambiguous_orientation, read_image
 from dsod.structures import Annotation
 
@@ -70,14 +75,18 @@ def _split_error(error: DataError, split: str, entry: str) -> Problem:
     if isinstance(error, SplitNotFoundError):
         return Problem(where, str(error), "error", "missing_split")
     if isinstance(error, AnnotationError):
-        return Problem(error.path, f"{error.reason or error}; the whole split is unusable",
-                       "error",
-                       "malformed_annotation")
+        return Problem(
+            error.path,
+            f"{error.reason or error}; the whole split is unusable",
+            "error",
+            "malformed_annotation",
+        )
     return Problem(where, str(error), "error", "bad_config")
 
 
-def _read(path: str, annotated_size: tuple[int, int]
-          ) -> tuple[tuple[int, int] | None, ImageReadError | None, str | None]:
+def _read(
+    path: str, annotated_size: tuple[int, int]
+) -> tuple[tuple[int, int] | None, ImageReadError | None, str | None]:
     """``((width, height), None, rotation)`` or ``(None, error, None)`` for one image file,
     read as training reads it (an EXIF rotation away from the annotated size is not
     applied); ``rotation`` says what an EXIF rotation that the size cannot confirm does
@@ -93,24 +102,36 @@ def _check_empty_splits(report: CheckReport, data: DataConfig) -> None:
     """Errors for a split that gives nothing to train or evaluate on: no train entry, an
     entry without images, or a split (all its entries together) without a single box."""
     if not data.train:
-        report.problems.append(Problem("data.train", "names no split: there is nothing to "
-                                       "train on", "error", "bad_config"))
+        report.problems.append(
+            Problem(
+                "data.train", "names no split: there is nothing to train on", "error", "bad_config"
+            )
+        )
     for split in ("train", "test"):
         entries = [s for s in report.splits if s.split == split and s.usable]
         for summary in entries:
             if summary.images == 0:
-                report.problems.append(Problem(
-                    f"data.{split} entry {summary.entry!r}", "has no images (none is listed, "
-                    "or every one was left out: see the problems above)", "error",
-                    "missing_split"))
+                report.problems.append(
+                    Problem(
+                        f"data.{split} entry {summary.entry!r}",
+                        "has no images (none is listed, "
+                        "or every one was left out: see the problems above)",
+                        "error",
+                        "missing_split",
+                    )
+                )
                 summary.usable = False
         images = sum(s.images for s in entries)
         if images and not sum(s.boxes for s in entries):
-            report.problems.append(Problem(
-                f"data.{split} ({', '.join(repr(s.entry) for s in entries)})",
-                f"none of its {images} image(s) has a usable box (is there an annotations "
-                f"list? do data.class_names match the annotations' class names?)",
-                "error", "no_objects"))
+            report.problems.append(
+                Problem(
+                    f"data.{split} ({', '.join(repr(s.entry) for s in entries)})",
+                    f"none of its {images} image(s) has a usable box (is there an annotations "
+                    f"list? do data.class_names match the annotations' class names?)",
+                    "error",
+                    "no_objects",
+                )
+            )
             for summary in entries:
                 summary.usable = False
 
@@ -120,9 +141,12 @@ SKIPPABLE = ("malformed_annotation", "unreadable_image", "missing_image")
 ``train.max_bad_sample_fraction`` of a split's images."""
 
 
-def check_dataset(data: DataConfig | Config, workers: int = 8,
-                  progress: Callable[[int, int], None] | None = None,
-                  max_bad_fraction: float | None = None) -> CheckReport:
+def check_dataset(
+    data: DataConfig | Config,
+    workers: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    max_bad_fraction: float | None = None,
+) -> CheckReport:
     """Read every annotation and image of the configured train and test splits.
 
     Args:
@@ -140,8 +164,7 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
         evaluation.
     """
     if max_bad_fraction is None:
-        max_bad_fraction = (data.train.max_bad_sample_fraction if isinstance(data, Config)
-                            else 0.01)
+        max_bad_fraction = data.train.max_bad_sample_fraction if isinstance(data, Config) else 0.01
     if isinstance(data, Config):
         data = data.data
     report = CheckReport()
@@ -153,7 +176,7 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
             check_distinct_entries(data, split)
         except DataError as error:
             report.problems.append(Problem(f"data.{split}", str(error), "error", "bad_config"))
-        for entry in (data.train if split == "train" else data.test):
+        for entry in data.train if split == "train" else data.test:
             summary = SplitSummary(split, entry)
             report.splits.append(summary)
             one = dataclasses.replace(data, train=(entry,), test=(entry,))
@@ -172,9 +195,14 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
                 summary.boxes += len(ann)
                 summary.difficult += int(ann.difficult.sum())
                 if len(ann) == 0:
-                    report.problems.append(Problem(ann.image_path, f"image {ann.image_id} has "
-                                                   f"no objects (after dropping unusable "
-                                                   f"boxes)", "warning", "no_objects"))
+                    report.problems.append(
+                        Problem(
+                            ann.image_path,
+                            f"image {ann.image_id} has no objects (after dropping unusable boxes)",
+                            "warning",
+                            "no_objects",
+                        )
+                    )
                 first.setdefault(ann.image_path, ann)
                 splits_of.setdefault(ann.image_path, set()).add(split)
 
@@ -184,41 +212,62 @@ def check_dataset(data: DataConfig | Config, workers: int = 8,
     sizes = [(first[path].width, first[path].height) for path in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for done, (path, (size, error, rotation)) in enumerate(
-                zip(paths, pool.map(_read, paths, sizes)), 1):
+            zip(paths, pool.map(_read, paths, sizes)), 1
+        ):
             if progress is not None:
                 progress(done, len(paths))
             ann = first[path]
             if error is not None:
                 kind = "unreadable_image" if os.path.exists(path) else "missing_image"
-                report.problems.append(Problem(path, f"image {ann.image_id}: "
-                                               f"{error.reason or error}",
-                                               "error", kind))
+                report.problems.append(
+                    Problem(path, f"image {ann.image_id}: {error.reason or error}", "error", kind)
+                )
             elif size != (ann.width, ann.height):
-                report.problems.append(Problem(path, f"image {ann.image_id} is {size[0]}x"
-                                               f"{size[1]} but its annotation says {ann.width}x"
-                                               f"{ann.height}; training and evaluation resize "
-                                               f"it to {ann.width}x{ann.height}, the frame of "
-                                               f"its boxes", "warning", "size_mismatch"))
+                report.problems.append(
+                    Problem(
+                        path,
+                        f"image {ann.image_id} is {size[0]}x"
+                        f"{size[1]} but its annotation says {ann.width}x"
+                        f"{ann.height}; training and evaluation resize "
+                        f"it to {ann.width}x{ann.height}, the frame of "
+                        f"its boxes",
+                        "warning",
+                        "size_mismatch",
+                    )
+                )
             if rotation is not None:
-                report.problems.append(Problem(path, f"image {ann.image_id}: its {rotation}, "
-                                               f"and its size cannot tell whether its boxes "
-                                               f"were drawn on the stored or the turned "
-                                               f"picture; training reads it turned, as viewers "
-                                               f"show it: check that its boxes fit (a tool that "
-                                               f"ignores EXIF draws them on the stored pixels)",
-                                               "warning", "exif_orientation"))
+                report.problems.append(
+                    Problem(
+                        path,
+                        f"image {ann.image_id}: its {rotation}, "
+                        f"and its size cannot tell whether its boxes "
+                        f"were drawn on the stored or the turned "
+                        f"picture; training reads it turned, as viewers "
+                        f"show it: check that its boxes fit (a tool that "
+                        f"ignores EXIF draws them on the stored pixels)",
+                        "warning",
+                        "exif_orientation",
+                    )
+                )
 
     _downgrade_skippable(report, splits_of, max_bad_fraction)
     both = [p for p in paths if len(splits_of[p]) > 1]
     if both:
-        report.problems.append(Problem(both[0], f"{len(both)} image(s) are in both the train "
-                                                f"and the test split (this one among them)",
-                                       "warning", "train_test_overlap"))
+        report.problems.append(
+            Problem(
+                both[0],
+                f"{len(both)} image(s) are in both the train "
+                f"and the test split (this one among them)",
+                "warning",
+                "train_test_overlap",
+            )
+        )
     return report
 
 
-def _downgrade_skippable(report: CheckReport, splits_of: dict[str, set[str]],
-                         limit: float) -> None:
+def _downgrade_skippable(
+    report: CheckReport, splits_of: dict[str, set[str]], limit: float
+) -> None:
     """Turn the errors that cost one image each into warnings where a split has no more
     of them than ``limit`` of its images: training skips them, evaluation leaves them out."""
     bad: dict[str, set[str]] = {"train": set(), "test": set()}
@@ -232,12 +281,18 @@ def _downgrade_skippable(report: CheckReport, splits_of: dict[str, set[str]],
         within[split] = len(bad[split]) <= limit * total
     for index, problem in enumerate(report.problems):
         splits = splits_of.get(problem.file, set())
-        if problem.severity == "error" and problem.kind in SKIPPABLE and splits \
-                and all(within[s] for s in splits):
+        if (
+            problem.severity == "error"
+            and problem.kind in SKIPPABLE
+            and splits
+            and all(within[s] for s in splits)
+        ):
             report.problems[index] = dataclasses.replace(
-                problem, severity="warning",
+                problem,
+                severity="warning",
                 message=f"{problem.message} (skipped: within train.max_bad_sample_fraction "
-                        f"= {limit})")
+                f"= {limit})",
+            )
 
 
 def report_lines(report: CheckReport) -> list[str]:
@@ -246,15 +301,20 @@ def report_lines(report: CheckReport) -> list[str]:
     lines.append("")
     for s in report.splits:
         state = "" if s.usable else "  (UNUSABLE)"
-        lines.append(f"{s.split:5s} {s.entry}: {s.images} images, {s.boxes} boxes "
-                     f"({s.difficult} difficult/crowd){state}")
+        lines.append(
+            f"{s.split:5s} {s.entry}: {s.images} images, {s.boxes} boxes "
+            f"({s.difficult} difficult/crowd){state}"
+        )
     counts = report.counts()
     if counts:
         lines.append("problems by kind:")
         for (severity, kind), n in sorted(counts.items()):
             lines.append(f"  {severity:7s} {kind:20s} {n}")
     n_err, n_warn = len(report.errors), len(report.warnings)
-    verdict = ("NOT usable: fix the errors above" if n_err
-               else "usable for training" + (" (warnings only)" if n_warn else ""))
+    verdict = (
+        "NOT usable: fix the errors above"
+        if n_err
+        else "usable for training" + (" (warnings only)" if n_warn else "")
+    )
     lines.append(f"{n_err} error(s), {n_warn} warning(s): {verdict}")
     return lines

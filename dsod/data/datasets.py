@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dsod.config import DataConfig
 from dsod.config.class_names import class_key
 from dsod.config.labels import with_background
+from dsod.data.base import README_HINT, DetectionDataset
 from dsod.data.coco import COCODataset
 from dsod.data.errors import DataError, SplitNotFoundError, summarize_problems
-from dsod.data.base import README_HINT, DetectionDataset
 from dsod.data.voc import VOCDataset, voc_class_names, voc_split_paths
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class ConcatDetectionDataset(DetectionDataset):
         names = parts[0].class_names
         for part in parts[1:]:
             if part.class_names != names:
-                raise DataError(f"the splits name different classes: {list(names)} and "
-                                f"{list(part.class_names)}")
+                raise DataError(
+                    f"the splits name different classes: {list(names)} and "
+                    f"{list(part.class_names)}"
+                )
         annotations = [a for part in parts for a in part.annotations]
         problems = [p for part in parts for p in part.problems]
         super().__init__(names, annotations, problems, parts[0].keep_difficult)
@@ -73,14 +76,20 @@ def check_distinct_entries(data_config: DataConfig, split: str) -> None:
             key = voc_split_paths(data_config.root, entry)[0].resolve()
         if key in seen:
             again = "" if seen[key] == entry else f" (as {seen[key]!r} and {entry!r})"
-            raise DataError(f"data.{split} lists the split {entry!r} twice{again}: its images "
-                            f"would count twice; list it once")
+            raise DataError(
+                f"data.{split} lists the split {entry!r} twice{again}: its images "
+                f"would count twice; list it once"
+            )
         seen[key] = entry
 
 
-def check_classes(dataset: DetectionDataset, num_object_classes: int,
-                  expected_names: Sequence[str] | None = None, source: str = "the data set",
-                  expected_from: str = "the model") -> None:
+def check_classes(
+    dataset: DetectionDataset,
+    num_object_classes: int,
+    expected_names: Sequence[str] | None = None,
+    source: str = "the data set",
+    expected_from: str = "the model",
+) -> None:
     """Raise a DataError unless ``dataset`` has ``num_object_classes`` classes (the model's
     count without the background, :attr:`~dsod.config.Config.num_object_classes`) and, when
     ``expected_names`` is given, those names in that order: labels are positions in the
@@ -89,28 +98,36 @@ def check_classes(dataset: DetectionDataset, num_object_classes: int,
     is the same class (with a warning)."""
     names = list(dataset.class_names)
     if len(names) != num_object_classes:
-        raise DataError(f"{source} has {len(names)} classes but {expected_from} has "
-                        f"{num_object_classes} (model.num_classes = "
-                        f"{with_background(num_object_classes)} with the background): set "
-                        f"model.num_classes to {with_background(len(names))} or name the "
-                        f"classes in data.class_names")
+        raise DataError(
+            f"{source} has {len(names)} classes but {expected_from} has "
+            f"{num_object_classes} (model.num_classes = "
+            f"{with_background(num_object_classes)} with the background): set "
+            f"model.num_classes to {with_background(len(names))} or name the "
+            f"classes in data.class_names"
+        )
     expected = None if expected_names is None else list(expected_names)
     if expected is not None and len(expected) != len(names):
-        raise DataError(f"{source} has {len(names)} classes {names} but {expected_from} was "
-                        f"trained on {len(expected)}: {expected}")
-    if expected is not None and [class_key(n) for n in expected] == [class_key(n)
-                                                                        for n in names]:
+        raise DataError(
+            f"{source} has {len(names)} classes {names} but {expected_from} was "
+            f"trained on {len(expected)}: {expected}"
+        )
+    if expected is not None and [class_key(n) for n in expected] == [class_key(n) for n in names]:
         if expected != names:
-            logger.warning("%s spells some classes otherwise than %s (%s): names that differ "
-                           "only in case or spacing are one class", source, expected_from,
-                           ", ".join(f"{a!r} for {b!r}" for a, b in zip(names, expected)
-                                     if a != b))
+            logger.warning(
+                "%s spells some classes otherwise than %s (%s): names that differ "
+                "only in case or spacing are one class",
+                source,
+                expected_from,
+                ", ".join(f"{a!r} for {b!r}" for a, b in zip(names, expected) if a != b),
+            )
     elif expected is not None:
         differ = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
-        raise DataError(f"{source} orders its classes differently from {expected_from}: label "
-                        f"{differ + 1} is {names[differ]!r} there but {expected[differ]!r} in "
-                        f"{expected_from} (the classes: {names} against {expected}); set "
-                        f"data.class_names to fix the order")
+        raise DataError(
+            f"{source} orders its classes differently from {expected_from}: label "
+            f"{differ + 1} is {names[differ]!r} there but {expected[differ]!r} in "
+            f"{expected_from} (the classes: {names} against {expected}); set "
+            f"data.class_names to fix the order"
+        )
 
 
 def check_trainable(dataset: DetectionDataset, source: str = "the training split") -> None:
@@ -124,8 +141,10 @@ def check_trainable(dataset: DetectionDataset, source: str = "the training split
     kinds = Counter(p.kind for p in getattr(dataset, "problems", []))
     found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))
     what = "no usable image" if not annotations else f"no box in its {len(annotations)} images"
-    raise DataError(f"{source} has {what}" + (f" (problems found: {found}; "
-                                             f"tools/check_dataset.py lists them)" if found else ""))
+    raise DataError(
+        f"{source} has {what}"
+        + (f" (problems found: {found}; tools/check_dataset.py lists them)" if found else "")
+    )
 
 
 def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test split") -> None:
@@ -136,9 +155,11 @@ def check_unique_image_ids(dataset: DetectionDataset, source: str = "the test sp
     for index in range(len(dataset)):
         annotation = dataset.annotation(index)
         if annotation.image_id in seen:
-            raise DataError(f"{source}: image id {annotation.image_id!r} names both "
-                            f"{seen[annotation.image_id]} and {annotation.image_path}; a test "
-                            f"split needs unique image ids (score the splits one at a time)")
+            raise DataError(
+                f"{source}: image id {annotation.image_id!r} names both "
+                f"{seen[annotation.image_id]} and {annotation.image_path}; a test "
+                f"split needs unique image ids (score the splits one at a time)"
+            )
         seen[annotation.image_id] = annotation.image_path
 
 
@@ -150,14 +171,15 @@ def check_left_out(dataset: DetectionDataset, limit: float, source: str, remedy:
     total = len(dataset) + len(left_out)
     if len(left_out) <= limit * total:
         return
-    raise DataError(f"{len(left_out)} of the {total} images of {source} "
-                    f"({100 * len(left_out) / total:.1f}%) have an annotation file that cannot "
-                    f"be used (first: {left_out[0]}), more than train.max_bad_sample_fraction "
-                    f"= {limit}; tools/check_dataset.py lists them. {remedy}")
+    raise DataError(
+        f"{len(left_out)} of the {total} images of {source} "
+        f"({100 * len(left_out) / total:.1f}%) have an annotation file that cannot "
+        f"be used (first: {left_out[0]}), more than train.max_bad_sample_fraction "
+        f"= {limit}; tools/check_dataset.py lists them. {remedy}"
+    )
 
 
-def build_test_set(data_config: DataConfig, max_left_out: float | None = None
-                   ) -> DetectionDataset:
+def build_test_set(data_config: DataConfig, max_left_out: float | None = None) -> DetectionDataset:
     """The configured test split, ready to be scored: at least one usable image and each
     image id once (:func:`check_unique_image_ids`); the problems its readers worked around
     (boxes dropped or clipped, unknown classes, ...) are logged as training logs its own
@@ -176,29 +198,40 @@ def build_test_set(data_config: DataConfig, max_left_out: float | None = None
     source = f"the test split {list(data_config.test)}"
     for part in getattr(dataset, "parts", (dataset,)):
         if isinstance(part, COCODataset) and not part.has_annotations:
-            raise DataError(f"{source}: {part.annotation_json} has no 'annotations' list, so "
-                            f"there is no ground truth to score against (an image-info or "
-                            f"test-dev file?)")
+            raise DataError(
+                f"{source}: {part.annotation_json} has no 'annotations' list, so "
+                f"there is no ground truth to score against (an image-info or "
+                f"test-dev file?)"
+            )
     left_out = dataset.left_out
     total = len(dataset) + len(left_out)
     if max_left_out is not None:
-        check_left_out(dataset, max_left_out, source,
-                       "Figures on the rest would not be the split's: fix them, or score the "
-                       "rest with tools/eval.py --partial, which says what it left out")
+        check_left_out(
+            dataset,
+            max_left_out,
+            source,
+            "Figures on the rest would not be the split's: fix them, or score the "
+            "rest with tools/eval.py --partial, which says what it left out",
+        )
     if len(dataset) == 0:
         raise DataError(f"{source} under {data_config.root} has no usable image")
     check_unique_image_ids(dataset, source)
     for line in summarize_problems(dataset.problems):
         logger.warning("test data: %s", line)
     if left_out:
-        logger.warning("%d of the %d test images were left out for unusable annotations "
-                       "(first: %s); tools/check_dataset.py lists them", len(left_out), total,
-                       left_out[0])
+        logger.warning(
+            "%d of the %d test images were left out for unusable annotations "
+            "(first: %s); tools/check_dataset.py lists them",
+            len(left_out),
+            total,
+            left_out[0],
+        )
     return dataset
 
 
-def build_dataset(data_config: DataConfig, split: str, strict: bool | None = None
-                  ) -> VOCDataset | COCODataset | ConcatDetectionDataset:
+def build_dataset(
+    data_config: DataConfig, split: str, strict: bool | None = None
+) -> VOCDataset | COCODataset | ConcatDetectionDataset:
     """The ``"train"`` or ``"test"`` data set the config names.
 
     Paths are relative to the current directory. For ``"train"``, ``keep_difficult`` is
@@ -225,22 +258,34 @@ def build_dataset(data_config: DataConfig, split: str, strict: bool | None = Non
     fmt = data_config.format
     if fmt == "shapes":
         from dsod.data.shapes import DEFAULT_ROOT, ensure_shapes_dataset
-        ensure_shapes_dataset(root, data_config.shapes_train_images,
-                              data_config.shapes_test_images, data_config.shapes_image_size,
-                              generate=data_config.shapes_generate
-                              or root.absolute() == DEFAULT_ROOT.absolute())
+
+        ensure_shapes_dataset(
+            root,
+            data_config.shapes_train_images,
+            data_config.shapes_test_images,
+            data_config.shapes_image_size,
+            generate=data_config.shapes_generate or root.absolute() == DEFAULT_ROOT.absolute(),
+        )
         fmt = "voc"
     if fmt == "voc":
         # Training and evaluation resolve a null class list from the training split first
         # (dsod.engine.from_data); here it falls back to the split's own annotations.
         names = data_config.class_names or voc_class_names(root, entries)
-        return VOCDataset(root, entries, names,
-                          keep_difficult=keep_difficult, strict=strict)
+        return VOCDataset(root, entries, names, keep_difficult=keep_difficult, strict=strict)
     if fmt == "coco":
         if not root.is_dir():
-            raise SplitNotFoundError(f"COCO data set root {root} (absolute: {root.absolute()}) "
-                                     f"does not exist or is not a folder; {README_HINT}")
-        parts = [COCODataset(*coco_split_paths(root, entry), class_names=data_config.class_names,
-                             keep_difficult=keep_difficult, strict=strict) for entry in entries]
+            raise SplitNotFoundError(
+                f"COCO data set root {root} (absolute: {root.absolute()}) "
+                f"does not exist or is not a folder; {README_HINT}"
+            )
+        parts = [
+            COCODataset(
+                *coco_split_paths(root, entry),
+                class_names=data_config.class_names,
+                keep_difficult=keep_difficult,
+                strict=strict,
+            )
+            for entry in entries
+        ]
         return parts[0] if len(parts) == 1 else ConcatDetectionDataset(parts)
     raise DataError(f"unknown data.format {fmt!r}; expected voc, coco or shapes")

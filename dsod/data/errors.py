@@ -20,10 +20,26 @@ Severity = Literal["error", "warning"]
 
 # The kinds of problem the readers and the checker report, for counting by kind.
 PROBLEM_KINDS: tuple[str, ...] = (
-    "missing_split", "malformed_annotation", "missing_image", "unreadable_image",
-    "missing_size", "bad_size", "size_mismatch", "exif_orientation", "unknown_class",
-    "class_variant", "bad_coordinates", "zero_size_box", "one_pixel_box", "box_clipped",
-    "box_outside", "no_objects", "bad_field", "duplicate", "train_test_overlap", "bad_config",
+    "missing_split",
+    "malformed_annotation",
+    "missing_image",
+    "unreadable_image",
+    "missing_size",
+    "bad_size",
+    "size_mismatch",
+    "exif_orientation",
+    "unknown_class",
+    "class_variant",
+    "bad_coordinates",
+    "zero_size_box",
+    "one_pixel_box",
+    "box_clipped",
+    "box_outside",
+    "no_objects",
+    "bad_field",
+    "duplicate",
+    "train_test_overlap",
+    "bad_config",
 )
 
 
@@ -87,7 +103,7 @@ class Problem:
         return f"{self.severity.upper():7s} [{self.kind}] {self.file}: {self.message}"
 
 
-def summarize_problems(problems: "list[Problem]", shown: int = 5) -> list[str]:
+def summarize_problems(problems: list[Problem], shown: int = 5) -> list[str]:
     """Short log lines for the problems a reader worked around: counts by kind, then the
     first ``shown`` problems with their files. Empty when there are none."""
     if not problems:

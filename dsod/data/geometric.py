@@ -20,7 +20,8 @@ footprint differs from the reference's by under half an output pixel.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -29,7 +30,11 @@ from dsod.box_ops import box_iou
 from dsod.config import AugmentConfig
 
 INTERPOLATIONS: tuple[int, ...] = (
-    cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4,
+    cv2.INTER_LINEAR,
+    cv2.INTER_AREA,
+    cv2.INTER_NEAREST,
+    cv2.INTER_CUBIC,
+    cv2.INTER_LANCZOS4,
 )
 CROP_TRIALS = 50  # per sampler, the reference's max_trials
 
@@ -39,15 +44,17 @@ def _round_div(num: int, den: int) -> int:
     return (2 * num + den) // (2 * den)
 
 
-def sample_crop(cfg: AugmentConfig, rng: np.random.Generator, width: int, height: int,
-                boxes: np.ndarray) -> tuple[int, int, int, int]:
+def sample_crop(
+    cfg: AugmentConfig, rng: np.random.Generator, width: int, height: int, boxes: np.ndarray
+) -> tuple[int, int, int, int]:
     """A crop window ``(x0, y0, x1, y1)`` (integer pixels) of a ``width x height`` image
     with absolute ``xyxy`` ``boxes`` ``[N, 4]``, by SSD's batch samplers."""
     constraints: list[float | None] = [*cfg.crop_min_ious, None]
     n, t = len(constraints), CROP_TRIALS
     scale = rng.uniform(cfg.crop_scale[0], cfg.crop_scale[1], (n, t))
-    aspect = np.clip(rng.uniform(cfg.crop_aspect[0], cfg.crop_aspect[1], (n, t)),
-                     scale ** 2, 1.0 / scale ** 2)
+    aspect = np.clip(
+        rng.uniform(cfg.crop_aspect[0], cfg.crop_aspect[1], (n, t)), scale**2, 1.0 / scale**2
+    )
     bw, bh = scale * np.sqrt(aspect), scale / np.sqrt(aspect)
     x0 = rng.uniform(0.0, 1.0, (n, t)) * (1.0 - bw)
     y0 = rng.uniform(0.0, 1.0, (n, t)) * (1.0 - bh)
@@ -90,10 +97,17 @@ class Warped(NamedTuple):
     dest: tuple[int, int, int, int] | None
 
 
-def crop_resize(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                offset: tuple[int, int], window: tuple[int, int, int, int], size: int,
-                interpolation: int, fill: Sequence[int],
-                paint: Callable[[np.ndarray], np.ndarray] | None = None) -> Warped:
+def crop_resize(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    offset: tuple[int, int],
+    window: tuple[int, int, int, int],
+    size: int,
+    interpolation: int,
+    fill: Sequence[int],
+    paint: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Warped:
     """Crop ``window`` of the canvas on which BGR ``uint8 [H, W, 3]`` ``image`` lies at
     ``offset`` (the rest filled with ``fill``) and warp-resize it to ``size x size``.
 
@@ -105,8 +119,9 @@ def crop_resize(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     ox, oy = offset
     h, w = image.shape[:2]
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    keep = ((centre[:, 0] >= x0) & (centre[:, 0] <= x1)
-            & (centre[:, 1] >= y0) & (centre[:, 1] <= y1))
+    keep = (
+        (centre[:, 0] >= x0) & (centre[:, 0] <= x1) & (centre[:, 1] >= y0) & (centre[:, 1] <= y1)
+    )
     boxes, labels = boxes[keep], labels[keep]
     part = (max(x0, ox), max(y0, oy), min(x1, ox + w), min(y1, oy + h))
     if part[2] <= part[0] or part[3] <= part[1]:  # the window misses the image
@@ -118,12 +133,14 @@ def crop_resize(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     dr = _round_div((part[2] - x0) * size, x1 - x0)
     db = _round_div((part[3] - y0) * size, y1 - y0)
     dr, db = min(max(dr, dl + 1), size), min(max(db, dt + 1), size)
-    src = image[part[1] - oy:part[3] - oy, part[0] - ox:part[2] - ox]
-    patch = cv2.resize(src if paint is None else paint(src), (dr - dl, db - dt),
-                       interpolation=interpolation)
+    src = image[part[1] - oy : part[3] - oy, part[0] - ox : part[2] - ox]
+    patch = cv2.resize(
+        src if paint is None else paint(src), (dr - dl, db - dt), interpolation=interpolation
+    )
     if (dl, dt, dr, db) != (0, 0, size, size):
-        patch = cv2.copyMakeBorder(patch, dt, size - db, dl, size - dr,
-                                   cv2.BORDER_CONSTANT, value=fill)
+        patch = cv2.copyMakeBorder(
+            patch, dt, size - db, dl, size - dr, cv2.BORDER_CONSTANT, value=fill
+        )
     lo = np.array(part[:2] * 2, dtype=np.float64)
     gain = np.array([(dr - dl) / (part[2] - part[0]), (db - dt) / (part[3] - part[1])] * 2)
     boxes = (np.clip(boxes, lo, part[2:] * 2) - lo) * gain + [dl, dt, dl, dt]

@@ -49,7 +49,6 @@ _TRAILING_PADDING = b"\x00\r\n \t"
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
-
 def _pixel_limit() -> int:
     value = os.environ.get("DSOD_MAX_IMAGE_PIXELS", "")
     try:
@@ -76,8 +75,13 @@ def _check_regular_file(path: Path) -> None:
     if stat.S_ISDIR(mode):
         raise ImageReadError(path, "it is a directory, not a file")
     if not stat.S_ISREG(mode):
-        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
-                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        what = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+        )
         raise ImageReadError(path, f"not a regular file: it is {what}")
 
 
@@ -128,16 +132,18 @@ def _open_header(fp: BinaryIO) -> ImageFile.ImageFile | None:
     return None
 
 
-def check_pixel_count(path: str | Path, width: int, height: int, what: str = "its header"
-                      ) -> None:
+def check_pixel_count(path: str | Path, width: int, height: int, what: str = "its header") -> None:
     """Raise ImageReadError if a ``width`` x ``height`` image is above
     :data:`MAX_IMAGE_PIXELS`; ``what`` says where the size comes from."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageReadError(path, f"{what} gives {width}x{height} pixels "
-                                   f"({width * height / 1e6:.1f} megapixels), more than the "
-                                   f"limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels: refused "
-                                   f"unread (a corrupt header or a decompression bomb; "
-                                   f"DSOD_MAX_IMAGE_PIXELS raises the limit)")
+        raise ImageReadError(
+            path,
+            f"{what} gives {width}x{height} pixels "
+            f"({width * height / 1e6:.1f} megapixels), more than the "
+            f"limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels: refused "
+            f"unread (a corrupt header or a decompression bomb; "
+            f"DSOD_MAX_IMAGE_PIXELS raises the limit)",
+        )
 
 
 def _header(fp: BinaryIO, path: Path) -> tuple[tuple[int, int], int] | None:
@@ -175,8 +181,9 @@ def _check_complete(path: Path, data: np.ndarray) -> None:
             raise ImageReadError(path, "broken JPEG: its header cannot be parsed") from None
         except OSError as error:
             if "truncated" in str(error):
-                raise ImageReadError(path, "truncated JPEG: the end-of-image marker (FFD9) "
-                                           "is missing") from None
+                raise ImageReadError(
+                    path, "truncated JPEG: the end-of-image marker (FFD9) is missing"
+                ) from None
             raise ImageReadError(path, f"broken JPEG: {error}") from None
     elif head == _PNG_SIGNATURE:
         tail = data[-1024:].tobytes().rstrip(_TRAILING_PADDING)
@@ -223,10 +230,13 @@ def _decode_with_pillow(path: Path, data: np.ndarray) -> np.ndarray:
             else:
                 rgb = np.asarray(image.convert("RGB"))
     except UnidentifiedImageError:  # its message holds the repr of the BytesIO
-        raise ImageReadError(path, f"cannot decode it as an image: neither OpenCV nor Pillow "
-                                   f"knows its format (it starts with "
-                                   f"{data[:16].tobytes()!r})") from None
-    except Exception as error:  # Pillow raises many types for undecodable data
+        raise ImageReadError(
+            path,
+            f"cannot decode it as an image: neither OpenCV nor Pillow "
+            f"knows its format (it starts with "
+            f"{data[:16].tobytes()!r})",
+        ) from None
+    except Exception as error:  # noqa: BLE001  # Pillow raises many types for undecodable data
         raise ImageReadError(path, f"cannot decode it as an image ({error})") from None
     return np.ascontiguousarray(rgb[..., ::-1])
 
@@ -252,9 +262,13 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     header = _header(io.BytesIO(data.tobytes()), path)
     _check_complete(path, data)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH  # deep data scaled by _to_uint8 below
-    if annotated_size is not None and header is not None and \
-            header[1] in _TRANSPOSING_ORIENTATIONS and header[0] == tuple(annotated_size) \
-            and annotated_size[0] != annotated_size[1]:
+    if (
+        annotated_size is not None
+        and header is not None
+        and header[1] in _TRANSPOSING_ORIENTATIONS
+        and header[0] == tuple(annotated_size)
+        and annotated_size[0] != annotated_size[1]
+    ):
         # The EXIF rotation would turn the picture away from the size its boxes were drawn
         # on, and the stored pixels have that size: decode them as they are stored.
         flags |= cv2.IMREAD_IGNORE_ORIENTATION
@@ -271,10 +285,15 @@ def read_image(path: str | Path, annotated_size: tuple[int, int] | None = None) 
     return image
 
 
-_ORIENTATION_NAMES = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down",
-                      5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
-                      7: "mirrored and turned 270 degrees",
-                      8: "turned 90 degrees counter-clockwise"}
+_ORIENTATION_NAMES = {
+    2: "mirrored",
+    3: "turned 180 degrees",
+    4: "flipped upside down",
+    5: "mirrored and turned 90 degrees",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored and turned 270 degrees",
+    8: "turned 90 degrees counter-clockwise",
+}
 
 
 def ambiguous_orientation(path: str | Path) -> str | None:
@@ -293,8 +312,7 @@ def ambiguous_orientation(path: str | Path) -> str | None:
     if header is None:
         return None
     (width, height), orientation = header
-    if orientation in (2, 3, 4) or (orientation in _TRANSPOSING_ORIENTATIONS
-                                    and width == height):
+    if orientation in (2, 3, 4) or (orientation in _TRANSPOSING_ORIENTATIONS and width == height):
         return f"EXIF orientation {orientation}: {_ORIENTATION_NAMES[orientation]}"
     return None
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,13 +56,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
-
 def ignore_stop_signals(worker_id: int) -> None:
     """A DataLoader ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM, which reach
     the whole process group (a terminal, torchrun, Slurm). The main process decides when
     to stop (training saves a checkpoint first); workers end with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 
 def close_loader(batches: Iterator) -> None:
     """Stop a DataLoader iterator's worker processes now (told to finish, then joined).
@@ -84,9 +85,14 @@ class TrainingSamples(Dataset):
     the first one stops the run instead).
     """
 
-    def __init__(self, dataset: DetectionDataset, transform: TrainTransform,
-                 encoder: TargetEncoder, seed: int = 0,
-                 on_bad_sample: str = "skip") -> None:
+    def __init__(
+        self,
+        dataset: DetectionDataset,
+        transform: TrainTransform,
+        encoder: TargetEncoder,
+        seed: int = 0,
+        on_bad_sample: str = "skip",
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.encoder = encoder
@@ -108,8 +114,10 @@ class TrainingSamples(Dataset):
                 if self.on_bad_sample == "error":
                     raise
                 logger.warning("skipping unreadable sample: %s", error)
-        raise DataError(f"{_MAX_SUBSTITUTES} samples in a row from index {index} are "
-                        f"unreadable; run tools/check_dataset.py on this config")
+        raise DataError(
+            f"{_MAX_SUBSTITUTES} samples in a row from index {index} are "
+            f"unreadable; run tools/check_dataset.py on this config"
+        )
 
     def __getitem__(self, key: tuple[int, int]) -> TrainingBatch:
         epoch, index = key
@@ -124,8 +132,12 @@ def collate_training(batch: list[TrainingBatch]) -> TrainingBatch:
     """Stack samples into a micro-batch; the unreadable samples' indices are joined into
     one tuple."""
     images, offsets, labels, skipped = zip(*batch)
-    return TrainingBatch(torch.stack(images), torch.stack(offsets), torch.stack(labels),
-                         tuple(i for part in skipped for i in part))
+    return TrainingBatch(
+        torch.stack(images),
+        torch.stack(offsets),
+        torch.stack(labels),
+        tuple(i for part in skipped for i in part),
+    )
 
 
 class IterationBatchSampler(Sampler):
@@ -138,12 +150,22 @@ class IterationBatchSampler(Sampler):
     ``W`` and the accumulation, and starting at ``start_step`` continues a run exactly.
     """
 
-    def __init__(self, num_samples: int, global_batch: int, micro_batch: int, seed: int = 0,
-                 start_step: int = 0, rank: int = 0, world_size: int = 1,
-                 max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch: int,
+        micro_batch: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_steps: int | None = None,
+    ) -> None:
         if global_batch % (world_size * micro_batch):
-            raise ValueError(f"the batch of {global_batch} images does not split into "
-                             f"{world_size} processes x micro-batches of {micro_batch}")
+            raise ValueError(
+                f"the batch of {global_batch} images does not split into "
+                f"{world_size} processes x micro-batches of {micro_batch}"
+            )
         if num_samples < 1:
             raise ValueError("the training set is empty")
         self.num_samples = num_samples
@@ -163,8 +185,9 @@ class IterationBatchSampler(Sampler):
     def _key(self, position: int) -> tuple[int, int]:
         epoch, offset = divmod(position, self.num_samples)
         if epoch not in self._permutations:
-            self._permutations = {epoch: np.random.default_rng([self.seed, epoch])
-                                  .permutation(self.num_samples)}
+            self._permutations = {
+                epoch: np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+            }
         return epoch, int(self._permutations[epoch][offset])
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -190,8 +213,9 @@ class TestSamples(Dataset):
     missed), or an error with ``on_bad_sample="error"``.
     """
 
-    def __init__(self, dataset: DetectionDataset, transform: TestTransform,
-                 on_bad_sample: str = "skip") -> None:
+    def __init__(
+        self, dataset: DetectionDataset, transform: TestTransform, on_bad_sample: str = "skip"
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.on_bad_sample = on_bad_sample
@@ -212,9 +236,15 @@ class TestSamples(Dataset):
         return torch.from_numpy(tensor), index, (width, height)
 
 
-def collate_test(batch: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, int]], list[int]]:
+def collate_test(
+    batch: list,
+) -> tuple[torch.Tensor | None, list[int], list[tuple[int, int]], list[int]]:
     """Stack readable images; return ``(images, indices, sizes, unreadable_indices)``."""
     readable = [item for item in batch if item[0] is not None]
     images = torch.stack([item[0] for item in readable]) if readable else None
-    return (images, [item[1] for item in readable], [item[2] for item in readable],
-            [item[1] for item in batch if item[0] is None])
+    return (
+        images,
+        [item[1] for item in readable],
+        [item[2] for item in readable],
+        [item[1] for item in batch if item[0] is None],
+    )

@@ -78,6 +78,5 @@ def apply_photometric(image: np.ndarray, plan: PhotometricPlan) -> np.ndarray:
     pre, hsv, post = plan
     out = image if pre is None else cv2.LUT(image, pre)
     if hsv is not None:
-        out = cv2.cvtColor(cv2.LUT(cv2.cvtColor(out, cv2.COLOR_BGR2HSV), hsv),
-                           cv2.COLOR_HSV2BGR)
+        out = cv2.cvtColor(cv2.LUT(cv2.cvtColor(out, cv2.COLOR_BGR2HSV), hsv), cv2.COLOR_HSV2BGR)
     return out if post is None else cv2.LUT(out, post)

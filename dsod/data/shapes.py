@@ -48,8 +48,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     for _ in range(int(rng.integers(0, 3))):
         p1, p2 = rng.integers(-size // 4, size + size // 4, (2, 2))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour, 1,
-                 cv2.LINE_AA)
+        cv2.line(
+            image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour, 1, cv2.LINE_AA
+        )
     return image
 
 
@@ -61,8 +62,7 @@ def _draw(target: np.ndarray, shape: tuple, value) -> None:
         cv2.fillPoly(target, [shape[1]], value)
 
 
-def _sample_shape(rng: np.random.Generator, label: int, extent: float, size: int
-                  ) -> tuple | None:
+def _sample_shape(rng: np.random.Generator, label: int, extent: float, size: int) -> tuple | None:
     """Geometry of one shape of class ``label`` (1..3), about ``extent`` pixels across and
     fully inside a ``size x size`` image, for :func:`_draw`; None if it does not fit."""
     if label == 1:
@@ -91,15 +91,17 @@ def _overlaps_too_much(box: np.ndarray, others: list[np.ndarray]) -> bool:
         iw = min(box[2], other[2]) - max(box[0], other[0])
         ih = min(box[3], other[3]) - max(box[1], other[1])
         inter = max(iw, 0) * max(ih, 0)
-        smaller = min((box[2] - box[0]) * (box[3] - box[1]),
-                      (other[2] - other[0]) * (other[3] - other[1]))
+        smaller = min(
+            (box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1])
+        )
         if inter > _MAX_OVERLAP * smaller:
             return True
     return False
 
 
-def render_shapes_image(rng: np.random.Generator, size: int,
-                        return_masks: bool = False) -> tuple[np.ndarray, ...]:
+def render_shapes_image(
+    rng: np.random.Generator, size: int, return_masks: bool = False
+) -> tuple[np.ndarray, ...]:
     """Draw one image.
 
     Returns:
@@ -132,16 +134,20 @@ def render_shapes_image(rng: np.random.Generator, size: int,
         # A random colour that stands out from the background under it (best of 8 draws).
         colours = rng.integers(0, 256, (8, 3))
         contrast = np.abs(colours - local).sum(axis=1)
-        colour = colours[int(np.argmax(contrast > 150)) if contrast.max() > 150
-                         else int(np.argmax(contrast))]
+        colour = colours[
+            int(np.argmax(contrast > 150)) if contrast.max() > 150 else int(np.argmax(contrast))
+        ]
         _draw(image, shape, tuple(int(c) for c in colour))
         boxes.append(box)
         labels.append(label)
         masks.append(mask > 0)
     noise = rng.integers(0, 17, image.shape, dtype=np.uint8)  # pixel noise, uniform +-8
     image = cv2.subtract(cv2.add(image, noise), (8, 8, 8, 0))
-    out = (image, np.array(boxes, dtype=np.float32).reshape(-1, 4),
-           np.array(labels, dtype=np.int64))
+    out = (
+        image,
+        np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        np.array(labels, dtype=np.int64),
+    )
     if return_masks:
         return (*out, np.array(masks, dtype=bool).reshape(-1, size, size))
     return out
@@ -190,11 +196,15 @@ def _generate(out: Path, params: dict) -> None:
             image, boxes, labels = render_shapes_image(rng, size)
             image_id = f"{next_id:06d}"
             next_id += 1
-            if not cv2.imwrite(str(out / "JPEGImages" / f"{image_id}.jpg"), image,
-                               [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
+            if not cv2.imwrite(
+                str(out / "JPEGImages" / f"{image_id}.jpg"),
+                image,
+                [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY],
+            ):
                 raise OSError(f"cannot write {out / 'JPEGImages' / image_id}.jpg")
             (out / "Annotations" / f"{image_id}.xml").write_bytes(
-                _annotation_xml(image_id, size, boxes, labels))
+                _annotation_xml(image_id, size, boxes, labels)
+            )
             ids.append(image_id)
         text = "".join(f"{image_id}\n" for image_id in ids)
         (out / "ImageSets" / "Main" / f"{split}.txt").write_text(text)
@@ -207,8 +217,14 @@ DEFAULT_ROOT = Path("datasets/shapes")
 """Where the built-in config keeps the generated set (relative to the working folder)."""
 
 
-def ensure_shapes_dataset(root: str | Path, num_train: int, num_test: int, image_size: int,
-                          seed: int = 0, generate: bool = True) -> Path:
+def ensure_shapes_dataset(
+    root: str | Path,
+    num_train: int,
+    num_test: int,
+    image_size: int,
+    seed: int = 0,
+    generate: bool = True,
+) -> Path:
     """Make sure ``root`` holds the shapes data set for these parameters; returns ``root``.
 
     ``generate=False`` writes nothing: a ``root`` without the data set is an error (the
@@ -226,20 +242,34 @@ def ensure_shapes_dataset(root: str | Path, num_train: int, num_test: int, image
         SplitNotFoundError: ``root`` does not hold it and may not be written.
     """
     root = Path(root)
-    params = {"version": _VERSION, "classes": list(SHAPES_CLASSES), "num_train": int(num_train),
-              "num_test": int(num_test), "image_size": int(image_size), "seed": int(seed)}
+    params = {
+        "version": _VERSION,
+        "classes": list(SHAPES_CLASSES),
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "image_size": int(image_size),
+        "seed": int(seed),
+    }
     if _read_marker(root) == params:
         return root
     if not generate:
-        what = ("does not exist" if not root.exists() else
-                "holds the shapes data set with other settings" if (root / MARKER).exists()
-                else "holds no shapes data set")
-        raise SplitNotFoundError(f"data.root {root} (absolute: {root.absolute()}) {what}. The "
-                                 f"built-in shapes data set is generated only under "
-                                 f"{DEFAULT_ROOT}, or where data.shapes_generate=true allows it")
+        what = (
+            "does not exist"
+            if not root.exists()
+            else "holds the shapes data set with other settings"
+            if (root / MARKER).exists()
+            else "holds no shapes data set"
+        )
+        raise SplitNotFoundError(
+            f"data.root {root} (absolute: {root.absolute()}) {what}. The "
+            f"built-in shapes data set is generated only under "
+            f"{DEFAULT_ROOT}, or where data.shapes_generate=true allows it"
+        )
     if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-        raise FileExistsError(f"{root} is not empty and holds no shapes data set "
-                              f"(no {MARKER}); choose another data.root")
+        raise FileExistsError(
+            f"{root} is not empty and holds no shapes data set "
+            f"(no {MARKER}); choose another data.root"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

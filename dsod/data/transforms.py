@@ -49,8 +49,13 @@ from dsod.data.photometric import PhotometricPlan, apply_photometric, draw_photo
 from dsod.data.preprocess import TestTransform, image_to_tensor, normalize_to_chw
 
 __all__ = [
-    "AugmentRecord", "CROP_TRIALS", "INTERPOLATIONS", "TestTransform", "TrainTransform",
-    "image_to_tensor", "normalize_to_chw",
+    "AugmentRecord",
+    "CROP_TRIALS",
+    "INTERPOLATIONS",
+    "TestTransform",
+    "TrainTransform",
+    "image_to_tensor",
+    "normalize_to_chw",
 ]
 
 
@@ -101,11 +106,19 @@ class TrainTransform:
             (:class:`~dsod.data.extra_augment.ExtraAugment`).
     """
 
-    def __init__(self, size: int, cfg: AugmentConfig, rng: np.random.Generator | None = None,
-                 seed: int | None = None, min_box_pixels: float = 1.0) -> None:
+    def __init__(
+        self,
+        size: int,
+        cfg: AugmentConfig,
+        rng: np.random.Generator | None = None,
+        seed: int | None = None,
+        min_box_pixels: float = 1.0,
+    ) -> None:
         if cfg.expand_max_ratio is None:
-            raise ValueError("augment.expand_max_ratio is null: it is fitted to the boxes when "
-                             "a run reads its training data (dsod.engine.from_data)")
+            raise ValueError(
+                "augment.expand_max_ratio is null: it is fitted to the boxes when "
+                "a run reads its training data (dsod.engine.from_data)"
+            )
         self.size = int(size)
         self.cfg = cfg
         self.min_box_pixels = float(min_box_pixels)
@@ -146,14 +159,14 @@ class TrainTransform:
         """Random brightness, contrast, saturation and hue of BGR ``uint8 [H, W, 3]``."""
         return self.apply_photometric(image, self.draw_photometric())
 
-    def sample_crop(self, width: int, height: int,
-                    boxes: np.ndarray) -> tuple[int, int, int, int]:
+    def sample_crop(self, width: int, height: int, boxes: np.ndarray) -> tuple[int, int, int, int]:
         """A crop window ``(x0, y0, x1, y1)`` (integer pixels) of a ``width x height`` image
         with absolute ``xyxy`` ``boxes`` ``[N, 4]``, by SSD's batch samplers."""
         return sample_crop(self.cfg, self.rng, width, height, boxes)
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray,
-                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Augment one sample.
 
         Args:
@@ -168,8 +181,9 @@ class TrainTransform:
         self._maybe_reseed_for_worker()
         cfg, rng, size = self.cfg, self.rng, self.size
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 [H, W, 3] image, got {image.dtype} "
-                             f"{image.shape}")
+            raise ValueError(
+                f"expected a BGR uint8 [H, W, 3] image, got {image.dtype} {image.shape}"
+            )
         h, w = image.shape[:2]
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -194,8 +208,16 @@ class TrainTransform:
         flip = cfg.flip_prob > 0 and rng.random() < cfg.flip_prob
 
         patch, boxes, labels, part, dest = crop_resize(
-            image, boxes, labels, (ox, oy), (x0, y0, x1, y1), size, interpolation, self._fill,
-            lambda pixels: self.apply_photometric(pixels, plan))
+            image,
+            boxes,
+            labels,
+            (ox, oy),
+            (x0, y0, x1, y1),
+            size,
+            interpolation,
+            self._fill,
+            lambda pixels: self.apply_photometric(pixels, plan),
+        )
         if flip:
             patch, boxes = hflip(patch, boxes)
 
@@ -203,6 +225,7 @@ class TrainTransform:
         bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         min_side = self.min_box_pixels / size - 1e-6  # float32 slack
         big = (bw >= min_side) & (bh >= min_side) & (bw > 0) & (bh > 0)
-        self.last = AugmentRecord((cw, ch), (ox, oy), (x0, y0, x1, y1), part, dest, flip,
-                                  interpolation)
+        self.last = AugmentRecord(
+            (cw, ch), (ox, oy), (x0, y0, x1, y1), part, dest, flip, interpolation
+        )
         return normalize_to_chw(patch, self._mean), boxes[big], labels[big]

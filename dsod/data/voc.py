@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from dsod.data.base import DetectionDataset, check_class_names
 from dsod.config.class_names import collect_spellings, merge_spellings
+from dsod.data.base import DetectionDataset, check_class_names
 from dsod.data.errors import AnnotationError, DataError, Problem
-from dsod.data.voc_layout import (check_root, existing_split, layout_hint, read_split_ids,
-                                  voc_split_paths)
+from dsod.data.voc_layout import (
+    check_root,
+    existing_split,
+    layout_hint,
+    read_split_ids,
+    voc_split_paths,
+)
 from dsod.data.voc_xml import parse_voc_xml, read_xml_root
 from dsod.structures import Annotation
 
 __all__ = [
-    "VOCDataset", "layout_hint", "parse_voc_xml", "read_split_ids", "voc_class_names",
+    "VOCDataset",
+    "layout_hint",
+    "parse_voc_xml",
+    "read_split_ids",
+    "voc_class_names",
     "voc_split_paths",
 ]
 
@@ -46,7 +55,7 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
     unusable: list[DataError] = []
     listed = 0
     check_root(root)
-    for split in ([splits] if isinstance(splits, str) else splits):
+    for split in [splits] if isinstance(splits, str) else splits:
         split_file, base = existing_split(root, split)
         for image_id in read_split_ids(split_file):
             listed += 1
@@ -56,16 +65,23 @@ def voc_class_names(root: str | Path, splits: Sequence[str]) -> tuple[str, ...]:
             except DataError as error:  # reported when the data set is read
                 unusable.append(error)
                 continue
-            found += [(obj.findtext("name") or "", str(xml_path))
-                      for obj in root_node.findall("object")]
+            found += [
+                (obj.findtext("name") or "", str(xml_path)) for obj in root_node.findall("object")
+            ]
     names, warnings = merge_spellings(collect_spellings(found))
     for warning in warnings:
         logger.warning("%s", warning)
     if not names:
-        why = (f" ({len(unusable)} of the {listed} annotation files listed cannot be read; "
-               f"first: {unusable[0]})" if unusable else "")
-        raise DataError(f"data.class_names is null, but the annotations of {list(splits)} "
-                        f"under {root} name no object class{why}")
+        why = (
+            f" ({len(unusable)} of the {listed} annotation files listed cannot be read; "
+            f"first: {unusable[0]})"
+            if unusable
+            else ""
+        )
+        raise DataError(
+            f"data.class_names is null, but the annotations of {list(splits)} "
+            f"under {root} name no object class{why}"
+        )
     return names
 
 
@@ -89,8 +105,14 @@ class VOCDataset(DetectionDataset):
         DataError: a split lists no image, or ``class_names`` is empty or repeats a name.
     """
 
-    def __init__(self, root: str | Path, splits: Sequence[str], class_names: Sequence[str],
-                 keep_difficult: bool = True, strict: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        splits: Sequence[str],
+        class_names: Sequence[str],
+        keep_difficult: bool = True,
+        strict: bool = False,
+    ) -> None:
         root = Path(root)
         names = check_class_names(class_names)
         check_root(root)
@@ -112,9 +134,14 @@ class VOCDataset(DetectionDataset):
             for image_id in ids:
                 xml_path = base / "Annotations" / f"{image_id}.xml"
                 if xml_path in seen:
-                    problems.append(Problem(str(split_file), f"{image_id} is listed more than "
-                                                             f"once; kept once", "warning",
-                                            "duplicate"))
+                    problems.append(
+                        Problem(
+                            str(split_file),
+                            f"{image_id} is listed more than once; kept once",
+                            "warning",
+                            "duplicate",
+                        )
+                    )
                     continue
                 seen.add(xml_path)
                 try:
@@ -123,8 +150,14 @@ class VOCDataset(DetectionDataset):
                     if strict:
                         raise
                     reason = getattr(error, "reason", None) or str(error)
-                    problems.append(Problem(str(xml_path), f"{reason}; image left out", "error",
-                                            "malformed_annotation"))
+                    problems.append(
+                        Problem(
+                            str(xml_path),
+                            f"{reason}; image left out",
+                            "error",
+                            "malformed_annotation",
+                        )
+                    )
                     continue
                 annotations.append(ann)
                 problems.extend(found)

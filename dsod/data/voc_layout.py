@@ -34,21 +34,27 @@ def layout_hint(root: str | Path, split: str) -> str:
         relative = folder.relative_to(root)
         lists = folder / "ImageSets" / "Main"
         if (lists / f"{name}.txt").is_file():
-            return (f"; {relative}/ below it holds {name}.txt: use data.root={root} with "
-                    f"split {relative.as_posix()}/{name}, or data.root={folder} with split "
-                    f"{name}")
+            return (
+                f"; {relative}/ below it holds {name}.txt: use data.root={root} with "
+                f"split {relative.as_posix()}/{name}, or data.root={folder} with split "
+                f"{name}"
+            )
     if found:
         names = sorted(p.stem for p in (found[0] / "ImageSets" / "Main").glob("*.txt"))
-        return (f"; {found[0].relative_to(root)}/ below it is a VOC folder with the splits "
-                f"{names}: use data.root={found[0]} and one of those")
+        return (
+            f"; {found[0].relative_to(root)}/ below it is a VOC folder with the splits "
+            f"{names}: use data.root={found[0]} and one of those"
+        )
     return ""
 
 
 def check_root(root: str | Path) -> None:
     """Raise a SplitNotFoundError (naming the absolute path) unless ``root`` is a folder."""
     if not Path(root).is_dir():
-        raise SplitNotFoundError(f"VOC data set root {root} (absolute: {Path(root).absolute()}) "
-                                 f"does not exist or is not a folder; {README_HINT}")
+        raise SplitNotFoundError(
+            f"VOC data set root {root} (absolute: {Path(root).absolute()}) "
+            f"does not exist or is not a folder; {README_HINT}"
+        )
 
 
 def existing_split(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -57,8 +63,9 @@ def existing_split(root: str | Path, split: str) -> tuple[Path, Path]:
     split_file, base = voc_split_paths(root, split)
     if not split_file.is_file():
         hint = layout_hint(root, split) or f"; {README_HINT}"
-        raise SplitNotFoundError(f"split {split!r}: the split file {split_file} does not "
-                                 f"exist{hint}")
+        raise SplitNotFoundError(
+            f"split {split!r}: the split file {split_file} does not exist{hint}"
+        )
     return split_file, base
 
 

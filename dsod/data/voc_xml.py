@@ -13,8 +13,8 @@ import math
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Collection, Sequence
 
 import numpy as np
 
@@ -23,8 +23,18 @@ from dsod.data.errors import AnnotationError, ImageReadError, Problem
 from dsod.data.image_io import read_image_size
 from dsod.structures import Annotation
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff",
-                   ".webp")
+_IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".JPG",
+    ".JPEG",
+    ".PNG",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
 
 
 def _number(text: str | None) -> float | None:
@@ -46,8 +56,9 @@ def _positive_int(text: str | None) -> int | None:
     return int(value)
 
 
-def _resolve_image(stem: str, images_dir: str, filename: str | None,
-                   names: Collection[str] | None) -> tuple[str, str | None]:
+def _resolve_image(
+    stem: str, images_dir: str, filename: str | None, names: Collection[str] | None
+) -> tuple[str, str | None]:
     """The image of an annotation, and a note when its own image is missing and its
     ``<filename>`` names another that exists.
 
@@ -57,9 +68,11 @@ def _resolve_image(stem: str, images_dir: str, filename: str | None,
     (an annotation copied from another file), and taking it would train this annotation's
     boxes on that image's pixels. ``names``, the files in ``images_dir`` if known, saves a
     ``stat`` per candidate."""
+
     def exists(name: str) -> bool:
-        return name in names if names is not None else os.path.isfile(
-            os.path.join(images_dir, name))
+        return (
+            name in names if names is not None else os.path.isfile(os.path.join(images_dir, name))
+        )
 
     candidates = [f"{stem}{suffix}" for suffix in _IMAGE_SUFFIXES]
     named = os.path.basename(filename.strip()) if filename else ""
@@ -68,8 +81,10 @@ def _resolve_image(stem: str, images_dir: str, filename: str | None,
     found = next((c for c in candidates if exists(c)), None)
     note = None
     if found is None and named and named not in candidates and exists(named):
-        note = (f"the image {stem}.jpg (or {stem} with another image suffix) does not exist; "
-                f"<filename> names {named}, another image, which is not used for it")
+        note = (
+            f"the image {stem}.jpg (or {stem} with another image suffix) does not exist; "
+            f"<filename> names {named}, another image, which is not used for it"
+        )
     return os.path.join(images_dir, found or candidates[0]), note
 
 
@@ -92,9 +107,10 @@ def missing_annotation_hint(path: Path) -> str:
     stem, suffix = os.path.splitext(image_id)
     if suffix.lower() in {s.lower() for s in _IMAGE_SUFFIXES}:
         exists = (path.parent / f"{stem}.xml").is_file()
-        return (f"; the split file lists the id {image_id!r} with an image suffix: ids are "
-                f"listed without one ({stem!r}" + (f", whose {stem}.xml exists)" if exists
-                                                    else ")"))
+        return (
+            f"; the split file lists the id {image_id!r} with an image suffix: ids are "
+            f"listed without one ({stem!r}" + (f", whose {stem}.xml exists)" if exists else ")")
+        )
     for other in (path.with_name(f"{image_id}.XML"), path.with_name(f"{image_id}.Xml")):
         if other.is_file():
             return f"; {other.name} exists: annotation files must end in .xml, in lower case"
@@ -114,11 +130,15 @@ def _encoding_hint(path: Path) -> str:
     except UnicodeDecodeError as error:
         byte, offset = data[error.start], error.start
     if re.match(rb"\s*<\?xml[^>]*encoding\s*=", data.lstrip(b"\xef\xbb\xbf")):
-        return (f"; byte 0x{byte:02x} at offset {offset} is not in the encoding its XML "
-                f"declaration names")
-    return (f"; the file is not UTF-8 (byte 0x{byte:02x} at offset {offset}) and declares no "
-            f"encoding, which XML then requires: save it as UTF-8, or declare its encoding "
-            f"(<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?> for Latin-1)")
+        return (
+            f"; byte 0x{byte:02x} at offset {offset} is not in the encoding its XML "
+            f"declaration names"
+        )
+    return (
+        f"; the file is not UTF-8 (byte 0x{byte:02x} at offset {offset}) and declares no "
+        f"encoding, which XML then requires: save it as UTF-8, or declare its encoding "
+        f'(<?xml version="1.0" encoding="ISO-8859-1"?> for Latin-1)'
+    )
 
 
 def _parse(path: Path) -> ET.Element:
@@ -127,20 +147,23 @@ def _parse(path: Path) -> ET.Element:
     try:
         return ET.parse(path).getroot()
     except FileNotFoundError:
-        raise AnnotationError(path, f"the file does not exist"
-                                    f"{missing_annotation_hint(path)}") from None
+        raise AnnotationError(
+            path, f"the file does not exist{missing_annotation_hint(path)}"
+        ) from None
     except ET.ParseError as error:
         raise AnnotationError(path, f"malformed XML: {error}{_encoding_hint(path)}") from None
     except OSError as error:
         raise AnnotationError(path, error.strerror or str(error)) from None
-    except Exception as error:  # e.g. an unknown encoding in the XML declaration
+    except Exception as error:  # noqa: BLE001  # e.g. an unknown encoding in the XML declaration
         raise AnnotationError(path, f"cannot parse the XML: {error}") from None
 
 
-def parse_voc_xml(path: str | Path, class_names: Sequence[str],
-                  images_dir: str | Path | None = None,
-                  image_names: Collection[str] | None = None
-                  ) -> tuple[Annotation, list[Problem]]:
+def parse_voc_xml(
+    path: str | Path,
+    class_names: Sequence[str],
+    images_dir: str | Path | None = None,
+    image_names: Collection[str] | None = None,
+) -> tuple[Annotation, list[Problem]]:
     """Read one VOC XML annotation.
 
     Args:
@@ -171,8 +194,9 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     root = read_xml_root(path)
     file = str(path)
     problems: list[Problem] = []
-    image_path, note = _resolve_image(path.stem, str(images_dir), root.findtext("filename"),
-                                      image_names)
+    image_path, note = _resolve_image(
+        path.stem, str(images_dir), root.findtext("filename"), image_names
+    )
     if note is not None:
         problems.append(Problem(file, note, "warning", "missing_image"))
     size = root.find("size")
@@ -182,10 +206,17 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
         try:
             width, height = read_image_size(image_path)
         except ImageReadError as error:
-            raise AnnotationError(path, f"no usable <size> and the image cannot be read "
-                                        f"({error})") from None
-        problems.append(Problem(file, f"no usable <size> width/height; took {width}x{height} "
-                                      f"from {image_path}", "warning", "missing_size"))
+            raise AnnotationError(
+                path, f"no usable <size> and the image cannot be read ({error})"
+            ) from None
+        problems.append(
+            Problem(
+                file,
+                f"no usable <size> width/height; took {width}x{height} from {image_path}",
+                "warning",
+                "missing_size",
+            )
+        )
 
     boxes: list[list[float]] = []
     labels: list[int] = []
@@ -200,14 +231,19 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
         label = class_index.get(name)
         if label is None and class_key(name) in by_key:
             label, spelled = by_key[class_key(name)]
-            warn("class_variant", f"class {name!r} is counted as {spelled!r} (names that "
-                                  f"differ only in case or spacing are one class)")
+            warn(
+                "class_variant",
+                f"class {name!r} is counted as {spelled!r} (names that "
+                f"differ only in case or spacing are one class)",
+            )
         if label is None:
             warn("unknown_class", f"class {name!r} is not in data.class_names; box dropped")
             continue
         bndbox = obj.find("bndbox")
-        raw = [_number(bndbox.findtext(t)) if bndbox is not None else None
-               for t in ("xmin", "ymin", "xmax", "ymax")]
+        raw = [
+            _number(bndbox.findtext(t)) if bndbox is not None else None
+            for t in ("xmin", "ymin", "xmax", "ymax")
+        ]
         if any(v is None for v in raw):
             warn("bad_coordinates", "missing or non-numeric <bndbox> coordinates; box dropped")
             continue
@@ -215,23 +251,37 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
         # VOC boxes include both edge pixels: xmin == xmax is one pixel wide, which the
         # devkit counts as an object like any other.
         if xmax < xmin or ymax < ymin:
-            warn("zero_size_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has negative "
-                                  f"size; box dropped")
+            warn(
+                "zero_size_box",
+                f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} has negative size; box dropped",
+            )
             continue
         if xmax == xmin or ymax == ymin:
-            warn("one_pixel_box", f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} is one pixel "
-                                  f"wide or high (VOC boxes include both edges); kept, as the "
-                                  f"devkit keeps it")
+            warn(
+                "one_pixel_box",
+                f"box (xmin, ymin, xmax, ymax) = {_fmt(raw)} is one pixel "
+                f"wide or high (VOC boxes include both edges); kept, as the "
+                f"devkit keeps it",
+            )
         box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
-        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        clipped = [
+            min(max(box[0], 0.0), width),
+            min(max(box[1], 0.0), height),
+            min(max(box[2], 0.0), width),
+            min(max(box[3], 0.0), height),
+        ]
         if not (clipped[2] > clipped[0] and clipped[3] > clipped[1]):
-            warn("box_outside", f"box {_fmt(box)} lies outside the {width}x{height} image; "
-                                f"box dropped")
+            warn(
+                "box_outside",
+                f"box {_fmt(box)} lies outside the {width}x{height} image; box dropped",
+            )
             continue
         if clipped != box:
-            warn("box_clipped", f"box {_fmt(box)} reaches outside the {width}x{height} image; "
-                                f"clipped to {_fmt(clipped)}")
+            warn(
+                "box_clipped",
+                f"box {_fmt(box)} reaches outside the {width}x{height} image; "
+                f"clipped to {_fmt(clipped)}",
+            )
         flag_text = obj.findtext("difficult")
         flag = _number(flag_text)
         if flag is None and flag_text not in (None, ""):
@@ -243,12 +293,23 @@ def parse_voc_xml(path: str | Path, class_names: Sequence[str],
     boxes32 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     valid = (boxes32[:, 2] > boxes32[:, 0]) & (boxes32[:, 3] > boxes32[:, 1])
     if not valid.all():  # sub-pixel extents that float32 cannot hold
-        problems.append(Problem(file, f"{int((~valid).sum())} box(es) too thin for float32 "
-                                      f"coordinates; dropped", "warning", "zero_size_box"))
+        problems.append(
+            Problem(
+                file,
+                f"{int((~valid).sum())} box(es) too thin for float32 coordinates; dropped",
+                "warning",
+                "zero_size_box",
+            )
+        )
     annotation = Annotation(
-        image_id=path.stem, image_path=image_path, width=int(width), height=int(height),
-        boxes=boxes32[valid], labels=np.asarray(labels, dtype=np.int64)[valid],
-        difficult=np.asarray(difficult, dtype=bool)[valid])
+        image_id=path.stem,
+        image_path=image_path,
+        width=int(width),
+        height=int(height),
+        boxes=boxes32[valid],
+        labels=np.asarray(labels, dtype=np.int64)[valid],
+        difficult=np.asarray(difficult, dtype=bool)[valid],
+    )
     return annotation, problems
 
 

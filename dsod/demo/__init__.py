@@ -19,7 +19,15 @@ from dsod.demo.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source, collect_so
 from dsod.demo.window import gui_support
 
 __all__ = [
-    "DemoError", "DemoResult", "IMAGE_SUFFIXES", "Source", "UnreadableInputError",
-    "VIDEO_SUFFIXES", "annotate_images", "annotate_video", "collect_sources", "gui_support",
+    "DemoError",
+    "DemoResult",
+    "IMAGE_SUFFIXES",
+    "Source",
+    "UnreadableInputError",
+    "VIDEO_SUFFIXES",
+    "annotate_images",
+    "annotate_video",
+    "collect_sources",
+    "gui_support",
     "run_demo",
 ]

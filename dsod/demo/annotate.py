@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -21,7 +22,6 @@ from dsod.demo.sources import Source
 from dsod.demo.window import Window
 from dsod.inference import Detector
 from dsod.visualize import draw_detections
-
 
 T = TypeVar("T")
 
@@ -39,8 +39,9 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _readable_images(paths: Sequence[str],
-                     unreadable: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+def _readable_images(
+    paths: Sequence[str], unreadable: list[str]
+) -> Iterator[tuple[str, np.ndarray]]:
     """``(path, image)`` of the images that can be read; the others are skipped."""
     for path in paths:
         try:
@@ -49,8 +50,13 @@ def _readable_images(paths: Sequence[str],
             skip(error, unreadable)
 
 
-def annotate_images(detector: Detector, paths: Sequence[str], outputs: Outputs,
-                    window: Window, unreadable: list[str] | None = None) -> list[Path]:
+def annotate_images(
+    detector: Detector,
+    paths: Sequence[str],
+    outputs: Outputs,
+    window: Window,
+    unreadable: list[str] | None = None,
+) -> list[Path]:
     """Detect on image files in batches; write each annotated under its own name.
 
     An image that cannot be read is skipped with a line on stderr, and that line is added
@@ -68,8 +74,13 @@ def annotate_images(detector: Detector, paths: Sequence[str], outputs: Outputs,
             if showing:
                 showing = window.show("dsod demo", canvas, 0)
     if written:
-        report(f"{len(written)} image(s)", len(written), time.perf_counter() - start,
-               detect_time, str(outputs.out_dir))
+        report(
+            f"{len(written)} image(s)",
+            len(written),
+            time.perf_counter() - start,
+            detect_time,
+            str(outputs.out_dir),
+        )
     return written
 
 
@@ -84,8 +95,13 @@ def _frames(capture: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray
         count += 1
 
 
-def annotate_video(detector: Detector, source: Source, out_path: Path, window: Window,
-                   max_frames: int | None = None) -> Path:
+def annotate_video(
+    detector: Detector,
+    source: Source,
+    out_path: Path,
+    window: Window,
+    max_frames: int | None = None,
+) -> Path:
     """Detect on every frame of a video file or camera and write an annotated ``mp4v``
     video of the same frame count and size to ``out_path``. A file that gives fewer frames
     than its header announces is annotated as far as it reads, with a warning on stderr
@@ -99,9 +115,11 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
     name = f"camera {source.path}" if camera else source.path
     capture = cv2.VideoCapture(int(source.path) if camera else source.path)
     if not capture.isOpened():
-        raise UnreadableInputError(f"cannot open {name}" if camera else
-                                   f"cannot read video {name}: OpenCV cannot open it (not a "
-                                   f"video, or corrupt)")
+        raise UnreadableInputError(
+            f"cannot open {name}"
+            if camera
+            else f"cannot read video {name}: OpenCV cannot open it (not a video, or corrupt)"
+        )
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else (30.0 if camera else 25.0)
     announced = 0 if camera else capture.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -114,8 +132,9 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
                 writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                 if not writer.isOpened():
                     raise DemoError(f"cannot write video {out_path} (no mp4v encoder?)")
-            frames = [f if (f.shape[1], f.shape[0]) == size else cv2.resize(f, size)
-                      for f in frames]
+            frames = [
+                f if (f.shape[1], f.shape[0]) == size else cv2.resize(f, size) for f in frames
+            ]
             tick = time.perf_counter()
             results = detector(frames)
             detect_time += time.perf_counter() - tick
@@ -136,9 +155,11 @@ def annotate_video(detector: Detector, source: Source, out_path: Path, window: W
         if writer is not None:
             writer.release()
     if writer is None:
-        raise UnreadableInputError(f"{name} gave no frame" if camera else
-                                   f"cannot read video {name}: no readable frame (empty or "
-                                   f"corrupt file)")
+        raise UnreadableInputError(
+            f"{name} gave no frame"
+            if camera
+            else f"cannot read video {name}: no readable frame (empty or corrupt file)"
+        )
     report(name, count, time.perf_counter() - start, detect_time, str(out_path))
     if not stop:
         short_video_note(name, count, announced, max_frames)
@@ -152,6 +173,9 @@ def short_video_note(name: str, read: int, announced: float, max_frames: int | N
         return  # the container does not say (some streams), or a camera
     expected = int(announced) if max_frames is None else min(int(announced), max_frames)
     if read < expected:
-        print(f"warning: video {name}: read {read} of the {int(announced)} frames its header "
-              f"announces (the file is cut off or damaged); the annotated video has "
-              f"{read}", file=sys.stderr)
+        print(
+            f"warning: video {name}: read {read} of the {int(announced)} frames its header "
+            f"announces (the file is cut off or damaged); the annotated video has "
+            f"{read}",
+            file=sys.stderr,
+        )

@@ -3,8 +3,8 @@ single input), and annotated images written there."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -25,15 +25,21 @@ def output_file(out: Path, sources: Sequence[Source]) -> Path | None:
     if out.is_dir() or suffix not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
         return None
     if len(sources) != 1:
-        raise DemoError(f"--out {out} names a file, but there are {len(sources)} inputs: give "
-                        f"a folder to write them into")
+        raise DemoError(
+            f"--out {out} names a file, but there are {len(sources)} inputs: give "
+            f"a folder to write them into"
+        )
     source = sources[0]
     if source.kind == "image" and suffix not in IMAGE_SUFFIXES:
-        raise DemoError(f"--out {out} names a video file, but the input {source.path} is an "
-                        f"image: give an image file name or a folder")
+        raise DemoError(
+            f"--out {out} names a video file, but the input {source.path} is an "
+            f"image: give an image file name or a folder"
+        )
     if source.kind != "image" and suffix != ".mp4":
-        raise DemoError(f"--out {out}: the annotated video is written as mp4, but the name "
-                        f"ends in {out.suffix}: give a .mp4 file name or a folder")
+        raise DemoError(
+            f"--out {out}: the annotated video is written as mp4, but the name "
+            f"ends in {out.suffix}: give a .mp4 file name or a folder"
+        )
     return out
 
 
@@ -61,8 +67,9 @@ class Outputs:
             candidate = self.out_dir / f"{stem}_{number}{suffix}"
             number += 1
         if Path(source).exists() and candidate.resolve() == Path(source).resolve():
-            raise DemoError(f"writing {candidate} would overwrite the input; choose another "
-                            f"output folder")
+            raise DemoError(
+                f"writing {candidate} would overwrite the input; choose another output folder"
+            )
         self.used.add(candidate)
         return candidate
 

@@ -17,5 +17,7 @@ def report(what: str, frames: int, seconds: float, detect_seconds: float, out: s
     """Print the frame rate of a run, overall and of the detector alone, and where it went."""
     fps = frames / seconds if seconds > 0 else float("inf")
     det_fps = frames / detect_seconds if detect_seconds > 0 else float("inf")
-    print(f"{what}: {frames} frame(s) in {seconds:.2f} s, {fps:.1f} fps "
-          f"(detector alone {det_fps:.1f} fps) -> {out}")
+    print(
+        f"{what}: {frames} frame(s) in {seconds:.2f} s, {fps:.1f} fps "
+        f"(detector alone {det_fps:.1f} fps) -> {out}"
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from dsod.demo.annotate import annotate_images, annotate_video
 from dsod.demo.errors import DemoError, UnreadableInputError
@@ -31,8 +31,13 @@ class DemoResult:
     inputs: int = 0
 
 
-def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
-             show: bool = False, max_frames: int | None = None) -> DemoResult:
+def run_demo(
+    detector: Detector,
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    show: bool = False,
+    max_frames: int | None = None,
+) -> DemoResult:
     """Annotate every input (see :func:`~dsod.demo.sources.collect_sources`) into ``out_dir``.
 
     An input that cannot be read (a missing path, a corrupt image or video, a camera
@@ -59,8 +64,11 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
     missing: list[str] = []
     sources = collect_sources(inputs, missing)
     if not sources:
-        raise DemoError(missing[0] if len(missing) == 1 else
-                        f"none of the {len(missing)} inputs exists: {'; '.join(missing)}")
+        raise DemoError(
+            missing[0]
+            if len(missing) == 1
+            else f"none of the {len(missing)} inputs exists: {'; '.join(missing)}"
+        )
     out = Path(out_dir)
     file = output_file(out, sources)
     folder = out.parent if file is not None else out
@@ -73,15 +81,17 @@ def run_demo(detector: Detector, inputs: Sequence[str], out_dir: str | Path,
     try:
         images = [s.path for s in sources if s.kind == "image"]
         if images:
-            result.written += annotate_images(detector, images, outputs, window,
-                                              result.unreadable)
+            result.written += annotate_images(detector, images, outputs, window, result.unreadable)
         for source in sources:
             if source.kind != "image":
-                stem = f"camera{source.path}" if source.kind == "camera" else Path(source.path).stem
+                stem = (
+                    f"camera{source.path}" if source.kind == "camera" else Path(source.path).stem
+                )
                 path = outputs.path(source.path, f"{stem}.mp4")
                 try:
-                    result.written.append(annotate_video(detector, source, path, window,
-                                                         max_frames))
+                    result.written.append(
+                        annotate_video(detector, source, path, window, max_frames)
+                    )
                 except UnreadableInputError as error:
                     skip(error, result.unreadable)
     finally:

@@ -5,16 +5,40 @@ from __future__ import annotations
 
 import glob
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from dsod.demo.errors import DemoError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
-                  ".pgm", ".jp2"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
-                  ".flv", ".3gp", ".ts"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".jp2",
+}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".avi",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ts",
+}
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -57,8 +81,11 @@ def _classify(path: Path) -> Source:
 
 def _media(paths: list[Path]) -> list[Source]:
     """The image and video files among ``paths``, in their order."""
-    return [_classify(p) for p in paths
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+    return [
+        _classify(p)
+        for p in paths
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    ]
 
 
 def _expand(spec: str) -> list[Source]:

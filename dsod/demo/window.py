@@ -16,10 +16,13 @@ def gui_support() -> tuple[bool, str]:
     match = re.search(r"^\s*GUI:\s*(.*)$", cv2.getBuildInformation(), re.MULTILINE)
     backend = match.group(1).strip() if match else ""
     if backend.upper() == "NONE":
-        return False, ("this OpenCV build has no GUI support (opencv-python-headless); "
-                       "install opencv-python to get a window")
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return False, (
+            "this OpenCV build has no GUI support (opencv-python-headless); "
+            "install opencv-python to get a window"
+        )
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         return False, "there is no display (DISPLAY is not set)"
     return True, f"OpenCV GUI {backend or 'available'}"
 

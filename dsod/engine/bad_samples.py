@@ -9,7 +9,7 @@ drawn, over all the images the training split lists.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from dsod.data.base import DetectionDataset
 from dsod.data.datasets import check_left_out
@@ -43,19 +43,27 @@ class BadSamples:
 
     def describe(self) -> str:
         """``"6 of the 130 training samples (4.6%) could not be read"``."""
-        return (f"{self.count} of the {self.total} training samples "
-                f"({100 * self.fraction:.1f}%) could not be read")
+        return (
+            f"{self.count} of the {self.total} training samples "
+            f"({100 * self.fraction:.1f}%) could not be read"
+        )
 
     def kinds(self) -> str:
         """``"1 annotation file(s) unusable, 5 image(s) unreadable"``."""
-        return (f"{len(self.left_out)} annotation file(s) unusable, {len(self.unreadable)} "
-                f"image(s) unreadable")
+        return (
+            f"{len(self.left_out)} annotation file(s) unusable, {len(self.unreadable)} "
+            f"image(s) unreadable"
+        )
 
     def check_annotations(self, source: str) -> None:
         """Before the first step: refuse a split whose unusable annotation files alone are
         over the limit (training would learn from the rest without saying so)."""
-        check_left_out(self.dataset, self.limit, source,
-                       "Fix or remove them from the split list, or raise the limit")
+        check_left_out(
+            self.dataset,
+            self.limit,
+            source,
+            "Fix or remove them from the split list, or raise the limit",
+        )
 
     def add(self, indices: Iterable[int]) -> None:
         """Record unreadable samples drawn by this process."""

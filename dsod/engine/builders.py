@@ -18,8 +18,15 @@ from dsod.models.heads import unit_rate_scale
 from dsod.postprocess import PostProcessor
 from dsod.priors import PriorGenerator, priors_per_location
 
-__all__ = ["build_model", "head_input_scale", "build_priors", "build_dataset", "build_loss", "build_postprocessor",
-           "build_training_samples"]
+__all__ = [
+    "build_model",
+    "head_input_scale",
+    "build_priors",
+    "build_dataset",
+    "build_loss",
+    "build_postprocessor",
+    "build_training_samples",
+]
 
 
 def build_priors(config: Config) -> PriorGenerator:
@@ -29,10 +36,18 @@ def build_priors(config: Config) -> PriorGenerator:
         sizes = DSOD.feature_sizes(config.model.input_size, num_sources)
     else:
         from dsod.models.ssd_vgg import ssd_vgg_feature_sizes
+
         sizes = ssd_vgg_feature_sizes(config.model.input_size)
-    return PriorGenerator(config.model.input_size, sizes, config.priors.min_sizes,
-                          config.priors.max_sizes, config.priors.aspect_ratios,
-                          config.priors.steps, config.priors.offset, config.priors.clip)
+    return PriorGenerator(
+        config.model.input_size,
+        sizes,
+        config.priors.min_sizes,
+        config.priors.max_sizes,
+        config.priors.aspect_ratios,
+        config.priors.steps,
+        config.priors.offset,
+        config.priors.clip,
+    )
 
 
 def head_input_scale(config: Config) -> float:
@@ -53,15 +68,23 @@ def build_model(config: Config) -> nn.Module:
     m = config.model
     if m.arch == "ssd300_vgg16":
         from dsod.models.ssd_vgg import SSDVGG16
+
         return SSDVGG16(config.num_classes, per_location)
     return DSOD(
-        num_classes=config.num_classes, priors_per_location=per_location,
-        stem_channels=m.stem_channels, growth_rate=m.growth_rate,
-        bottleneck_width=m.bottleneck_width, block_layers=m.block_layers,
-        compression=m.compression, backbone_out_channels=m.backbone_out_channels,
-        prediction=m.prediction, extra_widths=m.extra_widths,
+        num_classes=config.num_classes,
+        priors_per_location=per_location,
+        stem_channels=m.stem_channels,
+        growth_rate=m.growth_rate,
+        bottleneck_width=m.bottleneck_width,
+        block_layers=m.block_layers,
+        compression=m.compression,
+        backbone_out_channels=m.backbone_out_channels,
+        prediction=m.prediction,
+        extra_widths=m.extra_widths,
         l2norm_scale=head_input_scale(config),
-        head_bn_eps=m.head_bn_eps, head_bn_init_scale=m.head_bn_init_scale, head_bn=m.head_bn,
+        head_bn_eps=m.head_bn_eps,
+        head_bn_init_scale=m.head_bn_init_scale,
+        head_bn=m.head_bn,
         head_prior_prob=m.head_prior_prob,
     )
 
@@ -76,21 +99,37 @@ def build_postprocessor(config: Config, priors: torch.Tensor | None = None) -> P
     if priors is None:
         priors = build_priors(config)()
     t = config.test
-    return PostProcessor(priors, BoxCoder(config.priors.variances), t.conf_threshold, t.nms_iou,
-                         t.top_k, t.keep_top_k)
+    return PostProcessor(
+        priors,
+        BoxCoder(config.priors.variances),
+        t.conf_threshold,
+        t.nms_iou,
+        t.top_k,
+        t.keep_top_k,
+    )
 
 
-def build_training_samples(config: Config, dataset: DetectionDataset | None = None
-                           ) -> TrainingSamples:
+def build_training_samples(
+    config: Config, dataset: DetectionDataset | None = None
+) -> TrainingSamples:
     """The training set with SSD augmentation and prior matching."""
     if dataset is None:
         dataset = build_dataset(config.data, "train")
     source = f"the training split {list(config.data.train)} under {config.data.root}"
     check_classes(dataset, config.num_object_classes, source=source, expected_from="the config")
     check_trainable(dataset, source)
-    encoder = TargetEncoder(build_priors(config)(), BoxCoder(config.priors.variances),
-                            config.loss.match_iou, config.loss.neg_iou)
+    encoder = TargetEncoder(
+        build_priors(config)(),
+        BoxCoder(config.priors.variances),
+        config.loss.match_iou,
+        config.loss.neg_iou,
+    )
     transform = TrainTransform(config.model.input_size, config.augment)
     # The training set leaves out "difficult" boxes itself unless data.train_difficult.
-    return TrainingSamples(dataset, transform, encoder, seed=config.train.seed,
-                           on_bad_sample=config.data.on_bad_sample)
+    return TrainingSamples(
+        dataset,
+        transform,
+        encoder,
+        seed=config.train.seed,
+        on_bad_sample=config.data.on_bad_sample,
+    )

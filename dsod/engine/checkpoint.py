@@ -14,8 +14,9 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,9 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
-        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {error.strerror or error}"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(dict(state), handle)
@@ -54,9 +57,11 @@ def save_atomic(state: Mapping[str, Any], path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         if not isinstance(error, (OSError, RuntimeError)):  # torch.save: full disk = RuntimeError
             raise
-        raise CheckpointError(f"cannot write checkpoint {path}: "
-                              f"{getattr(error, 'strerror', None) or error} "
-                              f"({_free_space(path.parent)}; {previous})") from None
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: "
+            f"{getattr(error, 'strerror', None) or error} "
+            f"({_free_space(path.parent)}; {previous})"
+        ) from None
 
 
 def _umask() -> int:
@@ -78,13 +83,20 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
         return "the file is empty"
     if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
         # a readable checkpoint, zip or legacy format, whose contents were refused
-        return ("it holds objects other than tensors and plain values, which are refused "
-                "because loading them could run code (dsod checkpoints hold none)")
+        return (
+            "it holds objects other than tensors and plain values, which are refused "
+            "because loading them could run code (dsod checkpoints hold none)"
+        )
     if not zipfile.is_zipfile(path):
-        return "it is not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)"
+        return (
+            "it is not a PyTorch checkpoint (not a zip archive: truncated, or another kind "
+            "of file)"
+        )
     if isinstance(error, pickle.UnpicklingError):
-        return ("it holds objects other than tensors and plain values, which are refused "
-                "because loading them could run code (dsod checkpoints hold none)")
+        return (
+            "it holds objects other than tensors and plain values, which are refused "
+            "because loading them could run code (dsod checkpoints hold none)"
+        )
     return f"{type(error).__name__}: {error}"
 
 
@@ -103,15 +115,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
-        raise CheckpointError(f"cannot read checkpoint {path}: "
-                              f"{_unreadable_reason(path, error)}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {_unreadable_reason(path, error)}"
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a dsod checkpoint (no 'model' entry)")
     return state
 
 
-def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                       source: str = "checkpoint") -> None:
+def load_model_weights(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Load weights strictly, with an error listing every missing, unexpected and
     mis-shaped key (a checkpoint made for another config)."""
     if any(key.startswith("module.") for key in state_dict):
@@ -119,15 +133,22 @@ def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model "
-                  f"{tuple(own[key].shape)}"
-                  for key in own if key in state_dict and state_dict[key].shape != own[key].shape]
+    mismatched = [
+        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own
+        if key in state_dict and state_dict[key].shape != own[key].shape
+    ]
     if missing or unexpected or mismatched:
         lines = [f"{source} does not fit this model (was it made with another config?)"]
-        for title, items in (("mismatched shapes", mismatched), ("missing keys", missing),
-                             ("unexpected keys", unexpected)):
+        for title, items in (
+            ("mismatched shapes", mismatched),
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+        ):
             if items:
-                shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+                shown = items[:20] + (
+                    [f"... and {len(items) - 20} more"] if len(items) > 20 else []
+                )
                 lines.append(f"  {title}:\n    " + "\n    ".join(shown))
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state_dict)
@@ -136,9 +157,13 @@ def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
 def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
     """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an
     infinity (weights of a run that diverged: the network then detects nothing)."""
-    return [name for name, value in state_dict.items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point()
-            and not bool(torch.isfinite(value).all())]
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
 
 
 def warn_non_finite(state_dict: Mapping[str, Any], source: str) -> None:
@@ -146,16 +171,24 @@ def warn_non_finite(state_dict: Mapping[str, Any], source: str) -> None:
     bad = non_finite_tensors(state_dict)
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
-        logger.warning("%s holds NaN or infinite values in %d of its %d tensors (%s): its "
-                       "detections are meaningless (did the run diverge?)", source, len(bad),
-                       len(state_dict), shown)
+        logger.warning(
+            "%s holds NaN or infinite values in %d of its %d tensors (%s): its "
+            "detections are meaningless (did the run diverge?)",
+            source,
+            len(bad),
+            len(state_dict),
+            shown,
+        )
 
 
 # Settings that change what a trained network's outputs mean without changing the shape of
 # any weight (so loading the weights cannot catch them): the priors its offsets are
 # encoded against, and the input size and mean it was trained with. None: every key.
 PREDICTION_SETTINGS: tuple[tuple[str, str | None], ...] = (
-    ("priors", None), ("model", "input_size"), ("augment", "mean_bgr"))
+    ("priors", None),
+    ("model", "input_size"),
+    ("augment", "mean_bgr"),
+)
 
 
 def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: str) -> Config:
@@ -172,27 +205,45 @@ def adopt_checkpoint_settings(config: Config, state: Mapping[str, Any], source: 
     if config.priors.fit:
         priors = saved.get("priors") if isinstance(saved, Mapping) else None
         if not isinstance(priors, Mapping):
-            raise CheckpointError(f"{source} records no priors, and priors.fit=true leaves "
-                                  f"them to it: give the priors the model was trained with")
+            raise CheckpointError(
+                f"{source} records no priors, and priors.fit=true leaves "
+                f"them to it: give the priors the model was trained with"
+            )
         try:
             fitted = config_from_dict({"priors": {**priors, "fit": False}}, source).priors
         except ConfigError as error:
             raise CheckpointError(f"{source}: its priors cannot be read ({error})") from None
         config = dataclasses.replace(config, priors=fitted)
-        logger.info("priors.fit: the priors %s was trained with: min_sizes %s, max_sizes %s, "
-                    "aspect_ratios %s", source, list(fitted.min_sizes), list(fitted.max_sizes),
-                    [list(r) for r in fitted.aspect_ratios])
+        logger.info(
+            "priors.fit: the priors %s was trained with: min_sizes %s, max_sizes %s, "
+            "aspect_ratios %s",
+            source,
+            list(fitted.min_sizes),
+            list(fitted.max_sizes),
+            [list(r) for r in fitted.aspect_ratios],
+        )
     names = state.get("class_names")
-    if config.data.class_names is None and config.data.format != "coco" \
-            and isinstance(names, (list, tuple)) and names \
-            and all(isinstance(n, str) for n in names):
-        config = dataclasses.replace(config, data=dataclasses.replace(
-            config.data, class_names=tuple(names)))
-    elif config.data.class_names is None and config.model.num_classes is None \
-            and isinstance(names, (list, tuple)) and names:
+    if (
+        config.data.class_names is None
+        and config.data.format != "coco"
+        and isinstance(names, (list, tuple))
+        and names
+        and all(isinstance(n, str) for n in names)
+    ):
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, class_names=tuple(names))
+        )
+    elif (
+        config.data.class_names is None
+        and config.model.num_classes is None
+        and isinstance(names, (list, tuple))
+        and names
+    ):
         # COCO: the JSON names the classes; the checkpoint says how many the model has
-        config = dataclasses.replace(config, model=dataclasses.replace(
-            config.model, num_classes=with_background(len(names))))
+        config = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, num_classes=with_background(len(names))),
+        )
     return config
 
 
@@ -220,13 +271,16 @@ def check_prediction_settings(trained_with: Any, config: Config, source: str) ->
             continue
         for key in [only] if only else sorted(current[section]):
             if key in saved and saved[key] != current[section][key]:
-                differences.append(f"{section}.{key}: trained with {saved[key]}, the config "
-                                   f"gives {current[section][key]}")
+                differences.append(
+                    f"{section}.{key}: trained with {saved[key]}, the config "
+                    f"gives {current[section][key]}"
+                )
     if differences:
         raise CheckpointError(
             f"{source} was trained with other settings than this config, and its detections "
             f"would be decoded wrongly:\n  " + "\n  ".join(differences) + "\nUse the training "
-            f"run's config (its output folder holds config.yaml) or the same overrides.")
+            "run's config (its output folder holds config.yaml) or the same overrides."
+        )
 
 
 class CheckpointManager:

@@ -35,8 +35,9 @@ class WeightAverage:
         self.decay = decay
 
         @torch.no_grad()
-        def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
-                   updates: torch.Tensor) -> None:
+        def update(
+            averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor
+        ) -> None:
             n = float(updates)
             weight = 1.0 - min(self.decay, (1.0 + n) / (10.0 + n))
             floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
@@ -46,8 +47,7 @@ class WeightAverage:
                 if not a.is_floating_point():  # BN's num_batches_tracked
                     a.copy_(c)
 
-        self.averaged = AveragedModel(model, multi_avg_fn=update,
-                                      use_buffers=True)
+        self.averaged = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
         self.averaged.module.requires_grad_(False)
 
     @property
@@ -66,4 +66,3 @@ class WeightAverage:
     def state_dict(self) -> dict[str, Any]:
         """``{"weights": the averaged network's state_dict, "updates": n}``."""
         return {"weights": self.model.state_dict(), "updates": self.updates}
-

@@ -45,8 +45,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SIGNIFICANCE", "MIN_MARGIN", "CHECK_FRACTION", "MIN_CHECK_STEP",
-           "LearningMonitor", "SignalSums", "agreement", "pair_auc", "signal_sums"]
+__all__ = [
+    "SIGNIFICANCE",
+    "MIN_MARGIN",
+    "CHECK_FRACTION",
+    "MIN_CHECK_STEP",
+    "LearningMonitor",
+    "SignalSums",
+    "agreement",
+    "pair_auc",
+    "signal_sums",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +96,9 @@ def pair_auc(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor) ->
     return torch.where(pairs > 0, wins / pairs.clamp(min=1), torch.full_like(wins, math.nan))
 
 
-def agreement(logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor,
-              labels: torch.Tensor) -> torch.Tensor:
+def agreement(
+    logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """The agreement of each image with its own annotation against the next image's.
 
     Args:
@@ -111,12 +121,14 @@ def agreement(logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch
     both = (labels > 0) & (other > 0)
     predicted = offsets.detach().float()
     own_error = F.smooth_l1_loss(predicted, target_offsets.float(), reduction="none").sum(-1)
-    other_error = F.smooth_l1_loss(predicted, target_offsets.float().roll(-1, 0),
-                                   reduction="none").sum(-1)
+    other_error = F.smooth_l1_loss(
+        predicted, target_offsets.float().roll(-1, 0), reduction="none"
+    ).sum(-1)
     decided = (own_error < other_error).double() + 0.5 * (own_error == other_error).double()
     count = both.sum(1).double()
-    boxes = torch.where(count > 0, (decided * both).sum(1) / count.clamp(min=1),
-                        torch.full_like(count, math.nan))
+    boxes = torch.where(
+        count > 0, (decided * both).sum(1) / count.clamp(min=1), torch.full_like(count, math.nan)
+    )
     rates = torch.stack([where, boxes], 1)
     return rates.nanmean(1)
 
@@ -130,7 +142,7 @@ class SignalSums:
     squares: float = 0.0
     images: float = 0.0
 
-    def add(self, other: "SignalSums") -> None:
+    def add(self, other: SignalSums) -> None:
         self.total += other.total
         self.squares += other.squares
         self.images += other.images
@@ -150,8 +162,9 @@ class SignalSums:
 
 
 @torch.no_grad()
-def signal_sums(logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor,
-                labels: torch.Tensor) -> SignalSums:
+def signal_sums(
+    logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor, labels: torch.Tensor
+) -> SignalSums:
     """:func:`agreement` of one batch, summed over the images that have one."""
     values = agreement(logits, offsets, target_offsets, labels)
     values = values[~values.isnan()]
@@ -167,8 +180,13 @@ class LearningMonitor:
     every step (warns once, at ``check_step``).
     """
 
-    def __init__(self, max_iter: int, check_fraction: float = CHECK_FRACTION,
-                 significance: float = SIGNIFICANCE, min_margin: float = MIN_MARGIN) -> None:
+    def __init__(
+        self,
+        max_iter: int,
+        check_fraction: float = CHECK_FRACTION,
+        significance: float = SIGNIFICANCE,
+        min_margin: float = MIN_MARGIN,
+    ) -> None:
         self.check_step = max(1, math.ceil(check_fraction * max_iter))
         self.significance, self.min_margin = significance, min_margin
         self._since_record = SignalSums()
@@ -179,7 +197,7 @@ class LearningMonitor:
     def add(self, sums: SignalSums) -> None:
         self._since_record.add(sums)
         self._window.append(sums)
-        del self._window[:-self._window_steps]
+        del self._window[: -self._window_steps]
 
     def record(self) -> dict[str, float]:
         """``{"agreement": mean since the last call}``, for the log record."""
@@ -204,9 +222,14 @@ class LearningMonitor:
         value, error = sums.mean(), sums.standard_error()
         needed = max(self.significance * error, self.min_margin)
         learning = math.isnan(value) or math.isnan(error) or value - 0.5 >= needed
-        self.verdict = {"step": step, "agreement": value, "standard_error": error,
-                        "needed": 0.5 + needed, "images": int(sums.images),
-                        "learning": learning}
+        self.verdict = {
+            "step": step,
+            "agreement": value,
+            "standard_error": error,
+            "needed": 0.5 + needed,
+            "images": int(sums.images),
+            "learning": learning,
+        }
         if not learning:
             logger.warning(
                 "the model is not learning to find the objects: after %d iterations, where "
@@ -215,5 +238,11 @@ class LearningMonitor:
                 "%d images; 0.5 is chance, a run that learns is above %.3f by now). Check "
                 "that the annotations belong to their images (tools/check_dataset.py); if "
                 "they do, try a lower learning rate (solver.lr) or a longer run "
-                "(solver.max_iter)", step, value, error, int(sums.images), 0.5 + needed)
+                "(solver.max_iter)",
+                step,
+                value,
+                error,
+                int(sums.images),
+                0.5 + needed,
+            )
         return self.verdict

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -14,8 +14,7 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_backbone_bn: bool
-                     ) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, decay_backbone_bn: bool) -> list[dict]:
     """Split parameters into a decayed and an undecayed group.
 
     The reference decays every convolution and the L2Norm scales, and the BN scale and shift
@@ -25,15 +24,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_backbone_bn: b
     decay, no_decay = [], []
     for module_name, module in model.named_modules():
         is_head = module_name.startswith("heads") or ".heads" in module_name
-        for name, param in module.named_parameters(recurse=False):
+        for param in module.parameters(recurse=False):
             if not param.requires_grad:
                 continue
             if _is_norm(module) and (is_head or not decay_backbone_bn):
                 no_decay.append(param)
             else:
                 decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def scaled_lr(solver: SolverConfig) -> float:
@@ -47,8 +48,9 @@ def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)
 
 
-def lr_factor(iteration: int, steps: Sequence[int], gamma: float, warmup_iters: int,
-              warmup_factor: float) -> float:
+def lr_factor(
+    iteration: int, steps: Sequence[int], gamma: float, warmup_iters: int, warmup_factor: float
+) -> float:
     """Multiplier of the base learning rate at ``iteration`` (0-based).
 
     Linear warm-up from ``warmup_factor`` to 1 over ``warmup_iters``, then ``gamma`` to the
@@ -61,8 +63,9 @@ def lr_factor(iteration: int, steps: Sequence[int], gamma: float, warmup_iters: 
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, solver: SolverConfig
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, solver: SolverConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration scheduler: call ``step()`` once after every optimizer step.
 
     Steps and warm-up given as fractions of ``max_iter`` are resolved here
@@ -70,7 +73,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, solver: SolverConfig
     warmup_iters, steps = solver.schedule()
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda it: lr_factor(it, steps, solver.gamma, warmup_iters, solver.warmup_factor))
+        lambda it: lr_factor(it, steps, solver.gamma, warmup_iters, solver.warmup_factor),
+    )
 
 
 def schedule_warnings(solver: SolverConfig) -> list[str]:
@@ -87,18 +91,24 @@ def schedule_warnings(solver: SolverConfig) -> list[str]:
 
     if warmup_iters >= solver.max_iter:
         in_iterations |= solver.warmup_iters >= 1
-        problems.append(f"solver.warmup_iters ({warmup_iters}"
-                        f"{given(solver.warmup_iters, warmup_iters)}) is not below "
-                        f"solver.max_iter ({solver.max_iter}): the whole run stays in warm-up, "
-                        f"below the full learning rate")
+        problems.append(
+            f"solver.warmup_iters ({warmup_iters}"
+            f"{given(solver.warmup_iters, warmup_iters)}) is not below "
+            f"solver.max_iter ({solver.max_iter}): the whole run stays in warm-up, "
+            f"below the full learning rate"
+        )
     late = [(raw, s) for raw, s in zip(solver.steps, steps) if s >= solver.max_iter]
     if late:
         in_iterations |= any(raw >= 1 for raw, _ in late)
-        problems.append(f"solver.steps {[s for _, s in late]}"
-                        f"{''.join(given(raw, s) for raw, s in late if raw < 1)} lie at or "
-                        f"beyond solver.max_iter ({solver.max_iter}): the learning rate never "
-                        f"drops there")
+        problems.append(
+            f"solver.steps {[s for _, s in late]}"
+            f"{''.join(given(raw, s) for raw, s in late if raw < 1)} lie at or "
+            f"beyond solver.max_iter ({solver.max_iter}): the learning rate never "
+            f"drops there"
+        )
     if in_iterations:
-        problems.append("give solver.steps and solver.warmup_iters as fractions of max_iter "
-                        "(e.g. steps: [0.7, 0.9], warmup_iters: 0.1) to shorten a run coherently")
+        problems.append(
+            "give solver.steps and solver.warmup_iters as fractions of max_iter "
+            "(e.g. steps: [0.7, 0.9], warmup_iters: 0.1) to shorten a run coherently"
+        )
     return problems

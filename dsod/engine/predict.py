@@ -40,9 +40,17 @@ class Predictions(NamedTuple):
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, dataset: DetectionDataset, config: Config,
-                  settings: RunSettings, *, compile: bool = False, batch_size: int | None = None,
-                  workers: int | None = None, progress: bool = True) -> Predictions:
+def predict_split(
+    model: nn.Module,
+    dataset: DetectionDataset,
+    config: Config,
+    settings: RunSettings,
+    *,
+    compile: bool = False,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Predictions:
     """Detections of ``model`` on every image of ``dataset``.
 
     The model runs as inference runs it (:func:`~dsod.runtime.network.prepare_network`: an
@@ -63,17 +71,25 @@ def predict_split(model: nn.Module, dataset: DetectionDataset, config: Config,
         progress: show a progress bar (main process).
     """
     network = prepare_network(model, settings, training=False, compile=compile)
-    samples = TestSamples(dataset, TestTransform(config.model.input_size, config.augment.mean_bgr),
-                          config.data.on_bad_sample)
+    samples = TestSamples(
+        dataset,
+        TestTransform(config.model.input_size, config.augment.mean_bgr),
+        config.data.on_bad_sample,
+    )
     postprocessor = build_postprocessor(config)
     indices = list(range(dist.rank(), len(samples), dist.world_size()))
-    loader = DataLoader(Subset(samples, indices), batch_size=batch_size or config.test.batch_size,
-                        num_workers=config.data.workers if workers is None else workers,
-                        collate_fn=collate_test, worker_init_fn=ignore_stop_signals)
+    loader = DataLoader(
+        Subset(samples, indices),
+        batch_size=batch_size or config.test.batch_size,
+        num_workers=config.data.workers if workers is None else workers,
+        collate_fn=collate_test,
+        worker_init_fn=ignore_stop_signals,
+    )
     detections: dict[str, Detections] = {}
     unreadable: list[int] = []
-    bar = tqdm(loader, desc="evaluating", unit="batch",
-               disable=not (progress and dist.is_main_process()))
+    bar = tqdm(
+        loader, desc="evaluating", unit="batch", disable=not (progress and dist.is_main_process())
+    )
     for images, batch_indices, sizes, bad in bar:
         unreadable.extend(bad)
         if images is None:
@@ -87,7 +103,9 @@ def predict_split(model: nn.Module, dataset: DetectionDataset, config: Config,
         merged.update(part)
         all_unreadable.extend(bad)
     if all_unreadable and dist.is_main_process():
-        logger.warning("%d test images could not be read and count as missed: %s",
-                       len(all_unreadable), ", ".join(dataset.annotation(i).image_path
-                                                      for i in sorted(all_unreadable)[:10]))
+        logger.warning(
+            "%d test images could not be read and count as missed: %s",
+            len(all_unreadable),
+            ", ".join(dataset.annotation(i).image_path for i in sorted(all_unreadable)[:10]),
+        )
     return Predictions(merged, sorted(all_unreadable))

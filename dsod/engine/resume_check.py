@@ -13,17 +13,26 @@ and the lr steps the run has already passed must stay where they were.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dsod.config import Config, config_to_dict
 from dsod.engine.checkpoint import CheckpointError
 
 RESUMABLE: tuple[str, ...] = (
-    "name", "solver.max_iter", "train.eval_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.log_every", "train.out_dir",
-    "train.max_bad_sample_fraction", "train.max_nonfinite_steps", "data.workers",
-    "data.root", "test.batch_size",
+    "name",
+    "solver.max_iter",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.out_dir",
+    "train.max_bad_sample_fraction",
+    "train.max_nonfinite_steps",
+    "data.workers",
+    "data.root",
+    "test.batch_size",
 )
 """The settings a resume may change: the run's length, its evaluation, checkpoint and
 logging cadence, where it writes and reads, how many loader processes it uses and when it
@@ -51,30 +60,37 @@ def _schedule_differences(recorded: Mapping[str, Any], config: Config, step: int
     own ``max_iter``."""
     try:
         before = dataclasses.replace(
-            config.solver, max_iter=int(recorded["solver.max_iter"]),
+            config.solver,
+            max_iter=int(recorded["solver.max_iter"]),
             warmup_iters=recorded["solver.warmup_iters"],
-            steps=tuple(recorded["solver.steps"])).schedule()
+            steps=tuple(recorded["solver.steps"]),
+        ).schedule()
     except (KeyError, TypeError, ValueError):  # not recorded: nothing to compare
         return []
     after = config.solver.schedule()
     lines = []
     if step > 0 and before[0] != after[0]:
-        lines.append(f"solver.warmup_iters: the run warmed up over {before[0]} iterations; "
-                     f"this config gives {after[0]} (solver.warmup_iters "
-                     f"{config.solver.warmup_iters} of solver.max_iter "
-                     f"{config.solver.max_iter}): give solver.warmup_iters={before[0]}")
+        lines.append(
+            f"solver.warmup_iters: the run warmed up over {before[0]} iterations; "
+            f"this config gives {after[0]} (solver.warmup_iters "
+            f"{config.solver.warmup_iters} of solver.max_iter "
+            f"{config.solver.max_iter}): give solver.warmup_iters={before[0]}"
+        )
     passed_before = [s for s in before[1] if s <= step]
     passed_after = [s for s in after[1] if s <= step]
     if passed_before != passed_after:
-        lines.append(f"solver.steps: up to step {step} the run dropped the learning rate at "
-                     f"{passed_before or 'no step'}; this config gives {passed_after or 'none'}"
-                     f" there (solver.steps {list(config.solver.steps)} of solver.max_iter "
-                     f"{config.solver.max_iter}): give the steps the run passed as iterations")
+        lines.append(
+            f"solver.steps: up to step {step} the run dropped the learning rate at "
+            f"{passed_before or 'no step'}; this config gives {passed_after or 'none'}"
+            f" there (solver.steps {list(config.solver.steps)} of solver.max_iter "
+            f"{config.solver.max_iter}): give the steps the run passed as iterations"
+        )
     return lines
 
 
-def check_resume_settings(recorded: Any, config: Config, step: int, source: str,
-                          out_dir: str | Path) -> None:
+def check_resume_settings(
+    recorded: Any, config: Config, step: int, source: str, out_dir: str | Path
+) -> None:
     """Refuse to resume from a checkpoint under a config that differs from the one it was
     trained with, but for :data:`RESUMABLE` settings and a schedule that keeps the part
     already run.
@@ -96,9 +112,14 @@ def check_resume_settings(recorded: Any, config: Config, step: int, source: str,
     if not isinstance(recorded, Mapping):
         return
     before, now = _flat(recorded), _flat(config_to_dict(config))
-    differences = [f"{key}: the run has {before[key]!r}, this config gives {now[key]!r}"
-                   for key in now if key in before and before[key] != now[key]
-                   and key not in RESUMABLE and key not in _SCHEDULE]
+    differences = [
+        f"{key}: the run has {before[key]!r}, this config gives {now[key]!r}"
+        for key in now
+        if key in before
+        and before[key] != now[key]
+        and key not in RESUMABLE
+        and key not in _SCHEDULE
+    ]
     differences += _schedule_differences(before, config, step)
     if differences:
         raise CheckpointError(
@@ -107,4 +128,5 @@ def check_resume_settings(recorded: Any, config: Config, step: int, source: str,
             f"hold them):\n  " + "\n  ".join(differences) + f"\nResume with the run's own "
             f"settings (drop these overrides, or restore {Path(out_dir) / 'config.yaml'}), "
             f"or start a new run with another --out. A resume may change "
-            f"{', '.join(RESUMABLE[1:])}.")
+            f"{', '.join(RESUMABLE[1:])}."
+        )

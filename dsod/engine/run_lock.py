@@ -14,8 +14,8 @@ import contextlib
 import errno
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOCK_NAME = ".run.lock"
 
@@ -76,7 +76,8 @@ def claim_output_folder(out_dir: str | Path, enabled: bool = True) -> Iterator[N
                 raise
             raise OutputFolderBusyError(
                 f"another training run{_holder(fd)} is writing to {folder.absolute()}; wait "
-                f"for it to end, or give this run another --out") from None
+                f"for it to end, or give this run another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held.add(fd)

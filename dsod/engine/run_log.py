@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from dsod.engine import distributed as dist
 
@@ -37,13 +38,16 @@ class RunLog:
         if not dist.is_main_process():
             return
         # A skipped (non-finite) step logs its losses as null: strict JSON has no NaN.
-        record = {key: None if isinstance(value, float) and not math.isfinite(value) else value
-                  for key, value in record.items()}
+        record = {
+            key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in record.items()
+        }
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self._writer is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
             except ImportError:  # TensorBoard is optional at run time
                 self._writer = False
@@ -55,8 +59,14 @@ class RunLog:
     def write_scores(self, step: int, metrics: Mapping[str, Any]) -> None:
         """The record of an evaluation: VOC07 and area mAP (0.0 when no class had ground
         truth) and COCO AP of :meth:`~dsod.evaluation.scores.Scores.as_dict`'s ``metrics``."""
-        self.write({"step": step, "mAP07": metrics["voc"]["mAP07"] or 0.0,
-                    "mAP": metrics["voc"]["mAP"] or 0.0, "AP": metrics["coco"]["AP"]})
+        self.write(
+            {
+                "step": step,
+                "mAP07": metrics["voc"]["mAP07"] or 0.0,
+                "mAP": metrics["voc"]["mAP"] or 0.0,
+                "AP": metrics["coco"]["AP"],
+            }
+        )
 
     def drop_after(self, step: int) -> None:
         """Remove ``log.jsonl`` records of steps after ``step``: the resumed run logs them
@@ -126,8 +136,10 @@ def budget_line(max_iter: int, batch_size: int, num_images: int, start_step: int
     """What the run will see: ``500 iterations of 16 images: 8,000 images, 27.4 passes
     over the 292 training images`` (and where a resumed run starts)."""
     images = max_iter * batch_size
-    line = (f"{max_iter:,} iterations of {batch_size} images: {images:,} images, "
-            f"{images / max(num_images, 1):.1f} passes over the {num_images:,} training images")
+    line = (
+        f"{max_iter:,} iterations of {batch_size} images: {images:,} images, "
+        f"{images / max(num_images, 1):.1f} passes over the {num_images:,} training images"
+    )
     return line + (f"; resuming at iteration {start_step:,}" if start_step else "")
 
 
@@ -138,8 +150,9 @@ class RunTiming:
     first step, which warms up, not timed), ``None`` before and after.
     """
 
-    def __init__(self, start_step: int, max_iter: int, batch_size: int, eval_every: int,
-                 steps: int = 10) -> None:
+    def __init__(
+        self, start_step: int, max_iter: int, batch_size: int, eval_every: int, steps: int = 10
+    ) -> None:
         self.start_step, self.max_iter, self.batch_size = start_step, max_iter, batch_size
         self.eval_every, self.steps = eval_every, steps
         self._first: float | None = None  # time at the end of the first step
@@ -153,10 +166,12 @@ class RunTiming:
         seconds_per_step = (now - self._first) / (self.steps - 1)
         remaining = (self.max_iter - step) * seconds_per_step
         evaluations = (self.max_iter - step) // self.eval_every if self.eval_every else 0
-        return (f"{self.batch_size / seconds_per_step:.1f} training images/s here: the "
-                f"remaining {self.max_iter - step:,} iterations take about "
-                f"{_duration(remaining)}, plus {evaluations + 1} evaluation"
-                f"{'s' if evaluations else ''} of the test split")
+        return (
+            f"{self.batch_size / seconds_per_step:.1f} training images/s here: the "
+            f"remaining {self.max_iter - step:,} iterations take about "
+            f"{_duration(remaining)}, plus {evaluations + 1} evaluation"
+            f"{'s' if evaluations else ''} of the test split"
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -169,8 +184,12 @@ def _duration(seconds: float) -> str:
 
 def final_line(metrics: Mapping[str, Any], out_dir: Path) -> str:
     """``final: VOC07 mAP 0.7712, area mAP 0.8011, COCO AP 0.4523; outputs in DIR``."""
+
     def figure(value: float | None) -> str:  # None: no class had ground truth
         return "n/a" if value is None else f"{value:.4f}"
-    return (f"final: VOC07 mAP {figure(metrics['voc']['mAP07'])}, area mAP "
-            f"{figure(metrics['voc']['mAP'])}, COCO AP {figure(metrics['coco']['AP'])}; "
-            f"outputs in {out_dir}")
+
+    return (
+        f"final: VOC07 mAP {figure(metrics['voc']['mAP07'])}, area mAP "
+        f"{figure(metrics['voc']['mAP'])}, COCO AP {figure(metrics['coco']['AP'])}; "
+        f"outputs in {out_dir}"
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -45,9 +45,14 @@ def _all_finite(value: torch.Tensor) -> bool:
     return bool(dist.all_reduce_mean(flag).item() == 1.0)
 
 
-def train_step(network: Network, criterion: nn.Module, state: TrainingState,
-               micro_batches: Iterable[TrainingBatch], count: int, grad_clip: float = 0.0
-               ) -> StepResult:
+def train_step(
+    network: Network,
+    criterion: nn.Module,
+    state: TrainingState,
+    micro_batches: Iterable[TrainingBatch],
+    count: int,
+    grad_clip: float = 0.0,
+) -> StepResult:
     """Forward and backward over ``count`` micro-batches (:class:`TrainingBatch`: their
     ``skipped`` is the caller's to count; the loss of each divided by
     ``count``: one step over their union), then one update of ``state``'s optimizer and
@@ -74,8 +79,9 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
                 continue
             state.scaler.scale(losses["loss"] / count).backward()
         signal.add(signal_sums(logits, offsets, target_offsets, target_labels))
-        totals += torch.stack([losses["loss"], losses["loc_loss"],
-                               losses["conf_loss"]]).detach() / count
+        totals += (
+            torch.stack([losses["loss"], losses["loc_loss"], losses["conf_loss"]]).detach() / count
+        )
     if finite:
         state.scaler.unscale_(state.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip or math.inf)
@@ -91,8 +97,10 @@ def train_step(network: Network, criterion: nn.Module, state: TrainingState,
     state.step += 1
     # One all-reduce for the losses and the signal's sums (means over processes: the
     # signal's ratios are unchanged by it).
-    reduced = dist.all_reduce_mean(torch.cat([totals, torch.tensor(
-        [signal.total, signal.squares, signal.images], device=device)])).tolist()
+    reduced = dist.all_reduce_mean(
+        torch.cat(
+            [totals, torch.tensor([signal.total, signal.squares, signal.images], device=device)]
+        )
+    ).tolist()
     losses = reduced[:3] if finite else [math.nan] * 3
-    return StepResult(*losses, skipped_samples=(), finite=finite,
-                      signal=SignalSums(*reduced[3:]))
+    return StepResult(*losses, skipped_samples=(), finite=finite, signal=SignalSums(*reduced[3:]))

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -50,10 +51,15 @@ class StopSignals:
             if self.received is not None:
                 raise KeyboardInterrupt
             self.received = signum
-            logger.warning("signal %d: finishing this step, then saving a checkpoint (send it "
-                           "again to stop at once)", signum)
+            logger.warning(
+                "signal %d: finishing this step, then saving a checkpoint (send it "
+                "again to stop at once)",
+                signum,
+            )
 
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield
         finally:
@@ -61,23 +67,26 @@ class StopSignals:
                 signal.signal(sig, handler)
 
 
-def agree(stop_requested: bool, bad: BadSamples, seen: int, device: torch.device
-          ) -> tuple[bool, int]:
+def agree(
+    stop_requested: bool, bad: BadSamples, seen: int, device: torch.device
+) -> tuple[bool, int]:
     """What all processes decide on together after a step (every process calls it): whether
     any was asked to stop, and the training samples seen, summed over processes; unreadable
     files found by any process are shared with all (:meth:`BadSamples.share`)."""
     if not dist.is_distributed():
         return stop_requested, seen
-    local = torch.tensor([float(stop_requested), bad.new_count(), seen],
-                         dtype=torch.float64, device=device)
+    local = torch.tensor(
+        [float(stop_requested), bad.new_count(), seen], dtype=torch.float64, device=device
+    )
     total = (dist.all_reduce_mean(local) * dist.world_size()).tolist()
     if total[1] > 0:
         bad.share()
     return total[0] > 0, round(total[2])
 
 
-def too_many_bad_samples(bad: BadSamples, seen: int, training_samples: int,
-                         checkpoints: Path) -> DataError | None:
+def too_many_bad_samples(
+    bad: BadSamples, seen: int, training_samples: int, checkpoints: Path
+) -> DataError | None:
     """The error to stop with when, after at least one pass over the training set
     (``seen`` samples over all processes, of ``training_samples``), more than
     ``train.max_bad_sample_fraction`` of its images could not be used (distinct files,
@@ -88,7 +97,8 @@ def too_many_bad_samples(bad: BadSamples, seen: int, training_samples: int,
         f"{bad.describe()}, more than train.max_bad_sample_fraction = "
         f"{bad.limit} ({bad.kinds()}); the log names them and "
         f"tools/check_dataset.py lists every unreadable file. Fix or remove them (or raise "
-        f"the limit), then continue with --resume from {checkpoints}")
+        f"the limit), then continue with --resume from {checkpoints}"
+    )
 
 
 class NonFiniteSteps:
@@ -99,19 +109,22 @@ class NonFiniteSteps:
         self.limit = limit
         self.in_a_row = 0
 
-    def after_step(self, finite: bool, step: int, checkpoints: Path
-                   ) -> NonFiniteLossError | None:
+    def after_step(self, finite: bool, step: int, checkpoints: Path) -> NonFiniteLossError | None:
         """Count ``step`` (warning when it was skipped); the error to stop with at the
         limit, else ``None``."""
         if finite:
             self.in_a_row = 0
             return None
         self.in_a_row += 1
-        logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                       step, self.in_a_row)
+        logger.warning(
+            "step %d: non-finite loss or gradient, update skipped (%d in a row)",
+            step,
+            self.in_a_row,
+        )
         if self.in_a_row < self.limit:
             return None
         return NonFiniteLossError(
             f"{self.in_a_row} steps in a row had a non-finite loss or gradient "
             f"(step {step}); saved a checkpoint in {checkpoints}. "
-            f"Try a lower solver.lr or a longer solver.warmup_iters.")
+            f"Try a lower solver.lr or a longer solver.warmup_iters."
+        )

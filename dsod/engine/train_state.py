@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from dsod.config import Config, config_to_dict
-from dsod.engine.resume_check import check_resume_settings
-from dsod.engine.checkpoint import (CheckpointError, CheckpointManager,
-                                   check_prediction_settings, load_model_weights)
+from dsod.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_prediction_settings,
+    load_model_weights,
+)
 from dsod.engine.ema import WeightAverage
+from dsod.engine.resume_check import check_resume_settings
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +66,9 @@ class TrainingState:
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
-    def load(self, state: Mapping[str, Any], path: Path, config: Config, out_dir: Path,
-             amp: str) -> None:
+    def load(
+        self, state: Mapping[str, Any], path: Path, config: Config, out_dir: Path, amp: str
+    ) -> None:
         """Restore every part from checkpoint ``state`` read from ``path``.
 
         Raises:
@@ -81,21 +87,28 @@ class TrainingState:
                 raise CheckpointError(
                     f"cannot resume from {path}: its {name} state does not fit this config "
                     f"({type(error).__name__}: {error}); resume with the run's own config "
-                    f"(config.yaml in {out_dir}) or start a new run") from None
+                    f"(config.yaml in {out_dir}) or start a new run"
+                ) from None
         check_resume_settings(state.get("config"), config, int(state["step"]), str(path), out_dir)
         scaler_state = state.get("scaler") or {}
         if self.scaler.is_enabled() and scaler_state:
             self.scaler.load_state_dict(scaler_state)
         elif self.scaler.is_enabled() != bool(scaler_state):
-            logger.warning("--resume: the run used train.amp=%s loss scaling differently; the "
-                           "scaler starts afresh", amp)
+            logger.warning(
+                "--resume: the run used train.amp=%s loss scaling differently; the "
+                "scaler starts afresh",
+                amp,
+            )
         if self.ema is not None:
             if isinstance(state.get("ema"), Mapping):
                 load_model_weights(self.ema.model, state["ema"]["weights"], f"{path} (ema)")
                 self.ema.averaged.n_averaged.fill_(int(state["ema"]["updates"]))
             else:
-                logger.warning("--resume: %s holds no weight average (solver.ema); it starts "
-                               "from the resumed weights", path)
+                logger.warning(
+                    "--resume: %s holds no weight average (solver.ema); it starts "
+                    "from the resumed weights",
+                    path,
+                )
                 self.ema = WeightAverage(self.model, self.ema.decay)
         self.step = int(state["step"])
         self.best_map = float(state.get("best_map", -math.inf))
@@ -103,14 +116,16 @@ class TrainingState:
             torch.set_rng_state(state["torch_rng"])
 
 
-def resume_latest(state: TrainingState, checkpoints: CheckpointManager, config: Config,
-                  out_dir: Path, amp: str) -> bool:
+def resume_latest(
+    state: TrainingState, checkpoints: CheckpointManager, config: Config, out_dir: Path, amp: str
+) -> bool:
     """Load the newest readable step checkpoint into ``state`` (:meth:`TrainingState.load`);
     ``False``, with a warning, when there is none (the run starts from scratch)."""
     found = checkpoints.latest()
     if found is None:
-        logger.warning("--resume: no checkpoint in %s, starting from scratch",
-                       checkpoints.directory)
+        logger.warning(
+            "--resume: no checkpoint in %s, starting from scratch", checkpoints.directory
+        )
         return False
     path, saved = found
     state.load(saved, path, config, out_dir, amp)
@@ -128,4 +143,5 @@ def refuse_to_overwrite(checkpoints: CheckpointManager) -> None:
         raise CheckpointError(
             f"{checkpoints.directory} already holds the checkpoints of a run (up to "
             f"step {checkpoints.step_files()[-1][0]}): pass --resume to continue it, "
-            f"or give another --out for a new run")
+            f"or give another --out for a new run"
+        )

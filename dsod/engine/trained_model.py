@@ -8,20 +8,31 @@ resolves the config once, and :func:`build_trained_model` builds the network fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
 from dsod.config import Config, config_from_dict, config_to_dict, load_config
-from dsod.engine.checkpoint import (CheckpointError, adopt_checkpoint_settings,
-                                    check_prediction_settings, load_checkpoint,
-                                    load_model_weights, warn_non_finite)
 from dsod.engine.builders import build_model
+from dsod.engine.checkpoint import (
+    CheckpointError,
+    adopt_checkpoint_settings,
+    check_prediction_settings,
+    load_checkpoint,
+    load_model_weights,
+    warn_non_finite,
+)
 
-__all__ = ["TrainedModel", "build_trained_model", "checkpoint_config", "load_trained_model",
-           "recorded_class_names"]
+__all__ = [
+    "TrainedModel",
+    "build_trained_model",
+    "checkpoint_config",
+    "load_trained_model",
+    "recorded_class_names",
+]
 
 
 @dataclass
@@ -46,14 +57,20 @@ class TrainedModel:
     source: str
 
 
-def _config_for(path: str | Path, state: Mapping[str, Any], config: Config | str | Path | None,
-                overrides: Sequence[str]) -> Config:
+def _config_for(
+    path: str | Path,
+    state: Mapping[str, Any],
+    config: Config | str | Path | None,
+    overrides: Sequence[str],
+) -> Config:
     if config is None:
         raw = state.get("config")
         if not isinstance(raw, dict):
-            raise CheckpointError(f"checkpoint {path} holds no config: give the config it was "
-                                  f"trained with (--config CONFIG in the tools, config= in "
-                                  f"Python)")
+            raise CheckpointError(
+                f"checkpoint {path} holds no config: give the config it was "
+                f"trained with (--config CONFIG in the tools, config= in "
+                f"Python)"
+            )
         return config_from_dict(raw, f"the config in checkpoint {path}", overrides)
     if isinstance(config, (str, Path)):
         return load_config(config, overrides)
@@ -62,9 +79,12 @@ def _config_for(path: str | Path, state: Mapping[str, Any], config: Config | str
     return config
 
 
-def checkpoint_config(checkpoint: str | Path, state: Mapping[str, Any],
-                      config: Config | str | Path | None = None,
-                      overrides: Sequence[str] = ()) -> Config:
+def checkpoint_config(
+    checkpoint: str | Path,
+    state: Mapping[str, Any],
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
     """The config a checkpoint's network runs under, resolved once.
 
     Args:
@@ -85,8 +105,9 @@ def checkpoint_config(checkpoint: str | Path, state: Mapping[str, Any],
         ConfigError: the config or an override is invalid.
     """
     source = f"checkpoint {checkpoint}"
-    resolved = adopt_checkpoint_settings(_config_for(checkpoint, state, config, overrides),
-                                         state, source)
+    resolved = adopt_checkpoint_settings(
+        _config_for(checkpoint, state, config, overrides), state, source
+    )
     check_prediction_settings(state.get("config"), resolved, source)
     return resolved
 
@@ -97,8 +118,9 @@ def recorded_class_names(state: Mapping[str, Any]) -> list[str] | None:
     return [str(n) for n in recorded] if isinstance(recorded, (list, tuple)) else None
 
 
-def build_trained_model(checkpoint: str | Path, state: Mapping[str, Any], config: Config
-                        ) -> TrainedModel:
+def build_trained_model(
+    checkpoint: str | Path, state: Mapping[str, Any], config: Config
+) -> TrainedModel:
     """The network of ``config`` holding the checkpoint's weights.
 
     Args:
@@ -125,14 +147,19 @@ def build_trained_model(checkpoint: str | Path, state: Mapping[str, Any], config
         load_model_weights(model, state["model"], source=source)
     names = recorded_class_names(state)
     if names is not None and len(names) != config.num_object_classes:
-        raise CheckpointError(f"{source} names {len(names)} classes {names} for a model with "
-                              f"{config.num_object_classes}")
+        raise CheckpointError(
+            f"{source} names {len(names)} classes {names} for a model with "
+            f"{config.num_object_classes}"
+        )
     warn_non_finite(model.state_dict(), source)
     return TrainedModel(model, config, names, source)
 
 
-def load_trained_model(checkpoint: str | Path, config: Config | str | Path | None = None,
-                       overrides: Sequence[str] = ()) -> TrainedModel:
+def load_trained_model(
+    checkpoint: str | Path,
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> TrainedModel:
     """Read ``checkpoint`` and build its network: :func:`checkpoint_config`, then
     :func:`build_trained_model`.
 
@@ -148,5 +175,6 @@ def load_trained_model(checkpoint: str | Path, config: Config | str | Path | Non
         ConfigError: the config or an override is invalid.
     """
     state = load_checkpoint(checkpoint)
-    return build_trained_model(checkpoint, state,
-                               checkpoint_config(checkpoint, state, config, overrides))
+    return build_trained_model(
+        checkpoint, state, checkpoint_config(checkpoint, state, config, overrides)
+    )

@@ -15,8 +15,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,24 +27,34 @@ from tqdm import tqdm
 from dsod.config import Config, save_config
 from dsod.data.datasets import build_test_set, check_classes
 from dsod.data.errors import summarize_problems
-from dsod.data.loader import (DetectionDataset, IterationBatchSampler, TrainingBatch,
-                              close_loader, collate_training, ignore_stop_signals)
+from dsod.data.loader import (
+    DetectionDataset,
+    IterationBatchSampler,
+    TrainingBatch,
+    close_loader,
+    collate_training,
+    ignore_stop_signals,
+)
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
-from dsod.engine.builders import (build_loss, build_model, build_training_samples,
-                                  head_input_scale)
+from dsod.engine.builders import build_loss, build_model, build_training_samples, head_input_scale
 from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.ema import WeightAverage, ema_decay
-from dsod.engine.predict import predict_split
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.learning import LearningMonitor
 from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, schedule_warnings
-from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
-from dsod.engine.stopping import (NonFiniteLossError, NonFiniteSteps, StopSignals, agree,
-                                  too_many_bad_samples)
-from dsod.engine.step import StepResult, train_step
-from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
+from dsod.engine.predict import predict_split
 from dsod.engine.run_lock import claim_output_folder
+from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
+from dsod.engine.step import StepResult, train_step
+from dsod.engine.stopping import (
+    NonFiniteLossError,
+    NonFiniteSteps,
+    StopSignals,
+    agree,
+    too_many_bad_samples,
+)
+from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
 from dsod.evaluation.scores import score_detections
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
@@ -52,19 +63,26 @@ __all__ = ["NonFiniteLossError", "StepResult", "Trainer", "default_out_dir", "tr
 
 logger = logging.getLogger(__name__)
 
+
 class Trainer:
     """Trains ``config``'s detector from scratch, writing everything to ``out_dir``:
     ``config.yaml``, ``checkpoints/``, ``log.jsonl``, ``tensorboard/`` and ``metrics.json``.
     """
 
-    def __init__(self, config: Config, out_dir: str | Path, device: torch.device,
-                 resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        out_dir: str | Path,
+        device: torch.device,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.device = device
         self.progress = progress and dist.is_main_process()
-        self.settings = RunSettings.resolve(device, config.train.amp,
-                                            config.train.channels_last,
-                                            config.train.speed_paths)
+        self.settings = RunSettings.resolve(
+            device, config.train.amp, config.train.channels_last, config.train.speed_paths
+        )
         self.amp = self.settings.amp
         logger.info("precision: %s (%s)", precision_name(self.amp), self.settings.why)
         torch.manual_seed(config.train.seed)
@@ -86,21 +104,34 @@ class Trainer:
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
         if config.model.arch == "dsod" and not config.model.head_bn:
-            logger.info("heads without BN: their L2Norm scale starts at %.3g, so that a step "
-                        "of lr %.3g moves an output by about its gradient%s",
-                        head_input_scale(config), scaled_lr(solver),
-                        "" if config.model.l2norm_scale is None else " (model.l2norm_scale)")
-        self.network = prepare_network(build_model(config), self.settings, training=True,
-                                       memory_efficient=config.model.memory_efficient,
-                                       compile=run.compile, distributed=dist.is_distributed(),
-                                       sync_bn=run.sync_bn)
+            logger.info(
+                "heads without BN: their L2Norm scale starts at %.3g, so that a step "
+                "of lr %.3g moves an output by about its gradient%s",
+                head_input_scale(config),
+                scaled_lr(solver),
+                "" if config.model.l2norm_scale is None else " (model.l2norm_scale)",
+            )
+        self.network = prepare_network(
+            build_model(config),
+            self.settings,
+            training=True,
+            memory_efficient=config.model.memory_efficient,
+            compile=run.compile,
+            distributed=dist.is_distributed(),
+            sync_bn=run.sync_bn,
+        )
         model = self.network.model
         self.criterion = build_loss(config)
         optimizer = build_optimizer(model, solver)
-        self.state = TrainingState(model, optimizer, build_scheduler(optimizer, solver),
-                                   torch.amp.GradScaler(device.type, enabled=self.amp == "fp16"),
-                                   ema=WeightAverage(model, ema_decay(solver.ema, solver.max_iter))
-                                   if solver.ema > 0 else None)
+        self.state = TrainingState(
+            model,
+            optimizer,
+            build_scheduler(optimizer, solver),
+            torch.amp.GradScaler(device.type, enabled=self.amp == "fp16"),
+            ema=WeightAverage(model, ema_decay(solver.ema, solver.max_iter))
+            if solver.ema > 0
+            else None,
+        )
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.log = RunLog(self.out_dir)
         self.signals = StopSignals()
@@ -111,13 +142,20 @@ class Trainer:
         elif resume_latest(self.state, self.checkpoints, config, self.out_dir, self.amp):
             self.log.drop_after(self.step)
         self.sampler = IterationBatchSampler(
-            len(self.samples), solver.batch_size, self.micro_batch, seed=run.seed,
-            start_step=self.step, rank=dist.rank(), world_size=dist.world_size(),
-            max_steps=solver.max_iter)
+            len(self.samples),
+            solver.batch_size,
+            self.micro_batch,
+            seed=run.seed,
+            start_step=self.step,
+            rank=dist.rank(),
+            world_size=dist.world_size(),
+            max_steps=solver.max_iter,
+        )
         self._test_set: DetectionDataset | None = None
         if dist.is_main_process():
-            logger.info("%s", budget_line(solver.max_iter, solver.batch_size, len(self.samples),
-                                          self.step))
+            logger.info(
+                "%s", budget_line(solver.max_iter, solver.batch_size, len(self.samples), self.step)
+            )
 
     @property
     def model(self) -> nn.Module:
@@ -152,18 +190,30 @@ class Trainer:
                 skipped.extend(batch.skipped)
                 yield batch
 
-        result = train_step(self.network, self.criterion, self.state, micro_batches(), count,
-                            self.config.solver.grad_clip)
+        result = train_step(
+            self.network,
+            self.criterion,
+            self.state,
+            micro_batches(),
+            count,
+            self.config.solver.grad_clip,
+        )
         return dataclasses.replace(result, skipped_samples=tuple(skipped))
 
     # -- the loop ------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         """The training micro-batches of every remaining step, in order (:attr:`sampler`)."""
         workers = self.config.data.workers
-        return DataLoader(self.samples, batch_sampler=self.sampler, num_workers=workers,
-                          collate_fn=collate_training, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, prefetch_factor=4 if workers else None,
-                          worker_init_fn=ignore_stop_signals)
+        return DataLoader(
+            self.samples,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_training,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+            worker_init_fn=ignore_stop_signals,
+        )
 
     def run(self) -> dict[str, Any] | None:
         """Train until ``solver.max_iter``; returns the final metrics (main process).
@@ -178,8 +228,14 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, self.out_dir / "config.yaml")
         self.test_split()  # a test split that cannot be scored fails now, not after training
-        bar = tqdm(total=c.solver.max_iter, initial=self.step, desc="training", unit="it",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=c.solver.max_iter,
+            initial=self.step,
+            desc="training",
+            unit="it",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         batches = iter(self._loader())
         try:
             self._train_steps(batches, bar)
@@ -189,8 +245,9 @@ class Trainer:
         self.save_checkpoint()
         metrics = self.log.write_final(self.step, self.score_test_split())
         if dist.is_main_process():
-            self.checkpoints.save_named({**self.state_dict(), "metrics": json.dumps(metrics)},
-                                        "final")
+            self.checkpoints.save_named(
+                {**self.state_dict(), "metrics": json.dumps(metrics)}, "final"
+            )
         self.log.close()
         return metrics
 
@@ -200,11 +257,12 @@ class Trainer:
         c = self.config
         samples_per_step = self.micro_batch * self.sampler.micro_batches_per_step  # this process
         tic, seen = time.perf_counter(), 0
-        timing = RunTiming(self.step, c.solver.max_iter, c.solver.batch_size,
-                           c.train.eval_every)
+        timing = RunTiming(self.step, c.solver.max_iter, c.solver.batch_size, c.train.eval_every)
         if c.train.compile and self.step < c.solver.max_iter and dist.is_main_process():
-            logger.info("train.compile: the first step compiles the network's forward and "
-                        "backward (about 2 minutes for DSOD300 on a GPU)")
+            logger.info(
+                "train.compile: the first step compiles the network's forward and "
+                "backward (about 2 minutes for DSOD300 on a GPU)"
+            )
         with self.signals.caught():
             while self.step < c.solver.max_iter:
                 try:
@@ -220,13 +278,15 @@ class Trainer:
                         self.state.ema.update(self.model)
                     self.bad.add(result.skipped_samples)
                     seen += samples_per_step
-                stop, seen_all = agree(self.signals.received is not None, self.bad, seen,
-                                       self.device)
+                stop, seen_all = agree(
+                    self.signals.received is not None, self.bad, seen, self.device
+                )
                 if result is not None:
-                    error = (too_many_bad_samples(self.bad, seen_all, len(self.samples),
-                                                  self.checkpoints.directory)
-                             or self.nonfinite.after_step(result.finite, self.step,
-                                                          self.checkpoints.directory))
+                    error = too_many_bad_samples(
+                        self.bad, seen_all, len(self.samples), self.checkpoints.directory
+                    ) or self.nonfinite.after_step(
+                        result.finite, self.step, self.checkpoints.directory
+                    )
                     if error is not None:
                         self.save_checkpoint()
                         raise error
@@ -238,9 +298,13 @@ class Trainer:
                 if stop:
                     bar.close()
                     self.save_checkpoint()
-                    logger.warning("stopped by signal %d at step %d; checkpoint saved in %s "
-                                   "(continue with --resume)", self.signals.received or 0,
-                                   self.step, self.checkpoints.directory)
+                    logger.warning(
+                        "stopped by signal %d at step %d; checkpoint saved in %s "
+                        "(continue with --resume)",
+                        self.signals.received or 0,
+                        self.step,
+                        self.checkpoints.directory,
+                    )
                     raise KeyboardInterrupt
 
     def _after_step(self, result: StepResult, tic: float, bar: tqdm) -> None:
@@ -251,22 +315,36 @@ class Trainer:
         lr = self.state.optimizer.param_groups[0]["lr"]
         elapsed = time.perf_counter() - tic
         bar.update(1)
-        bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}",
-                        img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}")
+        bar.set_postfix(
+            loss=f"{result.loss:.3f}",
+            lr=f"{lr:.2e}",
+            img_s=f"{images_per_step / max(elapsed, 1e-9):.1f}",
+        )
         self.learning.add(result.signal)
         if self.step % c.train.log_every == 0 or self.step == c.solver.max_iter:
             # skipped_samples: the training images found unusable so far, distinct files.
-            self.log.write({"step": self.step, "loss": result.loss, "loc_loss": result.loc_loss,
-                            "conf_loss": result.conf_loss, "lr": lr,
-                            "images_per_s": images_per_step / max(elapsed, 1e-9),
-                            "skipped_samples": self.bad.count, **self.learning.record()})
+            self.log.write(
+                {
+                    "step": self.step,
+                    "loss": result.loss,
+                    "loc_loss": result.loc_loss,
+                    "conf_loss": result.conf_loss,
+                    "lr": lr,
+                    "images_per_s": images_per_step / max(elapsed, 1e-9),
+                    "skipped_samples": self.bad.count,
+                    **self.learning.record(),
+                }
+            )
         verdict = self.learning.check(self.step) if dist.is_main_process() else None
         if verdict is not None:
             self.log.write({"step": self.step, "learning_check": verdict})
         if c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0:
             self.save_checkpoint()
-        if c.train.eval_every and self.step % c.train.eval_every == 0 \
-                and self.step < c.solver.max_iter:
+        if (
+            c.train.eval_every
+            and self.step % c.train.eval_every == 0
+            and self.step < c.solver.max_iter
+        ):
             self._periodic_eval()
 
     # -- evaluation ----------------------------------------------------------------------
@@ -275,11 +353,14 @@ class Trainer:
         reads it); it must name the training classes in the same order
         (:func:`check_classes`)."""
         if self._test_set is None:
-            test_set = build_test_set(self.config.data,
-                                      self.config.train.max_bad_sample_fraction)
-            check_classes(test_set, self.config.num_object_classes,
-                          self.samples.dataset.class_names,
-                          f"the test split {list(self.config.data.test)}", "the training split")
+            test_set = build_test_set(self.config.data, self.config.train.max_bad_sample_fraction)
+            check_classes(
+                test_set,
+                self.config.num_object_classes,
+                self.samples.dataset.class_names,
+                f"the test split {list(self.config.data.test)}",
+                "the training split",
+            )
             self._test_set = test_set
         return self._test_set
 
@@ -288,8 +369,7 @@ class Trainer:
         ``tools/eval.py`` does) and score it (:func:`score_detections`); the main process
         returns the figures (:meth:`Scores.as_dict`), the others None."""
         test_set = self.test_split()
-        detections, _ = predict_split(self.state.eval_model, test_set, self.config,
-                                      self.settings)
+        detections, _ = predict_split(self.state.eval_model, test_set, self.config, self.settings)
         if not dist.is_main_process():
             return None
         scores = score_detections(test_set, detections)
@@ -313,8 +393,9 @@ def default_out_dir(config: Config) -> Path:
     return Path(config.train.out_dir or Path("outputs") / config.name)
 
 
-def train(config: Config, out_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True) -> dict[str, Any] | None:
+def train(
+    config: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> dict[str, Any] | None:
     """Train ``config`` in this process (one of many under torchrun) and return the final
     metrics on the main process."""
     device = dist.init_from_environment()

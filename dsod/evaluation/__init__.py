@@ -6,10 +6,10 @@ from .coco import (
     COCO_METRIC_NAMES,
     annotations_to_coco,
     coco_from_dict,
+    coco_image_id_map,
     detections_to_coco_results,
     evaluate_coco,
     evaluate_coco_with_summary,
-    coco_image_id_map,
 )
 from .results_files import read_coco_results, read_voc_result_dir, write_results
 from .scores import Scores, score_detections

@@ -8,7 +8,7 @@ object an image this scores high; a detector's figure is to be read against it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,9 @@ from dsod.structures import Annotation, Detections
 __all__ = ["blind_detections"]
 
 
-def blind_detections(training: Sequence[Annotation], test: Sequence[Annotation],
-                     per_class: int = 200) -> dict[str, Detections]:
+def blind_detections(
+    training: Sequence[Annotation], test: Sequence[Annotation], per_class: int = 200
+) -> dict[str, Detections]:
     """The detections of the predictor that never looks at the image.
 
     Args:
@@ -56,6 +57,7 @@ def blind_detections(training: Sequence[Annotation], test: Sequence[Annotation],
     out = {}
     for annotation in test:
         size = np.array([annotation.width, annotation.height] * 2, dtype=np.float32)
-        out[annotation.image_id] = Detections((unit_boxes * size).astype(np.float32),
-                                              scores.copy(), label_array.copy())
+        out[annotation.image_id] = Detections(
+            (unit_boxes * size).astype(np.float32), scores.copy(), label_array.copy()
+        )
     return out

@@ -34,7 +34,18 @@ logger = logging.getLogger(__name__)
 
 #: Names of the 12 numbers of ``COCOeval.summarize()`` for boxes, in its order.
 COCO_METRIC_NAMES: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
 )
 
 
@@ -73,21 +84,42 @@ def annotations_to_coco(
         raise ValueError(f"{len(cat_ids)} category ids for {len(class_names)} classes")
     images, anns = [], []
     for image_index, ann in enumerate(annotations, start=1):
-        images.append({"id": image_index, "file_name": ann.image_path, "width": int(ann.width),
-                       "height": int(ann.height), "dsod_image_id": ann.image_id})
+        images.append(
+            {
+                "id": image_index,
+                "file_name": ann.image_path,
+                "width": int(ann.width),
+                "height": int(ann.height),
+                "dsod_image_id": ann.image_id,
+            }
+        )
         labels = np.asarray(ann.labels, dtype=np.int64)
         if labels.size and (labels.min() < 1 or labels.max() > len(cat_ids)):
             raise ValueError(f"image {ann.image_id!r}: labels must be in 1..{len(cat_ids)}")
         difficult = np.asarray(ann.difficult, dtype=bool).reshape(-1)
-        for (x, y, w, h), label, crowd in zip(_xyxy_to_xywh(ann.boxes).tolist(), labels.tolist(),
-                                              difficult.tolist()):
-            anns.append({"id": len(anns) + 1, "image_id": image_index,
-                         "category_id": cat_ids[label - 1], "bbox": [x, y, w, h],
-                         "area": w * h, "iscrowd": int(crowd)})
-    categories = [{"id": int(cid), "name": str(name), "supercategory": "object"}
-                  for cid, name in zip(cat_ids, class_names)]
-    return {"info": {"description": "dsod ground truth"}, "images": images,
-            "categories": categories, "annotations": anns}
+        for (x, y, w, h), label, crowd in zip(
+            _xyxy_to_xywh(ann.boxes).tolist(), labels.tolist(), difficult.tolist()
+        ):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_index,
+                    "category_id": cat_ids[label - 1],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(crowd),
+                }
+            )
+    categories = [
+        {"id": int(cid), "name": str(name), "supercategory": "object"}
+        for cid, name in zip(cat_ids, class_names)
+    ]
+    return {
+        "info": {"description": "dsod ground truth"},
+        "images": images,
+        "categories": categories,
+        "annotations": anns,
+    }
 
 
 def coco_from_dict(dataset: Mapping[str, Any]) -> COCO:
@@ -145,15 +177,21 @@ def _read_ground_truth(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         data = json.load(f)
     if not isinstance(data, dict) or not all(
-            isinstance(data.get(key), list) for key in ("images", "categories", "annotations")):
-        raise ValueError(f"COCO ground truth {path}: expected a JSON object with images, "
-                         f"categories and annotations lists")
+        isinstance(data.get(key), list) for key in ("images", "categories", "annotations")
+    ):
+        raise ValueError(
+            f"COCO ground truth {path}: expected a JSON object with images, "
+            f"categories and annotations lists"
+        )
     changed: Counter[str] = Counter()
     kept = []
     for annotation in data["annotations"]:
         bbox = annotation.get("bbox") if isinstance(annotation, dict) else None
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) for v in bbox)):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) for v in bbox)
+        ):
             changed["without a usable bbox, left out"] += 1
             continue
         if "iscrowd" not in annotation:
@@ -182,11 +220,16 @@ def _number_afresh_if_repeated(path: Path, annotations: list[dict[str, Any]]) ->
     repeated = {number: count for number, count in counts.items() if count > 1}
     shown = ", ".join(list(repeated)[:5])
     missing = sum(1 for i in ids if i is None)
-    logger.warning("COCO ground truth %s: %d annotation id(s) are each used by more than "
-                   "one box (%d boxes)%s%s; the boxes are numbered afresh for scoring, so "
-                   "that each one counts", path, len(repeated), sum(repeated.values()),
-                   f", e.g. {shown}" if shown else "",
-                   f", and {missing} box(es) have no id" if missing else "")
+    logger.warning(
+        "COCO ground truth %s: %d annotation id(s) are each used by more than "
+        "one box (%d boxes)%s%s; the boxes are numbered afresh for scoring, so "
+        "that each one counts",
+        path,
+        len(repeated),
+        sum(repeated.values()),
+        f", e.g. {shown}" if shown else "",
+        f", and {missing} box(es) have no id" if missing else "",
+    )
     for number, annotation in enumerate(annotations, start=1):
         annotation["id"] = number
 
@@ -225,7 +268,8 @@ def detections_to_coco_results(
         scores = np.round(np.asarray(det.scores, dtype=np.float64), 6).tolist()
         for box, cat, score in zip(boxes, cat_ids[labels - 1].tolist(), scores):
             results.append(
-                {"image_id": coco_image, "category_id": cat, "bbox": box, "score": score})
+                {"image_id": coco_image, "category_id": cat, "bbox": box, "score": score}
+            )
     return results
 
 
@@ -242,9 +286,13 @@ def evaluate_coco_with_summary(
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         if len(results) == 0:  # loadRes cannot take an empty list: an empty result set
-            coco_dt = _index({"images": list(coco_gt.dataset.get("images", [])),
-                              "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
-                              "annotations": []})
+            coco_dt = _index(
+                {
+                    "images": list(coco_gt.dataset.get("images", [])),
+                    "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+                    "annotations": [],
+                }
+            )
         else:
             try:
                 coco_dt = coco_gt.loadRes([dict(r) for r in results])

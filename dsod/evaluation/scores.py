@@ -8,16 +8,22 @@ with; :class:`Scores` holds the figures, as a table and as JSON-ready numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from dsod.config.labels import object_labels
 from dsod.data.base import DetectionDataset
-from dsod.evaluation.coco import (annotations_to_coco, coco_from_dict, coco_image_id_map,
-                                  detections_to_coco_results, evaluate_coco_with_summary,
-                                  load_coco_ground_truth)
+from dsod.evaluation.coco import (
+    annotations_to_coco,
+    coco_from_dict,
+    coco_image_id_map,
+    detections_to_coco_results,
+    evaluate_coco_with_summary,
+    load_coco_ground_truth,
+)
 from dsod.evaluation.voc import VOCResult, evaluate_voc, format_voc_table
 from dsod.structures import Detections
 
@@ -34,26 +40,37 @@ class Scores:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready numbers (NaN becomes ``None``)."""
+
         def clean(value: float) -> float | None:
             return None if math.isnan(value) else float(value)
+
         names = self.voc.class_names
         return {
             "voc": {
-                "mAP07": clean(self.voc.map07), "mAP": clean(self.voc.map),
+                "mAP07": clean(self.voc.map07),
+                "mAP": clean(self.voc.map),
                 "iou_threshold": self.voc.iou_threshold,
-                "per_class": {name: {"AP07": clean(self.voc.ap07[i]), "AP": clean(self.voc.ap[i]),
-                                     "num_gt": int(self.voc.num_gt[i])}
-                              for i, name in enumerate(names)},
+                "per_class": {
+                    name: {
+                        "AP07": clean(self.voc.ap07[i]),
+                        "AP": clean(self.voc.ap[i]),
+                        "num_gt": int(self.voc.num_gt[i]),
+                    }
+                    for i, name in enumerate(names)
+                },
             },
             "coco": {k: float(v) for k, v in self.coco.items()},
         }
 
     def report(self) -> str:
         """The per-class table and the summary lines, for printing."""
-        return "\n".join([format_voc_table(self.voc),
-                          f"VOC07 11-point mAP: {self.voc.map07:.4f}   "
-                          f"area mAP: {self.voc.map:.4f}",
-                          self.coco_summary])
+        return "\n".join(
+            [
+                format_voc_table(self.voc),
+                f"VOC07 11-point mAP: {self.voc.map07:.4f}   area mAP: {self.voc.map:.4f}",
+                self.coco_summary,
+            ]
+        )
 
 
 def coco_id_maps(dataset: DetectionDataset) -> tuple[dict[str, int], list[int]]:
@@ -79,9 +96,12 @@ def coco_ground_truth(dataset: DetectionDataset) -> tuple[Any, dict[str, int], l
     return gt, coco_image_id_map(annotations), list(object_labels(len(dataset.class_names)))
 
 
-def score_detections(dataset: DetectionDataset, detections: Mapping[str, Detections],
-                     voc_tie_break: Mapping[str, np.ndarray] | None = None,
-                     coco_results: Sequence[Mapping[str, Any]] | None = None) -> Scores:
+def score_detections(
+    dataset: DetectionDataset,
+    detections: Mapping[str, Detections],
+    voc_tie_break: Mapping[str, np.ndarray] | None = None,
+    coco_results: Sequence[Mapping[str, Any]] | None = None,
+) -> Scores:
     """VOC (11-point and area, IoU 0.5) and COCO figures for detections on ``dataset``.
 
     Args:

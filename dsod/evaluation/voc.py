@@ -31,7 +31,6 @@ import numpy as np
 
 from dsod.structures import Annotation, Detections
 
-
 # MATLAB's ``0:0.1:1`` as VOCevaldet.m iterates it: the colon operator builds the first half
 # as ``k * 0.1`` and the second half as ``1 - k * 0.1``. It differs from numpy's
 # ``np.arange(0, 1.1, 0.1)`` (used by py-faster-rcnn) at 0.6 and 0.7 by one ulp, which
@@ -105,8 +104,11 @@ def _devkit_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
     ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
     inter = iw * ih
-    union = ((a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-             + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter)
+    union = (
+        (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+        + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+        - inter
+    )
     overlap = (iw > 0) & (ih > 0) & (union > 0)
     out = np.full(inter.shape, -1.0)
     np.divide(inter, union, out=out, where=overlap)
@@ -114,9 +116,16 @@ def _devkit_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _match(
-    gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_difficult: np.ndarray, gt_image: np.ndarray,
-    det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, det_image: np.ndarray,
-    iou_threshold: float, det_tie_key: np.ndarray | None = None,
+    gt_boxes: np.ndarray,
+    gt_labels: np.ndarray,
+    gt_difficult: np.ndarray,
+    gt_image: np.ndarray,
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    det_labels: np.ndarray,
+    det_image: np.ndarray,
+    iou_threshold: float,
+    det_tie_key: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised devkit matching over all classes at once.
 
@@ -153,8 +162,11 @@ def _match(
         best_gt[with_gt] = pair_gt[first]  # first gt reaching the max, as the devkit's ">"
         best_iou[with_gt] = seg_max
 
-    keys = (-det_scores, det_labels) if det_tie_key is None else (
-        det_tie_key, -det_scores, det_labels)
+    keys = (
+        (-det_scores, det_labels)
+        if det_tie_key is None
+        else (det_tie_key, -det_scores, det_labels)
+    )
     order = np.lexsort(keys)  # lexsort is stable
     best_gt, best_iou = best_gt[order], best_iou[order]
     matched = best_iou >= iou_threshold
@@ -207,8 +219,7 @@ def evaluate_voc(
         raise ValueError("annotations contain duplicate image ids")
     unknown = [k for k in detections if k not in index]
     if unknown:
-        raise ValueError(
-            f"detections for {len(unknown)} unknown image id(s), e.g. {unknown[0]!r}")
+        raise ValueError(f"detections for {len(unknown)} unknown image id(s), e.g. {unknown[0]!r}")
 
     def gather(records: list, attr: str, dtype, width: int | None = None) -> np.ndarray:
         parts = [np.asarray(getattr(r, attr), dtype=dtype) for r in records]
@@ -228,17 +239,22 @@ def evaluate_voc(
     det_boxes = gather(det_records, "boxes", np.float64, 4)
     det_scores = gather(det_records, "scores", np.float64)
     det_labels = gather(det_records, "labels", np.int64)
-    det_image = np.repeat(np.array([i for i, _ in dets], dtype=np.int64),
-                          [len(d) for d in det_records])
+    det_image = np.repeat(
+        np.array([i for i, _ in dets], dtype=np.int64), [len(d) for d in det_records]
+    )
     if not (gt_boxes.shape[0] == gt_labels.size == gt_difficult.size):
         raise ValueError("annotation boxes, labels and difficult flags differ in length")
     if not (det_boxes.shape[0] == det_scores.size == det_labels.size):
         raise ValueError("detection boxes, scores and labels differ in length")
     det_tie_key = None
     if tie_break is not None:
-        det_tie_key = np.concatenate([np.zeros(0)] + [
-            np.asarray(tie_break.get(anns[i].image_id, ()), dtype=np.float64).ravel()
-            for i, _ in dets])
+        det_tie_key = np.concatenate(
+            [np.zeros(0)]
+            + [
+                np.asarray(tie_break.get(anns[i].image_id, ()), dtype=np.float64).ravel()
+                for i, _ in dets
+            ]
+        )
         if det_tie_key.size != det_scores.size:
             raise ValueError("tie_break needs one number per detection")
     for name, labels in (("ground-truth", gt_labels), ("detection", det_labels)):
@@ -250,8 +266,16 @@ def evaluate_voc(
     # Devkit 1-based inclusive pixel coordinates.
     shift = np.array([1.0, 1.0, 0.0, 0.0])
     tp, ignored, order = _match(
-        gt_boxes + shift, gt_labels, gt_difficult, gt_image,
-        det_boxes + shift, det_scores, det_labels, det_image, iou_threshold, det_tie_key,
+        gt_boxes + shift,
+        gt_labels,
+        gt_difficult,
+        gt_image,
+        det_boxes + shift,
+        det_scores,
+        det_labels,
+        det_image,
+        iou_threshold,
+        det_tie_key,
     )
 
     sorted_labels = det_labels[order]
@@ -278,9 +302,16 @@ def evaluate_voc(
             ap07[c] = voc_ap(rec, prec, use_07_metric=True)
             ap[c] = voc_ap(rec, prec, use_07_metric=False)
     return VOCResult(
-        class_names=list(class_names), ap07=ap07, ap=ap, num_gt=num_gt,
-        num_detections=num_det, recall=recalls, precision=precisions,
-        map07=_mean_valid(ap07), map=_mean_valid(ap), iou_threshold=float(iou_threshold),
+        class_names=list(class_names),
+        ap07=ap07,
+        ap=ap,
+        num_gt=num_gt,
+        num_detections=num_det,
+        recall=recalls,
+        precision=precisions,
+        map07=_mean_valid(ap07),
+        map=_mean_valid(ap),
+        iou_threshold=float(iou_threshold),
     )
 
 

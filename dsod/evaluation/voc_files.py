@@ -47,10 +47,11 @@ def write_voc_results(
 ) -> list[Path]:
     """Write detections in the devkit's results format, one file per class.
 
-    ``<out_dir>/<prefix><class>.txt`` (the class's name as :func:`result_file_names` makes
-    it safe for a file name; ``class_files.json`` maps them when one differs) holds lines ``image_id score xmin ymin xmax ymax`` with
-    the box in devkit 1-based pixels ``(x1 + 1, y1 + 1, x2, y2)``. Numbers are written in
-    full (the shortest decimal that reads back as the same double, never in exponent
+    ``<out_dir>/<prefix><class>.txt`` (the class's name as :func:`result_file_names` makes it
+    safe for a file name; ``class_files.json`` maps them when one differs) holds lines
+    ``image_id score xmin ymin xmax ymax`` with the box in devkit 1-based pixels ``(x1 + 1,
+    y1 + 1, x2, y2)``. Numbers are written in full (the shortest decimal that reads back as
+    the same double, never in exponent
     notation), so the devkit scores exactly what :func:`~dsod.evaluation.voc.evaluate_voc`
     scores: rounding would move IoUs across 0.5 and merge distinct scores into ties. Images
     are written in the given order (images without detections are skipped), each image's
@@ -61,8 +62,9 @@ def write_voc_results(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image_ids = [a.image_id if isinstance(a, Annotation) else str(a)
-                 for a in annotations_or_image_ids]
+    image_ids = [
+        a.image_id if isinstance(a, Annotation) else str(a) for a in annotations_or_image_ids
+    ]
     lines: list[list[str]] = [[] for _ in class_names]
     for image_id in image_ids:
         det = detections.get(image_id)
@@ -122,8 +124,9 @@ def read_voc_results_in_file_order(
     for label, (name, part) in enumerate(zip(class_names, parts), start=1):
         path = Path(results_dir) / f"{prefix}{part}.txt"
         if not path.is_file():
-            logger.warning("VOC results file %s is missing: no detections for class %r",
-                           path, name)
+            logger.warning(
+                "VOC results file %s is missing: no detections for class %r", path, name
+            )
             continue
         try:
             text = path.read_text()
@@ -142,9 +145,9 @@ def read_voc_results_in_file_order(
             except ValueError as err:
                 raise ValueError(
                     f"{path}:{lineno}: expected 'image_id score xmin ymin xmax ymax', "
-                    f"got {line.rstrip()!r} ({err})") from None
-            boxes, scores, labels, positions = per_image.setdefault(
-                fields[0], ([], [], [], []))
+                    f"got {line.rstrip()!r} ({err})"
+                ) from None
+            boxes, scores, labels, positions = per_image.setdefault(fields[0], ([], [], [], []))
             score, x1, y1, x2, y2 = values
             boxes.append((x1 - 1.0, y1 - 1.0, x2, y2))
             scores.append(score)
@@ -159,8 +162,9 @@ def read_voc_results_in_file_order(
         )
         for image_id, (b, s, lab, _) in per_image.items()
     }
-    order = {image_id: np.asarray(pos, dtype=np.int64)
-             for image_id, (_, _, _, pos) in per_image.items()}
+    order = {
+        image_id: np.asarray(pos, dtype=np.int64) for image_id, (_, _, _, pos) in per_image.items()
+    }
     return detections, order
 
 

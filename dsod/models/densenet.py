@@ -8,7 +8,7 @@ are in :mod:`dsod.runtime`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -65,8 +65,9 @@ class DenseBlock(nn.Module):
     layer's new features: ``[B, C, H, W] -> [B, C + num_layers * growth_rate, H, W]``.
     """
 
-    def __init__(self, num_layers: int, in_channels: int, growth_rate: int,
-                 bottleneck_width: int) -> None:
+    def __init__(
+        self, num_layers: int, in_channels: int, growth_rate: int, bottleneck_width: int
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DenseLayer(in_channels + i * growth_rate, growth_rate, bottleneck_width)
@@ -106,9 +107,15 @@ class DSODBackbone(nn.Module):
     transition, 256 @ 19x19), which the prediction structure uses.
     """
 
-    def __init__(self, stem_channels: Sequence[int] = (64, 64, 128), growth_rate: int = 48,
-                 bottleneck_width: int = 192, block_layers: Sequence[int] = (6, 8, 8, 8),
-                 compression: float = 1.0, out_channels: int = 256) -> None:
+    def __init__(
+        self,
+        stem_channels: Sequence[int] = (64, 64, 128),
+        growth_rate: int = 48,
+        bottleneck_width: int = 192,
+        block_layers: Sequence[int] = (6, 8, 8, 8),
+        compression: float = 1.0,
+        out_channels: int = 256,
+    ) -> None:
         super().__init__()
         if len(block_layers) != 4:
             raise ValueError(f"DSOD has 4 dense blocks, got block_layers={list(block_layers)}")
@@ -121,15 +128,18 @@ class DSODBackbone(nn.Module):
 
         self.stem = Stem(stem_channels)
         self.block1 = block(block_layers[0], self.stem.out_channels)
-        self.transition1 = Transition(self.block1.out_channels,
-                                      compressed(self.block1.out_channels), pool=True)
+        self.transition1 = Transition(
+            self.block1.out_channels, compressed(self.block1.out_channels), pool=True
+        )
         self.block2 = block(block_layers[1], self.transition1.out_channels)
-        self.transition2 = Transition(self.block2.out_channels,
-                                      compressed(self.block2.out_channels), pool=False)
+        self.transition2 = Transition(
+            self.block2.out_channels, compressed(self.block2.out_channels), pool=False
+        )
         self.pool2 = max_pool()
         self.block3 = block(block_layers[2], self.transition2.out_channels)
-        self.transition3 = Transition(self.block3.out_channels,
-                                      compressed(self.block3.out_channels), pool=False)
+        self.transition3 = Transition(
+            self.block3.out_channels, compressed(self.block3.out_channels), pool=False
+        )
         self.block4 = block(block_layers[3], self.transition3.out_channels)
         self.transition4 = Transition(self.block4.out_channels, out_channels, pool=False)
         self.first_channels = self.transition2.out_channels

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -22,30 +22,54 @@ class DSOD(nn.Module):
     post-processing are separate objects.
     """
 
-    def __init__(self, num_classes: int, priors_per_location: Sequence[int],
-                 stem_channels: Sequence[int] = (64, 64, 128), growth_rate: int = 48,
-                 bottleneck_width: int = 192, block_layers: Sequence[int] = (6, 8, 8, 8),
-                 compression: float = 1.0, backbone_out_channels: int = 256,
-                 prediction: str = "dense",
-                 extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
-                 l2norm_scale: float = 20.0, head_bn_eps: float = 1e-3,
-                 head_bn_init_scale: float = 1.0, head_bn: bool = True,
-                 head_prior_prob: float = 0.01) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        priors_per_location: Sequence[int],
+        stem_channels: Sequence[int] = (64, 64, 128),
+        growth_rate: int = 48,
+        bottleneck_width: int = 192,
+        block_layers: Sequence[int] = (6, 8, 8, 8),
+        compression: float = 1.0,
+        backbone_out_channels: int = 256,
+        prediction: str = "dense",
+        extra_widths: Sequence[int] = (256, 256, 128, 128, 128),
+        l2norm_scale: float = 20.0,
+        head_bn_eps: float = 1e-3,
+        head_bn_init_scale: float = 1.0,
+        head_bn: bool = True,
+        head_prior_prob: float = 0.01,
+    ) -> None:
         super().__init__()
         if len(priors_per_location) != len(extra_widths) + 1:
-            raise ValueError(f"{len(extra_widths) + 1} sources but {len(priors_per_location)} "
-                             f"prior counts")
+            raise ValueError(
+                f"{len(extra_widths) + 1} sources but {len(priors_per_location)} prior counts"
+            )
         self.num_classes = num_classes
-        self.backbone = DSODBackbone(stem_channels, growth_rate, bottleneck_width, block_layers,
-                                     compression, backbone_out_channels)
+        self.backbone = DSODBackbone(
+            stem_channels,
+            growth_rate,
+            bottleneck_width,
+            block_layers,
+            compression,
+            backbone_out_channels,
+        )
         structures = {"dense": DensePrediction, "plain": PlainPrediction}
         if prediction not in structures:
             raise ValueError(f"prediction must be 'dense' or 'plain', got {prediction!r}")
-        self.prediction = structures[prediction](self.backbone.first_channels,
-                                                 self.backbone.out_channels, extra_widths)
-        self.heads = PredictionHeads(self.prediction.out_channels, priors_per_location,
-                                     num_classes, l2norm_scale, head_bn_eps,
-                                     head_bn_init_scale, head_bn, head_prior_prob)
+        self.prediction = structures[prediction](
+            self.backbone.first_channels, self.backbone.out_channels, extra_widths
+        )
+        self.heads = PredictionHeads(
+            self.prediction.out_channels,
+            priors_per_location,
+            num_classes,
+            l2norm_scale,
+            head_bn_eps,
+            head_bn_init_scale,
+            head_bn,
+            head_prior_prob,
+        )
 
     @staticmethod
     def feature_sizes(input_size: int, num_sources: int = 6) -> list[int]:

@@ -16,7 +16,7 @@ scale).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -38,17 +38,26 @@ class SourceHead(nn.Module):
     ordered by row, then column, then the k box shapes of a position (see ``dsod.priors``).
     """
 
-    def __init__(self, in_channels: int, priors_per_location: int, num_classes: int,
-                 l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
-                 bn_init_scale: float = 1.0, batch_norm: bool = True,
-                 prior_prob: float = 0.01) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        priors_per_location: int,
+        num_classes: int,
+        l2norm_scale: float = 20.0,
+        bn_eps: float = 1e-3,
+        bn_init_scale: float = 1.0,
+        batch_norm: bool = True,
+        prior_prob: float = 0.01,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.norm = L2Norm(in_channels, l2norm_scale)
-        self.loc = nn.Conv2d(in_channels, priors_per_location * 4, 3, padding=1,
-                             bias=not batch_norm)
-        self.conf = nn.Conv2d(in_channels, priors_per_location * num_classes, 3, padding=1,
-                              bias=not batch_norm)
+        self.loc = nn.Conv2d(
+            in_channels, priors_per_location * 4, 3, padding=1, bias=not batch_norm
+        )
+        self.conf = nn.Conv2d(
+            in_channels, priors_per_location * num_classes, 3, padding=1, bias=not batch_norm
+        )
         for layer in (self.loc, self.conf):
             nn.init.normal_(layer.weight, std=0.01)
             if layer.bias is not None:
@@ -56,8 +65,7 @@ class SourceHead(nn.Module):
         if self.conf.bias is not None and num_classes > 1:
             # Start at p(background) = 1 - prior_prob at every prior (RetinaNet's prior init,
             # for a softmax): bias_bg = log(C * (1 - pi) / pi) for C object classes, others 0.
-            background = math.log(without_background(num_classes) * (1 - prior_prob)
-                                  / prior_prob)
+            background = math.log(without_background(num_classes) * (1 - prior_prob) / prior_prob)
             with torch.no_grad():
                 self.conf.bias.view(priors_per_location, num_classes)[:, BACKGROUND] = background
         self.loc_bn: nn.Module = nn.Identity()
@@ -73,7 +81,9 @@ class SourceHead(nn.Module):
         batch = x.shape[0]
         # NCHW -> NHWC so that the k boxes of one position stay together.
         offsets = self.loc_bn(self.loc(x)).permute(0, 2, 3, 1).reshape(batch, -1, 4)
-        logits = self.conf_bn(self.conf(x)).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes)
+        logits = (
+            self.conf_bn(self.conf(x)).permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes)
+        )
         return logits, offsets
 
 
@@ -84,17 +94,26 @@ class PredictionHeads(nn.Module):
     of priors, in the order of ``dsod.priors.PriorGenerator``.
     """
 
-    def __init__(self, in_channels: Sequence[int], priors_per_location: Sequence[int],
-                 num_classes: int, l2norm_scale: float = 20.0, bn_eps: float = 1e-3,
-                 bn_init_scale: float = 1.0, batch_norm: bool = True,
-                 prior_prob: float = 0.01) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        priors_per_location: Sequence[int],
+        num_classes: int,
+        l2norm_scale: float = 20.0,
+        bn_eps: float = 1e-3,
+        bn_init_scale: float = 1.0,
+        batch_norm: bool = True,
+        prior_prob: float = 0.01,
+    ) -> None:
         super().__init__()
         if len(in_channels) != len(priors_per_location):
-            raise ValueError(f"{len(in_channels)} sources but {len(priors_per_location)} "
-                             f"prior counts")
+            raise ValueError(
+                f"{len(in_channels)} sources but {len(priors_per_location)} prior counts"
+            )
         self.heads = nn.ModuleList(
-            SourceHead(c, k, num_classes, l2norm_scale, bn_eps, bn_init_scale, batch_norm,
-                       prior_prob)
+            SourceHead(
+                c, k, num_classes, l2norm_scale, bn_eps, bn_init_scale, batch_norm, prior_prob
+            )
             for c, k in zip(in_channels, priors_per_location)
         )
 

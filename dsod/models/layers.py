@@ -27,8 +27,9 @@ def caffe_xavier_(weight: torch.Tensor) -> torch.Tensor:
 
 def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
     """A bias-free convolution with "same" padding for odd kernels and Caffe Xavier init."""
-    layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                      padding=kernel_size // 2, bias=False)
+    layer = nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+    )
     caffe_xavier_(layer.weight)
     return layer
 
@@ -41,8 +42,9 @@ def max_pool() -> nn.MaxPool2d:
 class BnReluConv(nn.Sequential):
     """Pre-activation unit: BN - ReLU - conv (no bias)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1
+    ) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -52,8 +54,9 @@ class BnReluConv(nn.Sequential):
 class ConvBnRelu(nn.Sequential):
     """Post-activation unit of the stem: conv (no bias) - BN - ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
+    ) -> None:
         super().__init__()
         self.conv = conv(in_channels, out_channels, kernel_size, stride)
         self.norm = nn.BatchNorm2d(out_channels)

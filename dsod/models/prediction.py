@@ -8,7 +8,7 @@ compressed by a BN-ReLU-conv1x1. The plain structure keeps only the learned half
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,8 @@ from dsod.models.layers import BnReluConv, max_pool
 
 
 class LearningHalf(nn.Sequential):
-    """BN-ReLU-conv1x1 (n) - BN-ReLU-conv3x3 s2 (n): ``[B, C, H, W] -> [B, n, ceil(H/2), ceil(W/2)]``."""
+    """BN-ReLU-conv1x1 (n) - BN-ReLU-conv3x3 s2 (n):
+    ``[B, C, H, W] -> [B, n, ceil(H/2), ceil(W/2)]``."""
 
     def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
@@ -26,7 +27,8 @@ class LearningHalf(nn.Sequential):
 
 
 class ReusingHalf(nn.Sequential):
-    """2x2 ceil max pool - BN-ReLU-conv1x1 (n): ``[B, C, H, W] -> [B, n, ceil(H/2), ceil(W/2)]``."""
+    """2x2 ceil max pool - BN-ReLU-conv1x1 (n):
+    ``[B, C, H, W] -> [B, n, ceil(H/2), ceil(W/2)]``."""
 
     def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -45,21 +45,25 @@ def _torchvision_ssd300(num_classes: int, device: str | torch.device | None = No
         return ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _feature_sizes(input_size: int) -> tuple[int, ...]:
     model = _torchvision_ssd300(2, device="meta")
     image = torch.empty(1, 3, input_size, input_size, device="meta")
     try:
         sources = model.backbone(image)
     except RuntimeError as error:
-        raise ValueError(f"SSD300 VGG16 cannot run on a {input_size}x{input_size} input (the "
-                         f"network needs at least 268 pixels): {error}") from None
+        raise ValueError(
+            f"SSD300 VGG16 cannot run on a {input_size}x{input_size} input (the "
+            f"network needs at least 268 pixels): {error}"
+        ) from None
     sizes = []
     for source in sources.values():
         height, width = source.shape[-2:]
         if height != width or height < 1:
-            raise ValueError(f"SSD300 VGG16 on a {input_size}x{input_size} input gives a "
-                             f"{height}x{width} source; the priors need square maps")
+            raise ValueError(
+                f"SSD300 VGG16 on a {input_size}x{input_size} input gives a "
+                f"{height}x{width} source; the priors need square maps"
+            )
         sizes.append(int(height))
     return tuple(sizes)
 
@@ -89,19 +93,24 @@ class SSDVGG16(nn.Module):
             ``[4, 6, 6, 6, 4, 4]`` (the head is torchvision's, built for those).
     """
 
-    def __init__(self, num_classes: int,
-                 priors_per_location: Sequence[int] = SSD300_PRIORS_PER_LOCATION) -> None:
+    def __init__(
+        self, num_classes: int, priors_per_location: Sequence[int] = SSD300_PRIORS_PER_LOCATION
+    ) -> None:
         super().__init__()
         expected = list(SSD300_PRIORS_PER_LOCATION)
         if list(priors_per_location) != expected:
-            raise ValueError(f"ssd300_vgg16's head predicts {expected} boxes per position, "
-                             f"but the priors have {list(priors_per_location)}; use aspect "
-                             f"ratios [[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
+            raise ValueError(
+                f"ssd300_vgg16's head predicts {expected} boxes per position, "
+                f"but the priors have {list(priors_per_location)}; use aspect "
+                f"ratios [[2], [2, 3], [2, 3], [2, 3], [2], [2]]"
+            )
         network = _torchvision_ssd300(num_classes)
         anchors = list(network.anchor_generator.num_anchors_per_location())
         if anchors != expected:  # torchvision changed its SSD300: the head no longer fits
-            raise RuntimeError(f"torchvision's ssd300_vgg16 now has {anchors} anchors per "
-                               f"position, expected {expected}")
+            raise RuntimeError(
+                f"torchvision's ssd300_vgg16 now has {anchors} anchors per "
+                f"position, expected {expected}"
+            )
         self.num_classes = num_classes
         self.backbone = network.backbone  # SSDFeatureExtractorVGG: VGG16 + extras
         self.head = network.head  # SSDHead: classification and regression convolutions

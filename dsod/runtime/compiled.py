@@ -52,9 +52,11 @@ class CompiledModel(nn.Module):
             with inductor_config.patch(freezing=self.frozen):
                 return self.compiled(*args, **kwargs)
         except TorchDynamoException as error:
-            raise CompileError(f"torch.compile could not compile the network: "
-                               f"{_root_cause(error)} (run without compiling: compile=False, "
-                               f"or no --compile)") from error
+            raise CompileError(
+                f"torch.compile could not compile the network: "
+                f"{_root_cause(error)} (run without compiling: compile=False, "
+                f"or no --compile)"
+            ) from error
 
 
 def _root_cause(error: BaseException) -> str:

@@ -28,10 +28,16 @@ class CentreTapConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
-        if torch.jit.is_tracing() or x.shape[-2:] != (1, 1) or self.stride == (1, 1) \
-                or kh % 2 == 0 or kw % 2 == 0 \
-                or self.padding != (kh // 2, kw // 2) or self.dilation != (1, 1) \
-                or self.padding_mode != "zeros":
+        if (
+            torch.jit.is_tracing()
+            or x.shape[-2:] != (1, 1)
+            or self.stride == (1, 1)
+            or kh % 2 == 0
+            or kw % 2 == 0
+            or self.padding != (kh // 2, kw // 2)
+            or self.dilation != (1, 1)
+            or self.padding_mode != "zeros"
+        ):
             return super().forward(x)
-        centre = self.weight[:, :, kh // 2:kh // 2 + 1, kw // 2:kw // 2 + 1]
+        centre = self.weight[:, :, kh // 2 : kh // 2 + 1, kw // 2 : kw // 2 + 1]
         return F.conv2d(x, centre, self.bias, self.stride, 0, 1, self.groups)

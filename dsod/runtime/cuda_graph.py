@@ -39,8 +39,13 @@ class CUDAGraphForward:
     the same object serves CPU and GPU. Gradients are not recorded (inference mode).
     """
 
-    def __init__(self, module: nn.Module, autocast_dtype: torch.dtype | None = None,
-                 warmup: int = 3, max_graphs: int = 8) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        autocast_dtype: torch.dtype | None = None,
+        warmup: int = 3,
+        max_graphs: int = 8,
+    ) -> None:
         self.module = module
         self.autocast_dtype = autocast_dtype
         self.warmup = warmup

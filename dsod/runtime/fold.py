@@ -78,9 +78,17 @@ def _freeze_batch_norms(module: nn.Module) -> None:
 
 def fold_bn_into_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     """A convolution equal to ``norm(conv(x))`` with ``norm`` in eval mode."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True,
-                      padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+    ).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
@@ -110,8 +118,9 @@ class ClampedConv1x1(nn.Module):
     def __init__(self, norm: nn.BatchNorm2d | FrozenBatchNorm, conv: nn.Conv2d) -> None:
         super().__init__()
         if conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
-            raise ValueError("ClampedConv1x1 needs a 1x1 convolution without padding or "
-                             f"groups, got {conv}")
+            raise ValueError(
+                f"ClampedConv1x1 needs a 1x1 convolution without padding or groups, got {conv}"
+            )
         with torch.no_grad():
             if isinstance(norm, FrozenBatchNorm):
                 scale, shift = norm.scale.flatten(), norm.shift.flatten()
@@ -129,10 +138,14 @@ class ClampedConv1x1(nn.Module):
             factor = torch.where(constant, torch.zeros_like(scale), scale)
             offset = torch.where(constant, shift.clamp_min(0), shift)
             weight = conv.weight.double()
-            bias = conv.bias.double() if conv.bias is not None else torch.zeros(
-                conv.out_channels, dtype=torch.float64, device=weight.device)
-            self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride,
-                                  bias=True).to(conv.weight.device, conv.weight.dtype)
+            bias = (
+                conv.bias.double()
+                if conv.bias is not None
+                else torch.zeros(conv.out_channels, dtype=torch.float64, device=weight.device)
+            )
+            self.conv = nn.Conv2d(
+                conv.in_channels, conv.out_channels, 1, conv.stride, bias=True
+            ).to(conv.weight.device, conv.weight.dtype)
             self.conv.weight.copy_(weight * factor.view(1, -1, 1, 1))
             self.conv.bias.copy_(bias + weight.flatten(1) @ offset)
         self.lower_only = bool(torch.isinf(upper).all())
@@ -168,8 +181,12 @@ def _folded(module: nn.Module) -> nn.Module | None:
     Runs on a copy in eval mode; parts folded before are left as they are."""
     if isinstance(module, DenseLayer):
         return FoldedDenseLayer(module)
-    if isinstance(module, BnReluConv) and isinstance(module.norm, nn.BatchNorm2d) \
-            and module.conv.kernel_size == (1, 1) and module.conv.padding == (0, 0):
+    if (
+        isinstance(module, BnReluConv)
+        and isinstance(module.norm, nn.BatchNorm2d)
+        and module.conv.kernel_size == (1, 1)
+        and module.conv.padding == (0, 0)
+    ):
         return ClampedConv1x1(module.norm, module.conv)
     if isinstance(module, ConvBnRelu) and isinstance(module.norm, nn.BatchNorm2d):
         module.conv = fold_bn_into_conv(module.conv, module.norm)

@@ -25,8 +25,12 @@ _INT_MAX = 2**31 - 1
 OPT_OUT_VARIABLE = "DSOD_SYSTEM_MALLOC"
 """Set to 1 to leave the C allocator as it is."""
 
-_GLIBC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
-                    "GLIBC_TUNABLES")
+_GLIBC_VARIABLES = (
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "GLIBC_TUNABLES",
+)
 
 _mode = "default"
 
@@ -73,4 +77,3 @@ def _reason_to_skip() -> str | None:
     if user_set:
         return f"{user_set[0]} is set"
     return None
-

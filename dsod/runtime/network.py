@@ -21,8 +21,9 @@ With ``speed_paths`` off both run the paper's plain modules.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,15 +66,18 @@ class RunSettings:
     why: str = "as configured"
 
     @classmethod
-    def resolve(cls, device: torch.device | str, amp: str = "auto",
-                channels_last: bool | None = None, speed_paths: bool = True
-                ) -> "RunSettings":
+    def resolve(
+        cls,
+        device: torch.device | str,
+        amp: str = "auto",
+        channels_last: bool | None = None,
+        speed_paths: bool = True,
+    ) -> RunSettings:
         """Settings for ``device`` from the user's ``amp`` (``"auto"`` included),
         ``channels_last`` (None: :func:`channels_last_for` chooses) and ``speed_paths``."""
         device = torch.device(device)
         resolved, why = resolve_amp(amp, device)
-        return cls(device, resolved, channels_last_for(channels_last, device), speed_paths,
-                   why)
+        return cls(device, resolved, channels_last_for(channels_last, device), speed_paths, why)
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -92,8 +96,13 @@ class Network:
         settings: device, precision and layout.
     """
 
-    def __init__(self, model: nn.Module, module: nn.Module, settings: RunSettings,
-                 graphed: CUDAGraphForward | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        module: nn.Module,
+        settings: RunSettings,
+        graphed: CUDAGraphForward | None = None,
+    ) -> None:
         self.model = model
         self.module = module
         self.settings = settings
@@ -125,10 +134,17 @@ class Network:
             yield
 
 
-def prepare_network(model: nn.Module, settings: RunSettings, *, training: bool,
-                    memory_efficient: bool = False, compile: bool = False,
-                    cuda_graphs: bool = False, distributed: bool = False,
-                    sync_bn: bool = False) -> Network:
+def prepare_network(
+    model: nn.Module,
+    settings: RunSettings,
+    *,
+    training: bool,
+    memory_efficient: bool = False,
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    distributed: bool = False,
+    sync_bn: bool = False,
+) -> Network:
     """``model`` made ready to run under ``settings``.
 
     Args:
@@ -153,15 +169,23 @@ def prepare_network(model: nn.Module, settings: RunSettings, *, training: bool,
     """
     device = settings.device
     if not training:
-        copy = for_inference(model, speed_paths=settings.speed_paths,
-                             channels_last=settings.channels_last, dtype=settings.dtype)
+        copy = for_inference(
+            model,
+            speed_paths=settings.speed_paths,
+            channels_last=settings.channels_last,
+            dtype=settings.dtype,
+        )
         copy = copy.to(device)
         module = compile_for_inference(copy) if compile else copy
-        graphed = (CUDAGraphForward(module, autocast_dtype=settings.dtype)
-                   if cuda_graphs and device.type == "cuda" else None)
+        graphed = (
+            CUDAGraphForward(module, autocast_dtype=settings.dtype)
+            if cuda_graphs and device.type == "cuda"
+            else None
+        )
         return Network(copy, module, settings, graphed)
-    model = for_training(model, speed_paths=settings.speed_paths,
-                         memory_efficient=memory_efficient)
+    model = for_training(
+        model, speed_paths=settings.speed_paths, memory_efficient=memory_efficient
+    )
     if sync_bn and distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
@@ -172,5 +196,6 @@ def prepare_network(model: nn.Module, settings: RunSettings, *, training: bool,
     module: Any = compile_for_training(model) if compile else model
     if distributed:
         module = DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
+            module, device_ids=[device.index] if device.type == "cuda" else None
+        )
     return Network(model, module, settings)

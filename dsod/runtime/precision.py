@@ -26,11 +26,23 @@ from dsod.config.rules import AMP_SETTINGS, PRECISIONS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AMP_DTYPES", "AMP_SETTINGS", "PRECISION_NAMES", "amp_dtype", "amp_setting",
-           "autocast_context", "cpu_has_native_bf16", "precision_name", "resolve_amp"]
+__all__ = [
+    "AMP_DTYPES",
+    "AMP_SETTINGS",
+    "PRECISION_NAMES",
+    "amp_dtype",
+    "amp_setting",
+    "autocast_context",
+    "cpu_has_native_bf16",
+    "precision_name",
+    "resolve_amp",
+]
 
-_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16,
-                                          "fp16": torch.float16}
+_DTYPES: dict[str, torch.dtype | None] = {
+    "none": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {amp: _DTYPES[amp] for amp in PRECISIONS}
 """The autocast dtype of each precision the config names (:data:`~dsod.config.rules.PRECISIONS`,
@@ -39,7 +51,8 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {amp: _DTYPES[amp] for amp in PRECIS
 SLOW_BF16_WARNING = (
     "train.amp=bf16 on a CPU without native bf16 (no AVX512-BF16, no AMX): bf16 is emulated "
     "here, and its convolutions ran 6-10 times slower than fp32 on such a CPU "
-    "(docs/PERFORMANCE.md); train.amp=auto (or none) runs fp32")
+    "(docs/PERFORMANCE.md); train.amp=auto (or none) runs fp32"
+)
 
 
 def amp_dtype(amp: str) -> torch.dtype | None:
@@ -74,8 +87,9 @@ def amp_setting(name: str) -> str:
     for amp, known in PRECISION_NAMES.items():
         if known == name:
             return amp
-    raise ValueError(f"unknown precision {name!r}; choose from "
-                     f"{', '.join(PRECISION_NAMES.values())}")
+    raise ValueError(
+        f"unknown precision {name!r}; choose from {', '.join(PRECISION_NAMES.values())}"
+    )
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -95,11 +109,13 @@ def _cpuinfo_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles)."""
-    checks = [getattr(torch.cpu, name, None)
-              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [
+        getattr(torch.cpu, name, None)
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     if all(callable(check) for check in checks):
         return any(check() for check in checks)
     return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
@@ -113,8 +129,7 @@ def resolve_amp(setting: str, device: torch.device | str) -> tuple[str, str]:
     """
     device = torch.device(device)
     if setting not in AMP_SETTINGS:
-        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} (or auto), got "
-                         f"{setting!r}")
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} (or auto), got {setting!r}")
     if setting != "auto":
         if setting == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
             _warn_slow_bf16()
@@ -124,8 +139,10 @@ def resolve_amp(setting: str, device: torch.device | str) -> tuple[str, str]:
     if device.type == "cpu":
         if cpu_has_native_bf16():
             return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
-        return "none", ("auto: fp32, as this CPU has no native bf16 (no AVX512-BF16, no AMX), "
-                        "where bf16 runs 6-10 times slower")
+        return "none", (
+            "auto: fp32, as this CPU has no native bf16 (no AVX512-BF16, no AMX), "
+            "where bf16 runs 6-10 times slower"
+        )
     return "none", f"auto: fp32 on {device.type}"
 
 

@@ -15,7 +15,7 @@ Outputs, gradients and statistics must be those of the plain layers
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,8 +28,12 @@ from dsod.models.densenet import DenseLayer, Stem
 def _running_stats_kept(module: nn.Module) -> Iterator[None]:
     """Put the BN running statistics under ``module`` back as they were on entry (for
     BatchNorm2d and SyncBatchNorm alike)."""
-    buffers = [buffer for norm in module.modules()
-               if isinstance(norm, nn.modules.batchnorm._NormBase) for buffer in norm.buffers()]
+    buffers = [
+        buffer
+        for norm in module.modules()
+        if isinstance(norm, nn.modules.batchnorm._NormBase)
+        for buffer in norm.buffers()
+    ]
     saved = [buffer.clone() for buffer in buffers]
     try:
         yield
@@ -39,8 +43,9 @@ def _running_stats_kept(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def recomputed(function: Callable[..., torch.Tensor], module: nn.Module,
-               *inputs: torch.Tensor) -> torch.Tensor:
+def recomputed(
+    function: Callable[..., torch.Tensor], module: nn.Module, *inputs: torch.Tensor
+) -> torch.Tensor:
     """``function(*inputs)`` with its intermediate results recomputed in the backward pass
     instead of stored; the recomputation leaves the BN statistics of ``module`` (the
     owner of ``function``) as the first pass updated them."""
@@ -48,8 +53,12 @@ def recomputed(function: Callable[..., torch.Tensor], module: nn.Module,
         # Compiled, the recomputation is part of the backward graph, which replays values,
         # not the forward's buffer updates; torch.compile refuses a context_fn besides.
         return checkpoint(function, *inputs, use_reentrant=False)
-    return checkpoint(function, *inputs, use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(module)))
+    return checkpoint(
+        function,
+        *inputs,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(module)),
+    )
 
 
 class RecomputedDenseLayer(DenseLayer):

@@ -38,8 +38,11 @@ def relu_(x: torch.Tensor) -> torch.Tensor:
     """``F.relu(x, inplace=True)``, with the same values and gradients, through the int16
     bits for a bf16 or fp16 CPU tensor (eagerly; compiled, Inductor fuses ReLU itself).
     Any shape and layout (a non-contiguous channel slice too)."""
-    if x.dtype not in (torch.bfloat16, torch.float16) or x.device.type != "cpu" \
-            or torch.compiler.is_compiling():
+    if (
+        x.dtype not in (torch.bfloat16, torch.float16)
+        or x.device.type != "cpu"
+        or torch.compiler.is_compiling()
+    ):
         return F.relu(x, inplace=True)
     if torch.is_grad_enabled() and x.requires_grad:
         return _SignBitReLU.apply(x)

@@ -28,12 +28,19 @@ class SharedBufferDenseBlock(DenseBlock):
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return super().forward(x)
         batch, channels, height, width = x.shape
-        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                  and not x.is_contiguous() else torch.contiguous_format)
-        out = torch.empty((batch, self.out_channels, height, width), dtype=x.dtype,
-                          device=x.device, memory_format=layout)
+        layout = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            else torch.contiguous_format
+        )
+        out = torch.empty(
+            (batch, self.out_channels, height, width),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=layout,
+        )
         out[:, :channels] = x
         for layer in self.layers:
-            out[:, channels:channels + self.growth_rate] = layer([out[:, :channels]])
+            out[:, channels : channels + self.growth_rate] = layer([out[:, :channels]])
             channels += self.growth_rate
         return out

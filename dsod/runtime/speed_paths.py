@@ -29,8 +29,9 @@ Table = dict[type[nn.Module], type[nn.Module]]
 TRAINING: Table = {nn.Conv2d: CentreTapConv2d, nn.ReLU: SignBitReLU, L2Norm: ScaledL2Norm}
 RECOMPUTED: Table = {DenseLayer: RecomputedDenseLayer, Stem: RecomputedStem}
 INFERENCE: Table = {nn.ReLU: SignBitReLU, DenseBlock: SharedBufferDenseBlock}
-_PAPER: Table = {twin: paper for table in (TRAINING, RECOMPUTED, INFERENCE)
-                 for paper, twin in table.items()}
+_PAPER: Table = {
+    twin: paper for table in (TRAINING, RECOMPUTED, INFERENCE) for paper, twin in table.items()
+}
 
 
 def switch(model: nn.Module, table: Table) -> nn.Module:
@@ -43,8 +44,9 @@ def switch(model: nn.Module, table: Table) -> nn.Module:
     return model
 
 
-def for_training(model: nn.Module, *, speed_paths: bool = True,
-                 memory_efficient: bool = False) -> nn.Module:
+def for_training(
+    model: nn.Module, *, speed_paths: bool = True, memory_efficient: bool = False
+) -> nn.Module:
     """Switch ``model`` to the training paths, in place; returns ``model``.
 
     With ``speed_paths`` (``train.speed_paths``): the centre-tap convolution
@@ -86,8 +88,13 @@ def store_weights_in(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
 
 
 @torch.no_grad()
-def for_inference(model: nn.Module, *, speed_paths: bool = True, channels_last: bool = False,
-                  dtype: torch.dtype | None = None) -> nn.Module:
+def for_inference(
+    model: nn.Module,
+    *,
+    speed_paths: bool = True,
+    channels_last: bool = False,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
     """The network as evaluation, :class:`~dsod.inference.Detector`, the export and the
     benchmark run it: a copy of ``model`` (left as it is) in eval mode.
 
