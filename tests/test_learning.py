@@ -160,3 +160,37 @@ def test_a_run_too_short_to_tell_is_not_checked():
     monitor.add(SignalSums(0.5, 0.25, 1.0))
     assert all(monitor.check(step) is None for step in range(1, 31))
     assert monitor.verdict is None
+
+
+@pytest.mark.parametrize(
+    ("at_check", "at_end", "outcome", "level"),
+    [
+        (0.51, 0.70, "did learn, later", logging.INFO),
+        (0.70, 0.80, "learning", logging.INFO),
+        (0.70, 0.50, "fallen back to chance", logging.WARNING),
+        (0.50, 0.51, "still not learning", logging.INFO),  # warned once already, at the check
+    ],
+)
+def test_the_verdict_is_repeated_at_the_end_and_warned_only_when_it_is_news(
+    at_check, at_end, outcome, level, caplog
+):
+    monitor = LearningMonitor(max_iter=60)
+    for step in range(1, 61):
+        monitor.add(_spread(at_check if step <= 20 else at_end, 0.1, 40))
+        monitor.check(step)
+    assert monitor.finish(10) is None  # before the check: nothing to repeat
+    with caplog.at_level(logging.INFO, logger="dsod.engine.learning"):
+        end = monitor.finish(60)
+    # the window holds the last 10 steps (half the check step), all at at_end
+    assert end["step"] == 60 and end["agreement"] == pytest.approx(at_end)
+    assert end["images"] == 400 and end["learning"] is (at_end >= 0.52)
+    (line,) = [r for r in caplog.records if "learning at the end" in r.getMessage()]
+    assert outcome in line.getMessage() and line.levelno == level
+
+
+def test_an_unchecked_run_has_no_end_verdict():
+    monitor = LearningMonitor(max_iter=30)  # check step 10: too short to tell
+    for step in range(1, 31):
+        monitor.add(_spread(0.9, 0.1, 40))
+        monitor.check(step)
+    assert monitor.finish(30) is None

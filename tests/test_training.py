@@ -109,17 +109,25 @@ def test_a_training_run_learns_and_writes_its_outputs(tmp_path, caplog):
     assert saved["voc"]["mAP07"] > blind + 0.5, (saved["voc"]["mAP07"], blind)
     check = next(r["learning_check"] for r in records if "learning_check" in r)
     assert check["step"] == 30 and check["learning"] and check["agreement"] > 0.8
-    assert saved["learning"] == check
+    end = next(r["learning_end"] for r in records if "learning_end" in r)
+    assert end["step"] == 90 and end["learning"] and end["agreement"] > check["agreement"]
+    assert saved["learning"] == {**check, "end": end}
     assert "not learning" not in caplog.text
 
 
 def test_a_run_on_shuffled_labels_is_warned_that_it_is_not_learning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         metrics, records, blind = _squares_run(tmp_path, shuffled=True)
     check = next(r["learning_check"] for r in records if "learning_check" in r)
     assert check["step"] == 30 and not check["learning"] and check["agreement"] < 0.6
-    warnings = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if "not learning" in r.getMessage() and r.levelno >= logging.WARNING
+    ]
     assert len(warnings) == 1 and f"agreement {check['agreement']:.3f}" in warnings[0]
+    end = next(r["learning_end"] for r in records if "learning_end" in r)
+    assert not end["learning"] and "still not learning" in caplog.text  # said, not warned
     assert metrics["voc"]["mAP07"] < blind + 0.2  # nothing learnt beyond where boxes are
 
 

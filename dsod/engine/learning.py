@@ -212,17 +212,13 @@ class LearningMonitor:
             total.add(sums)
         return total
 
-    def check(self, step: int) -> dict[str, Any] | None:
-        """At ``check_step``: the verdict (also kept in :attr:`verdict`), warned about when
-        the run is not learning; ``None`` at every other step, and always for a run too
-        short to tell (``check_step`` below :data:`MIN_CHECK_STEP`)."""
-        if step != self.check_step or self.check_step < MIN_CHECK_STEP:
-            return None
+    def _verdict(self, step: int) -> dict[str, Any]:
+        """The agreement over the last steps against chance, as the check records it."""
         sums = self.recent()
         value, error = sums.mean(), sums.standard_error()
         needed = max(self.significance * error, self.min_margin)
         learning = math.isnan(value) or math.isnan(error) or value - 0.5 >= needed
-        self.verdict = {
+        return {
             "step": step,
             "agreement": value,
             "standard_error": error,
@@ -230,7 +226,15 @@ class LearningMonitor:
             "images": int(sums.images),
             "learning": learning,
         }
-        if not learning:
+
+    def check(self, step: int) -> dict[str, Any] | None:
+        """At ``check_step``: the verdict (also kept in :attr:`verdict`), warned about when
+        the run is not learning; ``None`` at every other step, and always for a run too
+        short to tell (``check_step`` below :data:`MIN_CHECK_STEP`)."""
+        if step != self.check_step or self.check_step < MIN_CHECK_STEP:
+            return None
+        self.verdict = verdict = self._verdict(step)
+        if not verdict["learning"]:
             logger.warning(
                 "the model is not learning to find the objects: after %d iterations, where "
                 "an image's annotation and another image's disagree, it decides for the "
@@ -238,11 +242,41 @@ class LearningMonitor:
                 "%d images; 0.5 is chance, a run that learns is above %.3f by now). Check "
                 "that the annotations belong to their images (tools/check_dataset.py); if "
                 "they do, try a lower learning rate (solver.lr) or a longer run "
-                "(solver.max_iter)",
+                "(solver.max_iter). The check is repeated at the end of the run",
                 step,
-                value,
-                error,
-                int(sums.images),
-                0.5 + needed,
+                verdict["agreement"],
+                verdict["standard_error"],
+                verdict["images"],
+                verdict["needed"],
             )
-        return self.verdict
+        return verdict
+
+    def finish(self, step: int) -> dict[str, Any] | None:
+        """The same verdict at the end of the run, logged beside the check's (a set of few,
+        large objects can start slowly and learn later); ``None`` when the run was not
+        checked."""
+        if self.verdict is None or step <= self.check_step:
+            return None
+        end = self._verdict(step)
+        first = self.verdict["learning"]
+        if end["learning"] and not first:
+            outcome = "the run did learn, later than the check expected"
+        elif end["learning"]:
+            outcome = "learning"
+        elif first:
+            outcome = "it has fallen back to chance: the model no longer tells images apart"
+        else:
+            outcome = "still not learning"
+        # Warned once: only news (a run that learnt and no longer does) is a warning.
+        log = logger.warning if first and not end["learning"] else logger.info
+        log(
+            "learning at the end (step %d): agreement %.3f +- %.3f over the last %d images "
+            "(0.5 is chance; %.3f at the check): %s",
+            step,
+            end["agreement"],
+            end["standard_error"],
+            end["images"],
+            self.verdict["agreement"],
+            outcome,
+        )
+        return end

@@ -85,7 +85,8 @@ class RunLog:
 
     def learning_check(self) -> dict[str, Any] | None:
         """The run's learning check (:mod:`dsod.engine.learning`), as ``log.jsonl`` records
-        it (a resumed run's too), or None."""
+        it (a resumed run's too), with the verdict at the end of the run under ``"end"``
+        when there is one; or None."""
         if not self.path.is_file():
             return None
         found = None
@@ -95,7 +96,9 @@ class RunLog:
             except ValueError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("learning_check"), dict):
-                found = record["learning_check"]
+                found = dict(record["learning_check"])
+            if found and isinstance(record, dict) and isinstance(record.get("learning_end"), dict):
+                found["end"] = record["learning_end"]
         return found
 
     def write_final(self, step: int, metrics: dict[str, Any] | None) -> dict[str, Any] | None:

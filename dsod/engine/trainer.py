@@ -242,6 +242,9 @@ class Trainer:
         finally:
             close_loader(batches)
         bar.close()
+        end = self.learning.finish(self.step) if dist.is_main_process() else None
+        if end is not None:
+            self.log.write({"step": self.step, "learning_end": end})
         self.save_checkpoint()
         metrics = self.log.write_final(self.step, self.score_test_split())
         if dist.is_main_process():
