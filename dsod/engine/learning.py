@@ -242,7 +242,8 @@ class LearningMonitor:
                 "%d images; 0.5 is chance, a run that learns is above %.3f by now). Check "
                 "that the annotations belong to their images (tools/check_dataset.py); if "
                 "they do, try a lower learning rate (solver.lr) or a longer run "
-                "(solver.max_iter). The check is repeated at the end of the run",
+                "(solver.max_iter). Sets of about one large object an image can start "
+                "slowly: the check is repeated at the end of the run",
                 step,
                 verdict["agreement"],
                 verdict["standard_error"],
