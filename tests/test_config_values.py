@@ -129,10 +129,7 @@ def test_batch_per_step_must_divide_the_batch():
 
 @pytest.mark.parametrize(
     "section,key,value",
-    [
-        ("augment", "contrast_range", [1.5, 0.5]),
-        ("augment", "crop_scale", [1.0, 0.3]),
-    ],
+    [("augment", "contrast_range", [1.5, 0.5]), ("augment", "crop_scale", [1.0, 0.3])],
 )
 def test_a_range_pair_must_be_low_then_high(section, key, value):
     with pytest.raises(ConfigError, match=rf"^{section}\.{key} in <dict>: expected \[low, high\]"):

@@ -307,25 +307,20 @@ def test_amp_and_compile_reach_the_network_and_keep_the_figures(setup, monkeypat
     )
 
 
-def test_checkpoint_of_another_config_is_one_line_error(setup, capsys):
-    tmp_path, config = setup
-    other = config_from_dict(tiny_raw(tmp_path / "voc", growth_rate=4))
+def _eval_checkpoint_of(other, config: str, tmp_path) -> int:
+    """``tools/eval.py`` under ``config`` on a fresh checkpoint of the config ``other``."""
     save_atomic(
         {"model": build_model(other).state_dict(), "config": config_to_dict(other)},
         tmp_path / "other.pth",
     )
-    code = load_tool("eval").main(
-        [
-            config,
-            "--checkpoint",
-            str(tmp_path / "other.pth"),
-            "--out",
-            str(tmp_path / "o"),
-            "--device",
-            "cpu",
-            "--no-progress",
-        ]
-    )
+    arguments = ["--checkpoint", str(tmp_path / "other.pth"), "--out", str(tmp_path / "o")]
+    return load_tool("eval").main([config, *arguments, "--device", "cpu", "--no-progress"])
+
+
+def test_checkpoint_of_another_config_is_one_line_error(setup, capsys):
+    tmp_path, config = setup
+    other = config_from_dict(tiny_raw(tmp_path / "voc", growth_rate=4))
+    code = _eval_checkpoint_of(other, config, tmp_path)
     assert code == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "mismatched shapes" in err and "Traceback" not in err
@@ -336,22 +331,7 @@ def test_checkpoint_trained_with_other_priors_is_refused(setup, capsys):
     raw = tiny_raw(tmp_path / "voc")
     raw["priors"] = {**raw["priors"], "min_sizes": [5, 12, 24, 35, 45, 56]}
     other = config_from_dict(raw)  # same weights' shapes, other priors
-    save_atomic(
-        {"model": build_model(other).state_dict(), "config": config_to_dict(other)},
-        tmp_path / "other.pth",
-    )
-    code = load_tool("eval").main(
-        [
-            config,
-            "--checkpoint",
-            str(tmp_path / "other.pth"),
-            "--out",
-            str(tmp_path / "o"),
-            "--device",
-            "cpu",
-            "--no-progress",
-        ]
-    )
+    code = _eval_checkpoint_of(other, config, tmp_path)
     assert code == 2
     err = capsys.readouterr().err
     assert "priors.min_sizes: trained with [5.0, 12.0" in err and "Traceback" not in err
