@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT
+from dsod.engine.run_log import RunLog
 
 
 @dataclass(frozen=True)
@@ -178,10 +179,6 @@ def _log_records(out_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _learning_check(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    return next((r["learning_check"] for r in records if "learning_check" in r), None)
-
-
 def _logged_wall_time(out_dir: Path) -> float:
     """The seconds from the first to the last line of a finished run's ``train.log``."""
     import datetime
@@ -213,7 +210,7 @@ def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         while process.poll() is None:
             time.sleep(5)
-            if stop_after_check and _learning_check(_log_records(out_dir)) is not None:
+            if stop_after_check and RunLog(out_dir).learning_check() is not None:
                 process.send_signal(signal.SIGINT)
                 process.wait()
     wall = time.perf_counter() - tic
@@ -303,7 +300,7 @@ def run_one(
         images_per_s=statistics.median(rates) if rates else None,
         eval=None if control else evaluate(config, settings, out_dir),
         eval_last_weights=None if control else evaluate_last_weights(config, settings, out_dir),
-        learning=_learning_check(records),
+        learning=RunLog(out_dir).learning_check(),
         agreement_end=signals[-1] if signals else None,
         blind_map07=blind_map(config, settings, root),
     )
