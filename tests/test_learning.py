@@ -61,6 +61,77 @@ def test_agreement_by_hand():
     assert agreement(logits, offsets, targets, labels).tolist() == [0.5, 0.5]
 
 
+def test_agreement_with_three_images_averages_over_every_other_image():
+    # Three images, one object each at its own prior; no prior is matched in two images,
+    # so only the object scores decide (which prior holds this image's object).
+    labels = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    scores = torch.tensor(
+        [
+            [2.0, 1.0, 0.0],  # image 0: own prior 0 above 1 (image 1's) and 2 (image 2's)
+            [1.0, 0.0, 2.0],  # image 1: own prior 1 below both others' priors
+            [2.0, 0.0, 1.0],  # image 2: own prior 2 below image 0's, above image 1's
+        ]
+    )
+    values = agreement(
+        _logits_from_object_scores(scores), torch.zeros(3, 3, 4), torch.zeros(3, 3, 4), labels
+    )
+    # image 2 decides for itself against image 1 and not against image 0: 0.5
+    assert values.tolist() == [1.0, 0.0, 0.5]
+
+
+def _agreement_by_definition(scores, offsets, targets, labels):
+    """Per image, the mean over the other images of the pair's rates, one comparison at a
+    time in plain Python (the definition in dsod.engine.learning's docstring)."""
+
+    def decide(mine: float, theirs: float) -> float:
+        return 1.0 if mine > theirs else 0.5 if mine == theirs else 0.0
+
+    def error(predicted, target) -> float:
+        return float(torch.nn.functional.smooth_l1_loss(predicted, target, reduction="sum"))
+
+    count, priors = labels.shape
+    values = []
+    for i in range(count):
+        pair_rates = []
+        for j in range(count):
+            if j == i:
+                continue
+            own = [p for p in range(priors) if labels[i, p] > 0 and labels[j, p] == 0]
+            other = [p for p in range(priors) if labels[j, p] > 0 and labels[i, p] == 0]
+            both = [p for p in range(priors) if labels[i, p] > 0 and labels[j, p] > 0]
+            rates = []
+            if own and other:
+                wins = [decide(scores[i, a], scores[i, b]) for a in own for b in other]
+                rates.append(sum(wins) / len(wins))
+            if both:
+                wins = [
+                    decide(
+                        -error(offsets[i, p], targets[i, p]), -error(offsets[i, p], targets[j, p])
+                    )
+                    for p in both
+                ]
+                rates.append(sum(wins) / len(wins))
+            if rates:
+                pair_rates.append(sum(rates) / len(rates))
+        values.append(sum(pair_rates) / len(pair_rates) if pair_rates else math.nan)
+    return values
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(2, 5), st.integers(3, 30))
+def test_agreement_matches_its_definition(seed, images, priors):
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(images, priors, generator=generator).round(decimals=1)
+    offsets = torch.randn(images, priors, 4, generator=generator).round(decimals=1)
+    targets = torch.randn(images, priors, 4, generator=generator).round(decimals=1)
+    labels = torch.randint(-1, 3, (images, priors), generator=generator)
+    logits = _logits_from_object_scores(scores)
+    values = agreement(logits, offsets, targets, labels)
+    object_scores = -torch.log_softmax(logits, -1)[..., 0]
+    expected = _agreement_by_definition(object_scores, offsets, targets, labels)
+    assert values.tolist() == pytest.approx(expected, abs=1e-9, nan_ok=True)
+
+
 def test_agreement_is_nan_for_one_image_and_for_annotations_that_agree():
     labels = torch.tensor([[0, 1, 1, 0]])
     targets = torch.rand(1, 4, 4)
@@ -75,21 +146,25 @@ def test_agreement_is_nan_for_one_image_and_for_annotations_that_agree():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(4, 60))
-def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, priors):
-    # The same predictions for both images (what a model that ignores its input gives,
+@given(st.integers(0, 2**31 - 1), st.integers(2, 6), st.integers(4, 60))
+def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, images, priors):
+    # The same predictions for every image (what a model that ignores its input gives,
     # however much it has learnt about where objects usually are and how large they are):
-    # each decision of one image has its mirror in the other, so the mean is exactly 0.5.
+    # each decision of image i against image j has its mirror in j's against i, so where
+    # every pair has something to compare the mean is exactly 0.5.
     generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(priors, generator=generator).round(decimals=1).expand(2, priors)
-    offsets = torch.randn(priors, 4, generator=generator).round(decimals=1).expand(2, -1, -1)
-    targets = torch.randn(2, priors, 4, generator=generator).round(decimals=1)
-    labels = torch.randint(-1, 3, (2, priors), generator=generator)
+    scores = torch.randn(priors, generator=generator).round(decimals=1).expand(images, priors)
+    offsets = torch.randn(priors, 4, generator=generator).round(decimals=1)
+    targets = torch.randn(images, priors + images, 4, generator=generator).round(decimals=1)
+    labels = torch.randint(-1, 3, (images, priors), generator=generator)
+    # one prior of each image's own, background in the others: every pair compares
+    labels = torch.cat([labels, torch.eye(images, dtype=labels.dtype)], 1)
+    scores = torch.cat([scores, torch.zeros(images, images)], 1)
+    offsets = torch.cat([offsets, torch.zeros(images, 4)]).expand(images, -1, -1)
     values = agreement(
         _logits_from_object_scores(scores.clone()), offsets.clone(), targets, labels
     )
-    if not values.isnan().any():
-        assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
+    assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
 
 
 def test_standard_error_by_hand():

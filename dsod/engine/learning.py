@@ -6,9 +6,9 @@ falls for a model that learns only where objects usually are and how large they 
 which on a set of one large, centred object an image is most of the way to a good score.
 What such a model cannot do is tell *this image's* objects from another image's.
 
-The signal, the **agreement**: pair each image of a batch with the next one (cyclically)
-and ask the model, looking at this image, to decide between the two images' annotations
-where they differ:
+The signal, the **agreement**: pair each image of a batch with every other one and ask
+the model, looking at this image, to decide between the two images' annotations where
+they differ:
 
 * *where the objects are*: a prior matched to an object of this image but background for
   the other (set ``A``) against one that is the other way round (``B``). The model decides
@@ -17,21 +17,28 @@ where they differ:
 * *what the boxes are*: a prior matched in both images, whose predicted offsets are closer
   (smooth L1, as the loss measures them) to this image's box than to the other's.
 
-Each comparison counts 1 when the model decides for this image and 1/2 for a tie; an
-image's agreement is the mean of its two rates (either one where the other has no
-comparison). A model that does not look at the image, whatever it has learnt about usual
-positions and sizes, decides for either image equally often: 0.5 (exactly, for two images
-with the same predictions, as each decision then has its mirror). Labels that do not belong
-to their images keep it at 0.5 too. A model that finds each image's objects takes it
-towards 1.
+Each comparison counts 1 when the model decides for this image and 1/2 for a tie; a
+pair's rate is the mean of its two rates (either one where the other has no comparison),
+and an image's agreement the mean of its pairs' rates. A model that does not look at the
+image, whatever it has learnt about usual positions and sizes, decides for either image
+equally often: 0.5 (exactly, for images with the same predictions where every pair
+compares, as each decision of image ``i`` against ``j`` then has its mirror in ``j``'s
+against ``i``). Labels that do not belong to their images keep it at 0.5 too. A model
+that finds each image's objects takes it towards 1. Every other image of the batch, not
+one, so that which image an image happens to be paired with adds no noise: on a set of
+one large object an image the check's standard error fell by a third, from the same
+batches (docs/RESULTS.md, "The learning signal").
 
 :class:`LearningMonitor` averages it between log records and, once a stated fraction of
 the run has passed, checks it once: the run is learning when its agreement over the last
 steps lies above 0.5 by at least :data:`SIGNIFICANCE` standard errors and by at least
 :data:`MIN_MARGIN`, and is warned about otherwise. The standard error comes from the
-spread of the images' values, so the check needs no threshold tuned to a data set: on a set
+spread of the images' values, so the check needs no threshold tuned to a data set (the
+images of a batch share their pairs, and for a model that does not look at the image their
+mirrored decisions make the values vary against each other: the error counted as if they
+were independent is then too large, and the check errs towards warning): on a set
 of one large, centred object an image the agreement of a run that learns rises slowly
-(0.55 at a third of the run), on a set of many small objects fast (0.8), and labels that
+(0.54 at a third of the run), on a set of many small objects fast (0.9), and labels that
 do not belong to their images keep it at 0.5 on both.
 """
 
@@ -99,7 +106,7 @@ def pair_auc(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor) ->
 def agreement(
     logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
-    """The agreement of each image with its own annotation against the next image's.
+    """The agreement of each image with its own annotation against every other image's.
 
     Args:
         logits: ``[B, P, C+1]`` raw class scores, class 0 background.
@@ -109,28 +116,39 @@ def agreement(
             background, ``< 0`` ignored (as the loss receives them).
 
     Returns:
-        ``[B]`` float64 in ``[0, 1]``; NaN for an image with no comparison (its annotation
-        and the next one's agree everywhere), and for every image of a batch of one.
+        ``[B]`` float64 in ``[0, 1]``: per image, the mean over the other images of the
+        batch of the pair's rate (the mean of its two decision rates, or the one it has);
+        NaN for an image with no comparison (its annotation agrees with every other one
+        everywhere), and for every image of a batch of one.
     """
-    if logits.shape[0] < 2:
-        return torch.full((logits.shape[0],), math.nan, dtype=torch.float64)
+    count = logits.shape[0]
+    if count < 2:
+        return torch.full((count,), math.nan, dtype=torch.float64)
+    # Only the priors matched in some image of the batch take part in a comparison.
+    used = (labels > 0).any(0)
+    labels = labels[:, used]
     # -log p(background): monotone in 1 - p(background), and finite where p is near 1.
-    scores = -torch.log_softmax(logits.detach().float(), -1)[..., 0]
-    other = labels.roll(-1, 0)
-    where = pair_auc(scores, (labels > 0) & (other == 0), (other > 0) & (labels == 0))
-    both = (labels > 0) & (other > 0)
-    predicted = offsets.detach().float()
-    own_error = F.smooth_l1_loss(predicted, target_offsets.float(), reduction="none").sum(-1)
-    other_error = F.smooth_l1_loss(
-        predicted, target_offsets.float().roll(-1, 0), reduction="none"
-    ).sum(-1)
-    decided = (own_error < other_error).double() + 0.5 * (own_error == other_error).double()
-    count = both.sum(1).double()
-    boxes = torch.where(
-        count > 0, (decided * both).sum(1) / count.clamp(min=1), torch.full_like(count, math.nan)
-    )
-    rates = torch.stack([where, boxes], 1)
-    return rates.nanmean(1)
+    scores = -torch.log_softmax(logits.detach()[:, used].float(), -1)[..., 0]
+    predicted = offsets.detach()[:, used].float()
+    targets = target_offsets[:, used].float()
+    own_error = F.smooth_l1_loss(predicted, targets, reduction="none").sum(-1)
+    rates = []
+    for shift in range(1, count):  # image i against image i + shift (cyclically)
+        other = labels.roll(-shift, 0)
+        where = pair_auc(scores, (labels > 0) & (other == 0), (other > 0) & (labels == 0))
+        both = (labels > 0) & (other > 0)
+        other_error = F.smooth_l1_loss(predicted, targets.roll(-shift, 0), reduction="none").sum(
+            -1
+        )
+        decided = (own_error < other_error).double() + 0.5 * (own_error == other_error).double()
+        pairs = both.sum(1).double()
+        boxes = torch.where(
+            pairs > 0,
+            (decided * both).sum(1) / pairs.clamp(min=1),
+            torch.full_like(pairs, math.nan),
+        )
+        rates.append(torch.stack([where, boxes], 1).nanmean(1))
+    return torch.stack(rates, 1).nanmean(1)
 
 
 @dataclass
