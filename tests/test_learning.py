@@ -10,7 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsod.engine.learning import LearningMonitor, SignalSums, agreement, pair_auc, signal_sums
+from dsod.engine.learning import (
+    MAX_PARTNERS,
+    LearningMonitor,
+    SignalSums,
+    agreement,
+    pair_auc,
+    partner_shifts,
+    signal_sums,
+)
 
 
 def test_pair_auc_by_hand_with_a_tie():
@@ -164,6 +172,27 @@ def test_a_model_that_does_not_look_at_the_image_scores_chance(seed, images, pri
     values = agreement(
         _logits_from_object_scores(scores.clone()), offsets.clone(), targets, labels
     )
+    assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
+
+
+@pytest.mark.parametrize("images", [2, 5, MAX_PARTNERS + 1, MAX_PARTNERS + 2, 64])
+def test_partners_are_capped_and_come_with_their_mirrors(images):
+    shifts = partner_shifts(images)
+    assert len(shifts) == min(images - 1, MAX_PARTNERS) == len(set(shifts))
+    assert all(0 < k < images and images - k in shifts for k in shifts)
+
+
+def test_a_large_batch_of_a_model_that_does_not_look_scores_chance():
+    # 40 images, so each is compared with MAX_PARTNERS of them, not all 39
+    images, priors = 40, 12
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(priors, generator=generator).expand(images, priors)
+    labels = torch.randint(0, 2, (images, priors), generator=generator)
+    labels = torch.cat([labels, torch.eye(images, dtype=labels.dtype)], 1)
+    scores = torch.cat([scores, torch.zeros(images, images)], 1)
+    offsets = torch.zeros(images, priors + images, 4)
+    targets = torch.randn(images, priors + images, 4, generator=generator)
+    values = agreement(_logits_from_object_scores(scores), offsets, targets, labels)
     assert values.mean().item() == pytest.approx(0.5, abs=1e-12)
 
 

@@ -24,19 +24,21 @@ image, whatever it has learnt about usual positions and sizes, decides for eithe
 equally often: 0.5 (exactly, for images with the same predictions where every pair
 compares, as each decision of image ``i`` against ``j`` then has its mirror in ``j``'s
 against ``i``). Labels that do not belong to their images keep it at 0.5 too. A model
-that finds each image's objects takes it towards 1. Every other image of the batch, not
-one, so that which image an image happens to be paired with adds no noise: on a set of
-one large object an image the check's standard error fell by a third, from the same
-batches (docs/RESULTS.md, "The learning signal").
+that finds each image's objects takes it towards 1. Every other image of the forward
+batch (up to :data:`MAX_PARTNERS`), not one, so that which image an image happens to be
+paired with adds less noise: on a set of one large object an image the check's standard
+error fell by a third, from the same batches (docs/RESULTS.md, "The learning signal").
 
 :class:`LearningMonitor` averages it between log records and, once a stated fraction of
 the run has passed, checks it once: the run is learning when its agreement over the last
 steps lies above 0.5 by at least :data:`SIGNIFICANCE` standard errors and by at least
 :data:`MIN_MARGIN`, and is warned about otherwise. The standard error comes from the
 spread of the images' values, so the check needs no threshold tuned to a data set (the
-images of a batch share their pairs, and for a model that does not look at the image their
-mirrored decisions make the values vary against each other: the error counted as if they
-were independent is then too large, and the check errs towards warning): on a set
+images of a batch share their pairs, so their values are not independent: for a model that
+does not look at the image the mirrored decisions make them vary against each other and
+the error counted as if they were independent is too large, but for a model that learns an
+unusual image can move all its partners' values together, and the error is then too
+small): on a set
 of one large, centred object an image the agreement of a run that learns rises slowly
 (0.54 at a third of the run), on a set of many small objects fast (0.9), and labels that
 do not belong to their images keep it at 0.5 on both.
@@ -57,10 +59,12 @@ __all__ = [
     "MIN_MARGIN",
     "CHECK_FRACTION",
     "MIN_CHECK_STEP",
+    "MAX_PARTNERS",
     "LearningMonitor",
     "SignalSums",
     "agreement",
     "pair_auc",
+    "partner_shifts",
     "signal_sums",
 ]
 
@@ -72,6 +76,9 @@ SIGNIFICANCE = 3.0
 MIN_MARGIN = 0.02
 """How far above 0.5 it must lie at least, however many images the check saw
 (docs/RESULTS.md, "The learning signal": runs on shuffled labels stayed within it)."""
+
+MAX_PARTNERS = 16
+"""How many other images of its batch each image is compared with at most."""
 
 CHECK_FRACTION = 1 / 3
 """The fraction of ``solver.max_iter`` after which the agreement is checked, once."""
@@ -103,6 +110,18 @@ def pair_auc(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor) ->
     return torch.where(pairs > 0, wins / pairs.clamp(min=1), torch.full_like(wins, math.nan))
 
 
+def partner_shifts(count: int) -> list[int]:
+    """The shifts ``k`` for which image ``i`` of a batch of ``count`` is compared with
+    image ``(i + k) % count``: every other image up to :data:`MAX_PARTNERS`, then the
+    nearest ``MAX_PARTNERS / 2`` on either side, so that the cost stays linear in the batch
+    and each pair ``(i, j)`` still comes with its mirror ``(j, i)`` (shift ``count - k``).
+    """
+    if count - 1 <= MAX_PARTNERS:
+        return list(range(1, count))
+    half = MAX_PARTNERS // 2
+    return [*range(1, half + 1), *range(count - half, count)]
+
+
 def agreement(
     logits: torch.Tensor, offsets: torch.Tensor, target_offsets: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
@@ -116,10 +135,12 @@ def agreement(
             background, ``< 0`` ignored (as the loss receives them).
 
     Returns:
-        ``[B]`` float64 in ``[0, 1]``: per image, the mean over the other images of the
-        batch of the pair's rate (the mean of its two decision rates, or the one it has);
-        NaN for an image with no comparison (its annotation agrees with every other one
-        everywhere), and for every image of a batch of one.
+        ``[B]`` float64 in ``[0, 1]``: per image, the mean of the pairs' rates (a pair's
+        rate: the mean of its two decision rates, or the one it has) over its partners
+        (:func:`partner_shifts`: every other image of the batch, up to
+        :data:`MAX_PARTNERS`) that have a comparison; NaN for an image with none (no
+        objects of its own, or none where a partner's annotation differs), and for every
+        image of a batch of one.
     """
     count = logits.shape[0]
     if count < 2:
@@ -133,7 +154,7 @@ def agreement(
     targets = target_offsets[:, used].float()
     own_error = F.smooth_l1_loss(predicted, targets, reduction="none").sum(-1)
     rates = []
-    for shift in range(1, count):  # image i against image i + shift (cyclically)
+    for shift in partner_shifts(count):  # image i against image i + shift (cyclically)
         other = labels.roll(-shift, 0)
         where = pair_auc(scores, (labels > 0) & (other == 0), (other > 0) & (labels == 0))
         both = (labels > 0) & (other > 0)
