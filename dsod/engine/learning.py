@@ -38,10 +38,9 @@ images of a batch share their pairs, so their values are not independent: for a 
 does not look at the image the mirrored decisions make them vary against each other and
 the error counted as if they were independent is too large, but for a model that learns an
 unusual image can move all its partners' values together, and the error is then too
-small): on a set
-of one large, centred object an image the agreement of a run that learns rises slowly
-(0.54 at a third of the run), on a set of many small objects fast (0.9), and labels that
-do not belong to their images keep it at 0.5 on both.
+small): on a set of one large, centred object an image the agreement of a run that learns
+rises slowly (0.54 at a third of the run), on a set of many small objects fast (0.9), and
+labels that do not belong to their images keep it at 0.5 on both.
 """
 
 from __future__ import annotations
@@ -147,20 +146,22 @@ def agreement(
         return torch.full((count,), math.nan, dtype=torch.float64)
     # Only the priors matched in some image of the batch take part in a comparison.
     used = (labels > 0).any(0)
-    labels = labels[:, used]
+    matched, background = labels[:, used] > 0, labels[:, used] == 0
     # -log p(background): monotone in 1 - p(background), and finite where p is near 1.
     scores = -torch.log_softmax(logits.detach()[:, used].float(), -1)[..., 0]
     predicted = offsets.detach()[:, used].float()
     targets = target_offsets[:, used].float()
-    own_error = F.smooth_l1_loss(predicted, targets, reduction="none").sum(-1)
+
+    def box_error(boxes: torch.Tensor) -> torch.Tensor:
+        return F.smooth_l1_loss(predicted, boxes, reduction="none").sum(-1)
+
+    own_error = box_error(targets)
     rates = []
     for shift in partner_shifts(count):  # image i against image i + shift (cyclically)
-        other = labels.roll(-shift, 0)
-        where = pair_auc(scores, (labels > 0) & (other == 0), (other > 0) & (labels == 0))
-        both = (labels > 0) & (other > 0)
-        other_error = F.smooth_l1_loss(predicted, targets.roll(-shift, 0), reduction="none").sum(
-            -1
-        )
+        other_matched, other_background = matched.roll(-shift, 0), background.roll(-shift, 0)
+        where = pair_auc(scores, matched & other_background, other_matched & background)
+        both = matched & other_matched
+        other_error = box_error(targets.roll(-shift, 0))
         decided = (own_error < other_error).double() + 0.5 * (own_error == other_error).double()
         pairs = both.sum(1).double()
         boxes = torch.where(
