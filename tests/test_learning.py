@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from dsod.engine.learning import (
     MAX_PARTNERS,
+    RISE_FACTOR,
     LearningMonitor,
+    LossWatch,
     SignalSums,
     agreement,
     pair_auc,
@@ -289,3 +291,31 @@ def test_an_unchecked_run_has_no_end_verdict():
         monitor.add(_spread(0.9, 0.1, 40))
         monitor.check(step)
     assert monitor.finish(30) is None
+
+
+def test_the_loss_watch_warns_once_when_the_loss_reaches_its_factor(caplog):
+    assert RISE_FACTOR == 1.5
+    watch = LossWatch()
+    with caplog.at_level(logging.WARNING):
+        assert watch.update(20, 6.0) is None  # the first logged loss
+        assert watch.update(40, 4.0) is None
+        assert watch.update(60, 8.9) is None  # 1.48 times the first: within
+        assert watch.update(70, math.nan) is None  # non-finite: counted elsewhere
+        rise = watch.update(80, 9.0)  # 1.5 times
+        assert watch.update(100, 20.0) is None  # warned once
+    assert (
+        rise
+        == watch.rise
+        == {"step": 80, "loss": 9.0, "first_step": 20, "first_loss": 6.0, "ratio": 1.5}
+    )
+    (line,) = [r.getMessage() for r in caplog.records if "loss is rising" in r.getMessage()]
+    assert "9.000 at step 80, 1.5 times" in line and "(6.000 at step 20)" in line
+
+
+def test_a_resumed_loss_watch_compares_with_the_runs_first_loss():
+    watch = LossWatch(first=(20, 6.0))
+    assert watch.update(500, 2.0) is None and watch.update(520, 8.0) is None
+    assert watch.update(540, 9.5)["first_step"] == 20
+    # a run whose first loss is zero has nothing to rise from
+    zero = LossWatch()
+    assert zero.update(1, 0.0) is None and zero.update(2, 5.0) is None

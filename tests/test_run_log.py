@@ -36,3 +36,16 @@ def test_final_figures_carry_the_learning_check_of_the_log(tmp_path):
     saved = log.write_final(9, {"voc": {"mAP07": 0.5, "mAP": 0.5}, "coco": {"AP": 0.2}})
     assert saved["learning"] == check
     assert json.loads((tmp_path / "metrics.json").read_text())["learning"] == check
+
+
+def test_the_first_finite_loss_is_read_back_for_a_resumed_run(tmp_path):
+    log = RunLog(tmp_path)
+    assert log.first_loss() is None  # no log yet
+    log.write({"step": 5, "learning_check": {"learning": True}})
+    log.write({"step": 10, "loss": math.inf})  # written as null
+    log.write({"step": 20, "loss": 2.5})
+    log.write({"step": 30, "loss": 1.0})
+    log.close()
+    with open(log.path, "a") as handle:
+        handle.write("not json\n")
+    assert RunLog(tmp_path).first_loss() == (20, 2.5)

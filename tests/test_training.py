@@ -54,7 +54,9 @@ def _squares(root: Path, count: int, seed: int, shuffled: bool = False) -> None:
     )
 
 
-def _squares_run(tmp_path: Path, shuffled: bool) -> tuple[dict, list[dict], float]:
+def _squares_run(
+    tmp_path: Path, shuffled: bool, l2norm_scale: float = 1.0
+) -> tuple[dict, list[dict], float]:
     """A 90-step run on 200 training squares (shuffled or not), scored on 40 others: its
     metrics, its log records and the blind detector's VOC07 mAP on the same test split."""
     from dsod.data.datasets import build_dataset
@@ -72,7 +74,7 @@ def _squares_run(tmp_path: Path, shuffled: bool) -> tuple[dict, list[dict], floa
             "test": ["test/trainval"],
             "class_names": None,
         },
-        model={"head_bn": False, "l2norm_scale": 1.0},
+        model={"head_bn": False, "l2norm_scale": l2norm_scale},
         priors={"fit": True},
         augment={"expand_prob": 0.0, "crop": False},
         solver={
@@ -113,6 +115,23 @@ def test_a_training_run_learns_and_writes_its_outputs(tmp_path, caplog):
     assert end["step"] == 90 and end["learning"] and end["agreement"] > check["agreement"]
     assert saved["learning"] == {**check, "end": end}
     assert "not learning" not in caplog.text
+    assert "loss is rising" not in caplog.text and not any("loss_rise" in r for r in records)
+
+
+def test_a_diverging_run_is_warned_that_its_loss_rises(tmp_path, caplog):
+    # The heads' input eight times the learning run's scale: 64 times its step. The loss
+    # climbs past 1.5 times its first logged value (step 10) and the run scores worse.
+    with caplog.at_level(logging.WARNING):
+        metrics, records, _ = _squares_run(tmp_path, shuffled=False, l2norm_scale=8.0)
+    rises = [r["loss_rise"] for r in records if "loss_rise" in r]
+    assert len(rises) == 1 and rises[0]["first_step"] == 10
+    first = next(r["loss"] for r in records if "loss" in r)
+    assert rises[0]["first_loss"] == first and rises[0]["loss"] >= 1.5 * first
+    logged = {r["step"]: r["loss"] for r in records if "loss" in r}
+    assert all(logged[step] < 1.5 * first for step in logged if step < rises[0]["step"])
+    warned = [r.getMessage() for r in caplog.records if "loss is rising" in r.getMessage()]
+    assert len(warned) == 1 and f"({first:.3f} at step 10)" in warned[0]
+    assert metrics["voc"]["mAP07"] < 0.9
 
 
 def test_a_run_on_shuffled_labels_is_warned_that_it_is_not_learning(tmp_path, caplog):

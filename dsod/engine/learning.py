@@ -60,7 +60,9 @@ __all__ = [
     "CHECK_FRACTION",
     "MIN_CHECK_STEP",
     "MAX_PARTNERS",
+    "RISE_FACTOR",
     "LearningMonitor",
+    "LossWatch",
     "SignalSums",
     "agreement",
     "pair_auc",
@@ -85,6 +87,11 @@ CHECK_FRACTION = 1 / 3
 
 MIN_CHECK_STEP = 20
 """Runs whose check would come before this step are too short to tell, and not checked."""
+
+RISE_FACTOR = 1.5
+"""How many times its first logged value the logged training loss may reach before the run
+is warned that it diverges (docs/RESULTS.md, "A start that learns everywhere": the runs
+that ended well stayed within 1.02 times it, the diverging ones reached 2.9 and more)."""
 
 
 def pair_auc(scores: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -322,3 +329,51 @@ class LearningMonitor:
             outcome,
         )
         return end
+
+
+class LossWatch:
+    """Warns once when the training loss rises to :data:`RISE_FACTOR` times its first
+    logged value: the steps are too large for the start and the run diverges. The
+    agreement can miss it, since such a run has often learnt something before it does.
+
+    Call :meth:`update` with each logged step's loss; ``first`` is the first logged
+    ``(step, loss)`` of a resumed run (:meth:`dsod.engine.run_log.RunLog.first_loss`).
+    """
+
+    def __init__(
+        self, first: tuple[int, float] | None = None, factor: float = RISE_FACTOR
+    ) -> None:
+        self.first, self.factor = first, factor
+        self.rise: dict[str, Any] | None = None
+
+    def update(self, step: int, loss: float) -> dict[str, Any] | None:
+        """The rise (also kept in :attr:`rise`) at the first logged loss that reaches
+        ``factor`` times the first one, warned about; ``None`` otherwise, and for a
+        non-finite loss (those steps are skipped and counted elsewhere)."""
+        if not math.isfinite(loss):
+            return None
+        if self.first is None:
+            self.first = (step, loss)
+            return None
+        first_step, first_loss = self.first
+        if self.rise is not None or first_loss <= 0 or loss < self.factor * first_loss:
+            return None
+        self.rise = {
+            "step": step,
+            "loss": loss,
+            "first_step": first_step,
+            "first_loss": first_loss,
+            "ratio": loss / first_loss,
+        }
+        logger.warning(
+            "the training loss is rising: %.3f at step %d, %.1f times its first logged value "
+            "(%.3f at step %d). The steps are too large for this start and the run diverges: "
+            "try a lower learning rate (solver.lr; where model.l2norm_scale is set, a smaller "
+            "one) or a longer warm-up (solver.warmup_iters)",
+            loss,
+            step,
+            self.rise["ratio"],
+            first_loss,
+            first_step,
+        )
+        return self.rise

@@ -83,21 +83,37 @@ class RunLog:
                 kept.append(line)
         self.path.write_text("".join(kept))
 
-    def learning_check(self) -> dict[str, Any] | None:
-        """The run's learning check (:mod:`dsod.engine.learning`), as ``log.jsonl`` records
-        it (a resumed run's too), with the verdict at the end of the run under ``"end"``
-        when there is one; or None."""
+    def first_loss(self) -> tuple[int, float] | None:
+        """The first ``(step, loss)`` that ``log.jsonl`` records with a finite loss (a
+        resumed run's watch starts from it: :class:`dsod.engine.learning.LossWatch`); or
+        None."""
+        for record in self._records():
+            loss, step = record.get("loss"), record.get("step")
+            if isinstance(loss, (int, float)) and math.isfinite(loss) and isinstance(step, int):
+                return step, float(loss)
+        return None
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        """The records of ``log.jsonl`` that can be read, in order."""
         if not self.path.is_file():
-            return None
-        found = None
+            return
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("learning_check"), dict):
+            if isinstance(record, dict):
+                yield record
+
+    def learning_check(self) -> dict[str, Any] | None:
+        """The run's learning check (:mod:`dsod.engine.learning`), as ``log.jsonl`` records
+        it (a resumed run's too), with the verdict at the end of the run under ``"end"``
+        when there is one; or None."""
+        found = None
+        for record in self._records():
+            if isinstance(record.get("learning_check"), dict):
                 found = dict(record["learning_check"])
-            if found and isinstance(record, dict) and isinstance(record.get("learning_end"), dict):
+            if found and isinstance(record.get("learning_end"), dict):
                 found["end"] = record["learning_end"]
         return found
 

@@ -41,7 +41,7 @@ from dsod.engine.builders import build_loss, build_model, build_training_samples
 from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.ema import WeightAverage, ema_decay
 from dsod.engine.from_data import prepare_training_data
-from dsod.engine.learning import LearningMonitor
+from dsod.engine.learning import LearningMonitor, LossWatch
 from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, schedule_warnings
 from dsod.engine.predict import predict_split
 from dsod.engine.run_lock import claim_output_folder
@@ -141,6 +141,7 @@ class Trainer:
             refuse_to_overwrite(self.checkpoints)
         elif resume_latest(self.state, self.checkpoints, config, self.out_dir, self.amp):
             self.log.drop_after(self.step)
+        self.loss_watch = LossWatch(self.log.first_loss() if resume else None)
         self.sampler = IterationBatchSampler(
             len(self.samples),
             solver.batch_size,
@@ -338,6 +339,8 @@ class Trainer:
                     **self.learning.record(),
                 }
             )
+            if dist.is_main_process() and self.loss_watch.update(self.step, result.loss):
+                self.log.write({"step": self.step, "loss_rise": self.loss_watch.rise})
         verdict = self.learning.check(self.step) if dist.is_main_process() else None
         if verdict is not None:
             self.log.write({"step": self.step, "learning_check": verdict})
