@@ -313,9 +313,17 @@ def test_the_loss_watch_warns_once_when_the_loss_reaches_its_factor(caplog):
 
 
 def test_a_resumed_loss_watch_compares_with_the_runs_first_loss():
-    watch = LossWatch(first=(20, 6.0))
+    watch = LossWatch.resumed((20, 6.0), None)
     assert watch.update(500, 2.0) is None and watch.update(520, 8.0) is None
     assert watch.update(540, 9.5)["first_step"] == 20
+    # a run warned before its checkpoint is not warned again
+    rise = {"step": 40, "loss": 9.0, "first_step": 20, "first_loss": 6.0, "ratio": 1.5}
+    warned = LossWatch.resumed((20, 6.0), rise)
+    assert warned.update(560, 30.0) is None and warned.rise == rise
+    # without its first loss a resumed watch is off: a late, low loss is no baseline
+    blind = LossWatch.resumed(None, None)
+    assert blind.update(500, 0.5) is None and blind.update(520, 5.0) is None
+    assert blind.first is None and blind.rise is None
     # a run whose first loss is zero has nothing to rise from
     zero = LossWatch()
     assert zero.update(1, 0.0) is None and zero.update(2, 5.0) is None

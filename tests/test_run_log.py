@@ -49,3 +49,13 @@ def test_the_first_finite_loss_is_read_back_for_a_resumed_run(tmp_path):
     with open(log.path, "a") as handle:
         handle.write("not json\n")
     assert RunLog(tmp_path).first_loss() == (20, 2.5)
+    assert RunLog(tmp_path).loss_rise() is None
+
+
+def test_the_loss_rise_is_read_back(tmp_path):
+    log = RunLog(tmp_path)
+    log.write({"step": 20, "loss": 2.0})
+    log.write({"step": 40, "loss_rise": {"step": 40, "loss": 3.0, "ratio": 1.5}})
+    log.write({"step": 60, "loss": 3.5})
+    log.close()
+    assert RunLog(tmp_path).loss_rise() == {"step": 40, "loss": 3.0, "ratio": 1.5}

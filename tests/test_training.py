@@ -160,6 +160,27 @@ def test_resume_gives_the_same_next_losses(tmp_path):
     assert a[3] == b[3] and a[4] == b[4]
 
 
+def test_a_resumed_run_keeps_its_loss_watch(tmp_path):
+    out = tmp_path / "out"
+    Trainer(
+        tiny_config(tmp_path, solver={"max_iter": 2}, train={"log_every": 1}),
+        out,
+        torch.device("cpu"),
+        progress=False,
+    ).run()
+    first = losses(out)[1]
+    rise = {"step": 2, "loss": 9.0, "first_step": 1, "first_loss": first, "ratio": 9.0 / first}
+    with open(out / "log.jsonl", "a") as handle:  # as if step 2 had been warned about
+        handle.write(json.dumps({"step": 2, "loss_rise": rise}) + "\n")
+    whole = tiny_config(tmp_path, solver={"max_iter": 4}, train={"log_every": 1})
+    resumed = Trainer(whole, out, torch.device("cpu"), resume=True, progress=False)
+    assert resumed.step == 2
+    assert resumed.loss_watch.first == (1, first) and resumed.loss_watch.rise == rise
+    # the same folder started afresh elsewhere: a new watch
+    fresh = Trainer(whole, tmp_path / "fresh", torch.device("cpu"), progress=False)
+    assert fresh.loss_watch.first is None and not fresh.loss_watch.off
+
+
 def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(
         tmp_path, solver={"max_iter": 10}, train={"max_nonfinite_steps": 2, "log_every": 1}

@@ -336,21 +336,35 @@ class LossWatch:
     logged value: the steps are too large for the start and the run diverges. The
     agreement can miss it, since such a run has often learnt something before it does.
 
-    Call :meth:`update` with each logged step's loss; ``first`` is the first logged
-    ``(step, loss)`` of a resumed run (:meth:`dsod.engine.run_log.RunLog.first_loss`).
+    It compares the losses the log records (one step's, every ``train.log_every`` steps;
+    :data:`RISE_FACTOR` was set from logs at the default of 20), so a run that diverges
+    before its first logged step is not warned about. Call :meth:`update` with each logged
+    loss; a resumed run starts from :meth:`resumed`.
     """
 
-    def __init__(
-        self, first: tuple[int, float] | None = None, factor: float = RISE_FACTOR
-    ) -> None:
-        self.first, self.factor = first, factor
+    def __init__(self, factor: float = RISE_FACTOR) -> None:
+        self.factor = factor
+        self.first: tuple[int, float] | None = None
         self.rise: dict[str, Any] | None = None
+        self.off = False
+
+    @classmethod
+    def resumed(cls, first: tuple[int, float] | None, rise: dict[str, Any] | None) -> LossWatch:
+        """The watch of a run resumed from a checkpoint: ``first`` its log's first logged
+        ``(step, loss)``, ``rise`` the rise it already warned about (both
+        :class:`dsod.engine.run_log.RunLog`'s). Without a first loss it stays off: a loss
+        logged late in the run is no measure of its start."""
+        watch = cls()
+        watch.first, watch.rise = first, rise
+        watch.off = first is None
+        return watch
 
     def update(self, step: int, loss: float) -> dict[str, Any] | None:
         """The rise (also kept in :attr:`rise`) at the first logged loss that reaches
-        ``factor`` times the first one, warned about; ``None`` otherwise, and for a
-        non-finite loss (those steps are skipped and counted elsewhere)."""
-        if not math.isfinite(loss):
+        ``factor`` times the first one, warned about; ``None`` otherwise: before and after
+        it, for a watch that is off, and for a non-finite loss (such steps are skipped and
+        counted elsewhere)."""
+        if self.off or not math.isfinite(loss):
             return None
         if self.first is None:
             self.first = (step, loss)

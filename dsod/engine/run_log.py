@@ -93,6 +93,15 @@ class RunLog:
                 return step, float(loss)
         return None
 
+    def loss_rise(self) -> dict[str, Any] | None:
+        """The rise of the training loss the run was warned about
+        (:class:`dsod.engine.learning.LossWatch`), as ``log.jsonl`` records it; or None."""
+        found = None
+        for record in self._records():
+            if isinstance(record.get("loss_rise"), dict):
+                found = record["loss_rise"]
+        return found
+
     def _records(self) -> Iterator[dict[str, Any]]:
         """The records of ``log.jsonl`` that can be read, in order."""
         if not self.path.is_file():

@@ -137,11 +137,13 @@ class Trainer:
         self.signals = StopSignals()
         self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps)
         self.learning = LearningMonitor(solver.max_iter)
+        self.loss_watch = LossWatch()
         if not resume:
             refuse_to_overwrite(self.checkpoints)
         elif resume_latest(self.state, self.checkpoints, config, self.out_dir, self.amp):
             self.log.drop_after(self.step)
-        self.loss_watch = LossWatch(self.log.first_loss() if resume else None)
+            if dist.is_main_process():
+                self.loss_watch = LossWatch.resumed(self.log.first_loss(), self.log.loss_rise())
         self.sampler = IterationBatchSampler(
             len(self.samples),
             solver.batch_size,
