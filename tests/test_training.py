@@ -181,6 +181,21 @@ def test_a_resumed_run_keeps_its_loss_watch(tmp_path):
     assert fresh.loss_watch.first is None and not fresh.loss_watch.off
 
 
+def test_a_run_started_afresh_drops_the_log_of_an_attempt_that_left_no_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [{"step": 1, "loss": 99.0}, {"step": 2, "loss_rise": {"ratio": 9.0}}]
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale) + "not json\n")
+    config = tiny_config(tmp_path, solver={"max_iter": 2}, train={"log_every": 1})
+    Trainer(config, out, torch.device("cpu"), progress=False)
+    assert (out / "log.jsonl").read_text() == "not json\n"  # what cannot be read is kept
+    # --resume without a checkpoint starts from scratch too
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    resumed = Trainer(config, out, torch.device("cpu"), resume=True, progress=False)
+    assert resumed.step == 0 and (out / "log.jsonl").read_text() == ""
+    assert resumed.loss_watch.first is None and not resumed.loss_watch.off
+
+
 def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(
         tmp_path, solver={"max_iter": 10}, train={"max_nonfinite_steps": 2, "log_every": 1}

@@ -140,10 +140,14 @@ class Trainer:
         self.loss_watch = LossWatch()
         if not resume:
             refuse_to_overwrite(self.checkpoints)
-        elif resume_latest(self.state, self.checkpoints, config, self.out_dir, self.amp):
-            self.log.drop_after(self.step)
-            if dist.is_main_process():
-                self.loss_watch = LossWatch.resumed(self.log.first_loss(), self.log.loss_rise())
+        resumed = resume and resume_latest(
+            self.state, self.checkpoints, config, self.out_dir, self.amp
+        )
+        # The records past the step this run starts from are logged again (those of an
+        # attempt that left no checkpoint, when it starts from scratch).
+        self.log.drop_after(self.step)
+        if resumed and dist.is_main_process():
+            self.loss_watch = LossWatch.resumed(self.log.first_loss(), self.log.loss_rise())
         self.sampler = IterationBatchSampler(
             len(self.samples),
             solver.batch_size,
