@@ -69,8 +69,9 @@ class RunLog:
         )
 
     def drop_after(self, step: int) -> None:
-        """Remove ``log.jsonl`` records of steps after ``step``: the resumed run logs them
-        again, and curves would go back and forth."""
+        """Remove ``log.jsonl`` records of steps after ``step``, the step a run starts from
+        (its checkpoint's, or 0): the run logs them again, and curves would go back and
+        forth. Records that cannot be read are kept."""
         if not dist.is_main_process() or not self.path.is_file():
             return
         kept = []
