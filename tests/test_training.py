@@ -223,7 +223,9 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tmp_path, monk
         json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()
     ]
     steps = [r for r in records if "loss" in r]
-    assert steps and all(r["loss"] is None and r["conf_loss"] is None for r in steps)
+    assert steps and all(
+        r["loss"] is None and r["conf_loss"] is None and r["grad_norm"] is None for r in steps
+    )
 
 
 def _one_step(
@@ -380,6 +382,24 @@ def test_mixed_precision_and_channels_last_train_a_finite_step(tmp_path, amp):
     result = trainer.train_step(iter(trainer._loader()))
     assert result.finite and torch.isfinite(torch.tensor(result.loss))
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+
+
+def test_a_step_reports_its_gradient_norm_before_clipping(tmp_path):
+    def one_step(name: str, grad_clip: float | None) -> tuple[float, float]:
+        torch.manual_seed(0)
+        config = tiny_config(tmp_path, solver={"grad_clip": grad_clip})
+        trainer = Trainer(config, tmp_path / name, torch.device("cpu"), progress=False)
+        result = trainer.train_step(iter(trainer._loader()))
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        return result.grad_norm, torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+
+    reported, applied = one_step("free", None)
+    assert reported > 0 and applied == pytest.approx(reported, rel=1e-5)
+    # Clipped at half of it, the same step applies gradients of half the norm and still
+    # reports the norm they had before.
+    reported_clipped, applied_clipped = one_step("clipped", reported / 2)
+    assert reported_clipped == pytest.approx(reported, rel=1e-5)
+    assert applied_clipped == pytest.approx(reported / 2, rel=1e-4)
 
 
 @pytest.mark.parametrize("setting, expected", [(None, True), (False, False), (True, True)])

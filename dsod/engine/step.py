@@ -28,8 +28,10 @@ __all__ = ["StepResult", "train_step"]
 @dataclass
 class StepResult:
     """The step's losses, averaged over its micro-batches and processes (NaN for a step
-    whose update was skipped), whether it was finite, and the learning signal's sums over
-    its images (:mod:`dsod.engine.learning`)."""
+    whose update was skipped), whether it was finite, the learning signal's sums over
+    its images (:mod:`dsod.engine.learning`), and the total norm of its gradients before
+    any clipping (NaN for a skipped update): how far the step would move the weights,
+    per unit of learning rate."""
 
     loss: float
     loc_loss: float
@@ -37,6 +39,7 @@ class StepResult:
     skipped_samples: tuple[int, ...]  # data-set indices of unreadable samples replaced
     finite: bool
     signal: SignalSums = field(default_factory=SignalSums)
+    grad_norm: float = math.nan
 
 
 def _all_finite(value: torch.Tensor) -> bool:
@@ -68,6 +71,7 @@ def train_step(
     totals = torch.zeros(3, device=device)
     signal = SignalSums()
     finite = True
+    norm = torch.tensor(math.nan)
     for micro, batch in enumerate(micro_batches):
         target_offsets = batch.target_offsets.to(device, non_blocking=True)
         target_labels = batch.target_labels.to(device, non_blocking=True)
@@ -103,4 +107,10 @@ def train_step(
         )
     ).tolist()
     losses = reduced[:3] if finite else [math.nan] * 3
-    return StepResult(*losses, skipped_samples=(), finite=finite, signal=SignalSums(*reduced[3:]))
+    return StepResult(
+        *losses,
+        skipped_samples=(),
+        finite=finite,
+        signal=SignalSums(*reduced[3:]),
+        grad_norm=float(norm) if finite else math.nan,
+    )

@@ -340,6 +340,7 @@ class Trainer:
                     "loc_loss": result.loc_loss,
                     "conf_loss": result.conf_loss,
                     "lr": lr,
+                    "grad_norm": result.grad_norm,
                     "images_per_s": images_per_step / max(elapsed, 1e-9),
                     "skipped_samples": self.bad.count,
                     **self.learning.record(),
