@@ -290,8 +290,10 @@ class LearningMonitor:
                 "%d images; 0.5 is chance, a run that learns is above %.3f by now). Check "
                 "that the annotations belong to their images (tools/check_dataset.py); if "
                 "they do, try a lower learning rate (solver.lr) or a longer run "
-                "(solver.max_iter). Sets of about one large object an image can start "
-                "slowly: the check is repeated at the end of the run",
+                "(solver.max_iter); a model.l2norm_scale set below the rule's (logged at "
+                "the start) makes the heads' steps small and the start slow. Sets of about "
+                "one large object an image can start slowly: the check is repeated at the "
+                "end of the run",
                 step,
                 verdict["agreement"],
                 verdict["standard_error"],
