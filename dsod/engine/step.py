@@ -71,7 +71,7 @@ def train_step(
     totals = torch.zeros(3, device=device)
     signal = SignalSums()
     finite = True
-    norm = torch.tensor(math.nan)
+    norm = torch.tensor(math.nan, device=device)  # the update's, when it is taken
     for micro, batch in enumerate(micro_batches):
         target_offsets = batch.target_offsets.to(device, non_blocking=True)
         target_labels = batch.target_labels.to(device, non_blocking=True)
@@ -99,18 +99,16 @@ def train_step(
         warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
         state.scheduler.step()
     state.step += 1
-    # One all-reduce for the losses and the signal's sums (means over processes: the
-    # signal's ratios are unchanged by it).
-    reduced = dist.all_reduce_mean(
-        torch.cat(
-            [totals, torch.tensor([signal.total, signal.squares, signal.images], device=device)]
-        )
-    ).tolist()
+    # One all-reduce and one read for the losses, the signal's sums and the gradients'
+    # norm (means over processes: the signal's ratios are unchanged by it, and the norm of
+    # the all-reduced gradients is the same in every process).
+    sums = torch.tensor([signal.total, signal.squares, signal.images], device=device)
+    reduced = dist.all_reduce_mean(torch.cat([totals, sums, norm.float().reshape(1)])).tolist()
     losses = reduced[:3] if finite else [math.nan] * 3
     return StepResult(
         *losses,
         skipped_samples=(),
         finite=finite,
-        signal=SignalSums(*reduced[3:]),
-        grad_norm=float(norm) if finite else math.nan,
+        signal=SignalSums(*reduced[3:6]),
+        grad_norm=reduced[6] if finite else math.nan,
     )
