@@ -197,7 +197,7 @@ def test_a_run_with_max_iter_null_takes_its_length_from_the_data(tmp_path, caplo
     # 16 training images: 25 passes are 400 images, raised to 4,000: 250 iterations of 16
     assert trainer.config.solver.max_iter == 250
     assert trainer.config.solver.schedule() == (1, (125,))
-    assert "solver.max_iter from the data" in caplog.text
+    assert "25 passes over 16 training images (400 images, raised to 4,000;" in caplog.text
     assert "250 iterations of 16 images: 4,000 images, 250.0 passes" in caplog.text
 
 

@@ -175,8 +175,13 @@ def run_length(num_images: int, batch_size: int) -> int:
     """Iterations of ``batch_size`` images for a run on ``num_images`` training images:
     :data:`RUN_PASSES` passes over them, kept within :data:`RUN_IMAGES` images, rounded up
     to whole iterations. 160 images at 16 give 250 iterations; 1,200 give 500."""
-    images = min(max(RUN_PASSES * num_images, RUN_IMAGES[0]), RUN_IMAGES[1])
-    return max(1, math.ceil(images / batch_size))
+    return max(1, math.ceil(run_images(num_images) / batch_size))
+
+
+def run_images(num_images: int) -> int:
+    """The images a run on ``num_images`` training images sees: :data:`RUN_PASSES`
+    passes over them, kept within :data:`RUN_IMAGES`."""
+    return min(max(RUN_PASSES * num_images, RUN_IMAGES[0]), RUN_IMAGES[1])
 
 
 def with_run_length(config: Config, num_images: int) -> Config:
@@ -185,11 +190,16 @@ def with_run_length(config: Config, num_images: int) -> Config:
     if config.solver.max_iter is not None:
         return config
     max_iter = run_length(num_images, config.solver.batch_size)
+    wanted = RUN_PASSES * num_images
+    kept = run_images(num_images)
+    bound = "" if kept == wanted else f", {'raised' if kept > wanted else 'cut'} to {kept:,}"
     logger.info(
-        "solver.max_iter from the data: %d passes over %d training images, within "
-        "%s-%s images in all: %d iterations (set solver.max_iter to choose)",
+        "solver.max_iter from the data: %d passes over %d training images (%s images%s; "
+        "kept within %s-%s): %d iterations (set solver.max_iter to choose)",
         RUN_PASSES,
         num_images,
+        f"{wanted:,}",
+        bound,
         f"{RUN_IMAGES[0]:,}",
         f"{RUN_IMAGES[1]:,}",
         max_iter,
