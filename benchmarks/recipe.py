@@ -4,7 +4,9 @@ Each run is ``tools/train.py CONFIG data.root=SET solver.max_iter=BUDGET train.s
 in a process of its own, one at a time, then ``tools/eval.py`` on its final checkpoint
 (fp32 on a CPU, as a user evaluates). The report is one table: VOC07 and area mAP, COCO AP,
 per-class AP, the learning signal, wall time, training images/s, the CPU, the seed, and
-YOLO11n's figures on the same set beside them.
+YOLO11n's figures on the same set beside them. Any other folder in VOC layout can be
+benchmarked beside them (:func:`voc_folder_set`): its run length is the config's (from the
+data where ``solver.max_iter`` is null), and it has no YOLO11n figures.
 
 A *control* run trains on a copy of the set whose training annotations are shuffled across
 images (each image gets another image's boxes, scaled to its size): nothing can be learnt
@@ -33,12 +35,13 @@ from dsod.engine.run_log import RunLog
 
 @dataclass(frozen=True)
 class SharedSet:
-    """A shared data set: its budget and YOLO11n's figures on it."""
+    """A data set of the benchmark: its budget and YOLO11n's figures on it."""
 
     name: str
     what: str
-    max_iter: int  # at batch 16
-    yolo: dict[str, float]  # YOLO11n from scratch: images seen, VOC07 mAP, area mAP, COCO AP
+    max_iter: int | None  # at batch 16; None: the config's (from the data where it is null)
+    yolo: dict[str, float] | None  # YOLO11n from scratch: images, VOC07 mAP, area mAP, COCO AP
+    root: Path | None = None  # None: the folder ``name`` under the shared data folder
 
 
 # YOLO11n (ultralytics 8.4.190) trained from random weights with its own default recipe
@@ -80,12 +83,43 @@ class RunResult:
     control: bool
     out_dir: str
     wall_s: float
+    iterations: int | None  # the run's solver.max_iter (saved in its config.yaml)
+    yolo: dict[str, float] | None  # YOLO11n's figures on the set, where known
     images_per_s: float | None
     eval: dict[str, Any] | None
     learning: dict[str, Any] | None
     eval_last_weights: dict[str, Any] | None = None  # without the moving average
     agreement_end: float | None = None  # the last logged agreement
     blind_map07: float | None = None  # the detector that never looks at the image
+
+
+def voc_folder_set(path: Path) -> SharedSet:
+    """Any folder in VOC layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``) as
+    a set of the benchmark, named after the folder, with the config's run length and no
+    YOLO11n figures. Raises ValueError naming the folder when it has no ``Annotations/``."""
+    if not (path / "Annotations").is_dir():
+        raise ValueError(f"{path}: not a folder in VOC layout (no Annotations/ in it)")
+    return SharedSet(path.name, f"the VOC folder {path}", None, None, path.resolve())
+
+
+def resolve_sets(names: Sequence[str], data_dir: Path) -> list[SharedSet]:
+    """The sets that ``--sets`` names: a shared set's name (found under ``data_dir``) or the
+    path of a VOC folder. Raises ValueError naming every entry that is neither."""
+    sets, problems = [], []
+    for name in names:
+        if name in SHARED_SETS:
+            if (data_dir / name / "Annotations").is_dir():
+                sets.append(SHARED_SETS[name])
+            else:
+                problems.append(f"{name}: not found under {data_dir} (--data)")
+            continue
+        try:
+            sets.append(voc_folder_set(Path(name)))
+        except ValueError as error:
+            problems.append(f"{error}; the shared sets are {', '.join(SHARED_SETS)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return sets
 
 
 # -- a control copy with shuffled labels ----------------------------------------------------
@@ -192,6 +226,17 @@ def _logged_wall_time(out_dir: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else float("nan")
 
 
+def _run_iterations(out_dir: Path) -> int | None:
+    """The run's ``solver.max_iter`` as its saved ``config.yaml`` holds it (resolved from the
+    data where the config left it null); None where there is none."""
+    import yaml
+
+    path = out_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get("solver", {}).get("max_iter")
+
+
 def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool) -> float:
     """``tools/train.py`` in its own process; with ``stop_after_check`` it is stopped (a
     stop signal: it saves a checkpoint and exits) once the learning check is logged.
@@ -270,18 +315,14 @@ def run_one(
     out_root: Path,
     control: bool = False,
 ) -> RunResult:
-    """Train (and, unless ``control``, evaluate) ``config`` on one shared set."""
-    root = data_dir / shared.name
+    """Train (and, unless ``control``, evaluate) ``config`` on one set of the benchmark."""
+    root = shared.root or data_dir / shared.name
     name = f"{shared.name}_seed{seed}" + ("_control" if control else "")
     out_dir = out_root / name
     if control:
         root = shuffled_copy(root, out_root / "data" / f"{shared.name}_shuffled", seed=seed)
-    settings = [
-        f"data.root={root}",
-        f"solver.max_iter={shared.max_iter}",
-        f"train.seed={seed}",
-        *overrides,
-    ]
+    budget = [] if shared.max_iter is None else [f"solver.max_iter={shared.max_iter}"]
+    settings = [f"data.root={root}", *budget, f"train.seed={seed}", *overrides]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     finished = (out_dir / "checkpoints" / "final.pth").is_file()
     if finished and not control:  # a run of an earlier benchmark: read, not repeated
@@ -297,6 +338,8 @@ def run_one(
         control=control,
         out_dir=str(out_dir),
         wall_s=wall,
+        iterations=_run_iterations(out_dir),
+        yolo=shared.yolo,
         images_per_s=statistics.median(rates) if rates else None,
         eval=None if control else evaluate(config, settings, out_dir),
         eval_last_weights=None if control else evaluate_last_weights(config, settings, out_dir),
@@ -307,6 +350,10 @@ def run_one(
 
 
 # -- the report -------------------------------------------------------------------------------
+
+
+YOLO_FIGURES = ("mAP07", "mAP", "AP")
+"""YOLO11n's figures in the table's last column: VOC07 mAP, area mAP, COCO AP."""
 
 
 def _figure(value: float | None, digits: int = 3) -> str:
@@ -330,7 +377,6 @@ def report_markdown(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        shared = SHARED_SETS[r.data_set]
         check = r.learning or {}
         signal = (
             f"{_figure(check.get('agreement'))}"
@@ -354,14 +400,12 @@ def report_markdown(
             ]
         else:
             figures = ["control: labels shuffled", "-", "-", "-", "-"]
-        yolo = shared.yolo
+        yolo = "-" if r.yolo is None else " / ".join(_figure(r.yolo[k]) for k in YOLO_FIGURES)
         lines.append(
-            f"| {r.data_set} | {r.seed} | {shared.max_iter} | "
+            f"| {r.data_set} | {r.seed} | {r.iterations or '-'} | "
             + " | ".join(figures)
             + f" | {signal} | {r.wall_s / 60:.1f} min | "
-            f"{_figure(r.images_per_s, 1)} | {_figure(r.blind_map07)} | "
-            f"{yolo['mAP07']:.3f} / {yolo['mAP']:.3f}"
-            f" / {yolo['AP']:.3f} |"
+            f"{_figure(r.images_per_s, 1)} | {_figure(r.blind_map07)} | {yolo} |"
         )
     lines += [
         "",

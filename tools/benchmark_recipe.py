@@ -1,12 +1,14 @@
 """Train one config on each shared data set at its budget and write one table.
 
-    python tools/benchmark_recipe.py CONFIG [key=value ...] [--data DIR] [--sets bccd,raccoon]
+    python tools/benchmark_recipe.py CONFIG [key=value ...] [--data DIR] [--sets bccd,raccoon,PATH]
                                      [--seeds 0,1,2] [--control] [--out DIR]
                                      [--markdown FILE] [--json FILE]
 
 The shared sets (bccd, raccoon, deeppcb, in VOC layout under --data) are trained one after
 the other, each with ``data.root``, ``solver.max_iter`` (its budget) and ``train.seed`` set,
-then evaluated with tools/eval.py. The table has VOC07 and area mAP, COCO AP, per-class
+then evaluated with tools/eval.py. --sets may also name any folder in VOC layout by its
+path: it is trained at the config's run length (from the data in configs/own_voc.yaml) and
+has no YOLO11n figures. The table has VOC07 and area mAP, COCO AP, per-class
 AP, the learning signal, wall time, images/s and YOLO11n's figures on the same set.
 --control trains on copies whose training labels are shuffled across images, each up to
 its learning check (a third of the budget): the learning signal must flag every one.
@@ -26,7 +28,7 @@ if str(REPO) not in sys.path:  # benchmarks/ sits beside tools/ and is not insta
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import machine_info  # noqa: E402
-from benchmarks.recipe import SHARED_SETS, run_one, write_report  # noqa: E402
+from benchmarks.recipe import SHARED_SETS, resolve_sets, run_one, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sets",
         default=",".join(SHARED_SETS),
-        help=f"comma-separated, from: {', '.join(SHARED_SETS)}",
+        help=f"comma-separated: {', '.join(SHARED_SETS)}, or the path of a VOC folder",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated train.seed values")
     parser.add_argument(
@@ -54,23 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the whole report to this JSON file")
     args = parser.parse_intermixed_args(argv)
 
-    names = [n.strip() for n in args.sets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SHARED_SETS]
-    if unknown:
-        parser.error(f"unknown sets {unknown}; known: {', '.join(SHARED_SETS)}")
     data = Path(args.data)
-    missing = [n for n in names if not (data / n / "Annotations").is_dir()]
-    if missing:
-        parser.error(f"{', '.join(missing)} not found under {data} (--data)")
+    try:
+        sets = resolve_sets([n.strip() for n in args.sets.split(",") if n.strip()], data)
+    except ValueError as error:
+        parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     results = []
-    for name in names:
+    for shared in sets:
         for seed in seeds:
             result = run_one(
                 args.config,
                 args.overrides,
                 data,
-                SHARED_SETS[name],
+                shared,
                 seed,
                 Path(args.out),
                 control=args.control,
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             voc = (result.eval or {}).get("voc", {})
             print(
-                f"{name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
+                f"{shared.name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
                 f"{result.learning}, {result.wall_s / 60:.1f} min",
                 flush=True,
             )
