@@ -34,7 +34,7 @@ from dsod.engine.run_log import RunLog
 
 
 @dataclass(frozen=True)
-class SharedSet:
+class BenchmarkSet:
     """A data set of the benchmark: its budget and YOLO11n's figures on it."""
 
     name: str
@@ -49,22 +49,22 @@ class SharedSet:
 # weights' detections on `test` scored by tools/eval.py --voc-results. Quoted from the
 # shared data sets' README (measured there on 2 cores of an AMD EPYC with AVX512-BF16).
 YOLO_SOURCE = "shared data README: YOLO11n (ultralytics 8.4.190) from scratch, own recipe"
-SHARED_SETS: dict[str, SharedSet] = {
+SHARED_SETS: dict[str, BenchmarkSet] = {
     s.name: s
     for s in (
-        SharedSet(
+        BenchmarkSet(
             "bccd",
             "3 classes of blood cells, 13 small objects an image, 292 images",
             500,
             {"images": 7900, "mAP07": 0.600, "mAP": 0.601, "AP": 0.393},
         ),
-        SharedSet(
+        BenchmarkSet(
             "raccoon",
             "1 class, about 1 large object an image, 160 images",
             250,
             {"images": 4000, "mAP07": 0.375, "mAP": 0.376, "AP": 0.112},
         ),
-        SharedSet(
+        BenchmarkSet(
             "deeppcb",
             "6 classes of PCB defects, 6.7 small objects an image, 1,200 images",
             500,
@@ -93,16 +93,16 @@ class RunResult:
     blind_map07: float | None = None  # the detector that never looks at the image
 
 
-def voc_folder_set(path: Path) -> SharedSet:
+def voc_folder_set(path: Path) -> BenchmarkSet:
     """Any folder in VOC layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``) as
     a set of the benchmark, named after the folder, with the config's run length and no
     YOLO11n figures. Raises ValueError naming the folder when it has no ``Annotations/``."""
     if not (path / "Annotations").is_dir():
         raise ValueError(f"{path}: not a folder in VOC layout (no Annotations/ in it)")
-    return SharedSet(path.name, f"the VOC folder {path}", None, None, path.resolve())
+    return BenchmarkSet(path.name, f"the VOC folder {path}", None, None, path.resolve())
 
 
-def resolve_sets(names: Sequence[str], data_dir: Path) -> list[SharedSet]:
+def resolve_sets(names: Sequence[str], data_dir: Path) -> list[BenchmarkSet]:
     """The sets that ``--sets`` names: a shared set's name (found under ``data_dir``) or the
     path of a VOC folder. Raises ValueError naming every entry that is neither."""
     sets, problems = [], []
@@ -117,6 +117,12 @@ def resolve_sets(names: Sequence[str], data_dir: Path) -> list[SharedSet]:
             sets.append(voc_folder_set(Path(name)))
         except ValueError as error:
             problems.append(f"{error}; the shared sets are {', '.join(SHARED_SETS)}")
+    names_seen = [s.name for s in sets]
+    problems += [
+        f"{n}: named twice (runs go in OUT/{n}_seed<S>)"
+        for n in dict.fromkeys(names_seen)
+        if names_seen.count(n) > 1
+    ]
     if problems:
         raise ValueError("; ".join(problems))
     return sets
@@ -310,18 +316,18 @@ def run_one(
     config: str,
     overrides: Sequence[str],
     data_dir: Path,
-    shared: SharedSet,
+    data_set: BenchmarkSet,
     seed: int,
     out_root: Path,
     control: bool = False,
 ) -> RunResult:
     """Train (and, unless ``control``, evaluate) ``config`` on one set of the benchmark."""
-    root = shared.root or data_dir / shared.name
-    name = f"{shared.name}_seed{seed}" + ("_control" if control else "")
+    root = data_set.root or data_dir / data_set.name
+    name = f"{data_set.name}_seed{seed}" + ("_control" if control else "")
     out_dir = out_root / name
     if control:
-        root = shuffled_copy(root, out_root / "data" / f"{shared.name}_shuffled", seed=seed)
-    budget = [] if shared.max_iter is None else [f"solver.max_iter={shared.max_iter}"]
+        root = shuffled_copy(root, out_root / "data" / f"{data_set.name}_shuffled", seed=seed)
+    budget = [] if data_set.max_iter is None else [f"solver.max_iter={data_set.max_iter}"]
     settings = [f"data.root={root}", *budget, f"train.seed={seed}", *overrides]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     finished = (out_dir / "checkpoints" / "final.pth").is_file()
@@ -333,13 +339,13 @@ def run_one(
     rates = [r["images_per_s"] for r in records if r.get("images_per_s")]
     signals = [r["agreement"] for r in records if r.get("agreement") is not None]
     return RunResult(
-        data_set=shared.name,
+        data_set=data_set.name,
         seed=seed,
         control=control,
         out_dir=str(out_dir),
         wall_s=wall,
         iterations=_run_iterations(out_dir),
-        yolo=shared.yolo,
+        yolo=data_set.yolo,
         images_per_s=statistics.median(rates) if rates else None,
         eval=None if control else evaluate(config, settings, out_dir),
         eval_last_weights=None if control else evaluate_last_weights(config, settings, out_dir),

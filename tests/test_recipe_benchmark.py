@@ -88,6 +88,10 @@ def test_sets_are_shared_names_or_voc_folders_and_anything_else_is_named(tmp_pat
     message = str(error.value)
     assert f"bccd: not found under {shared_dir}" in message
     assert f"{tmp_path / 'nowhere'}: not a folder in VOC layout" in message
+    # two sets of one name would share their runs' folders
+    write_voc(tmp_path / "other" / "animals", {"a": xml([obj("cat", (1, 1, 9, 9))])}, images=False)
+    with pytest.raises(ValueError, match="animals: named twice"):
+        resolve_sets([str(own), str(tmp_path / "other" / "animals")], shared_dir)
 
 
 def test_the_table_shows_a_voc_folders_iterations_and_no_yolo_figures(tmp_path):

@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     results = []
-    for shared in sets:
+    for data_set in sets:
         for seed in seeds:
             result = run_one(
                 args.config,
                 args.overrides,
                 data,
-                shared,
+                data_set,
                 seed,
                 Path(args.out),
                 control=args.control,
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             voc = (result.eval or {}).get("voc", {})
             print(
-                f"{shared.name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
+                f"{data_set.name} seed {seed}: VOC07 mAP {voc.get('mAP07')}, learning check "
                 f"{result.learning}, {result.wall_s / 60:.1f} min",
                 flush=True,
             )
