@@ -1,6 +1,7 @@
-"""The recipe benchmark: one config trained on each shared data set at a fixed budget.
+"""The recipe benchmark: one config trained on each shared data set at a fixed budget, and
+on any other VOC folder at the config's own run length.
 
-Each run is ``tools/train.py CONFIG data.root=SET solver.max_iter=BUDGET train.seed=S``
+Each run is ``tools/train.py CONFIG data.root=SET [solver.max_iter=BUDGET] train.seed=S``
 in a process of its own, one at a time, then ``tools/eval.py`` on its final checkpoint
 (fp32 on a CPU, as a user evaluates). The report is one table: VOC07 and area mAP, COCO AP,
 per-class AP, the learning signal, wall time, training images/s, the CPU, the seed, and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -35,7 +37,8 @@ from dsod.engine.run_log import RunLog
 
 @dataclass(frozen=True)
 class BenchmarkSet:
-    """A data set of the benchmark: its budget and YOLO11n's figures on it."""
+    """A data set of the benchmark: where it is, its budget and YOLO11n's figures on it
+    (no budget and no figures for a folder of the user's, :func:`voc_folder_set`)."""
 
     name: str
     what: str
@@ -79,6 +82,7 @@ class RunResult:
     """One training run's figures (``None`` where a control run did not evaluate)."""
 
     data_set: str
+    root: str  # the folder trained on (for a control, the shuffled copy)
     seed: int
     control: bool
     out_dir: str
@@ -96,10 +100,14 @@ class RunResult:
 def voc_folder_set(path: Path) -> BenchmarkSet:
     """Any folder in VOC layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``) as
     a set of the benchmark, named after the folder, with the config's run length and no
-    YOLO11n figures. Raises ValueError naming the folder when it has no ``Annotations/``."""
-    if not (path / "Annotations").is_dir():
-        raise ValueError(f"{path}: not a folder in VOC layout (no Annotations/ in it)")
-    return BenchmarkSet(path.name, f"the VOC folder {path}", None, None, path.resolve())
+    YOLO11n figures. Raises ValueError naming the folder and what it lacks."""
+    lacking = [
+        d for d in ("Annotations", "JPEGImages", "ImageSets/Main") if not (path / d).is_dir()
+    ]
+    if lacking:
+        raise ValueError(f"{path}: not a folder in VOC layout (no {', '.join(lacking)} in it)")
+    root = path.resolve()
+    return BenchmarkSet(root.name, f"the VOC folder {root}", None, None, root)
 
 
 def resolve_sets(names: Sequence[str], data_dir: Path) -> list[BenchmarkSet]:
@@ -111,12 +119,15 @@ def resolve_sets(names: Sequence[str], data_dir: Path) -> list[BenchmarkSet]:
             if (data_dir / name / "Annotations").is_dir():
                 sets.append(SHARED_SETS[name])
             else:
-                problems.append(f"{name}: not found under {data_dir} (--data)")
+                problems.append(
+                    f"{name}: not found under {data_dir} (--data; a folder of yours of that "
+                    f"name is given as ./{name})"
+                )
             continue
         try:
             sets.append(voc_folder_set(Path(name)))
         except ValueError as error:
-            problems.append(f"{error}; the shared sets are {', '.join(SHARED_SETS)}")
+            problems.append(str(error))
     names_seen = [s.name for s in sets]
     problems += [
         f"{n}: named twice (runs go in OUT/{n}_seed<S>)"
@@ -124,7 +135,7 @@ def resolve_sets(names: Sequence[str], data_dir: Path) -> list[BenchmarkSet]:
         if names_seen.count(n) > 1
     ]
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ValueError("; ".join(problems) + f" (the shared sets: {', '.join(SHARED_SETS)})")
     return sets
 
 
@@ -144,21 +155,26 @@ def _size(tree: ET.ElementTree) -> tuple[float, float]:
     return float(size.findtext("width")), float(size.findtext("height"))
 
 
-def shuffled_copy(root: Path, out: Path, split: str = "trainval", seed: int = 0) -> Path:
-    """A copy of the VOC folder ``root`` at ``out`` whose ``split`` annotations are
-    shuffled: image ``i`` gets the objects of image ``perm(i) != i``, their boxes scaled
-    from that image's size to ``i``'s. Images and split files are linked, other
-    annotations copied as they are. Returns ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def shuffled_copy(
+    root: Path, out: Path, splits: Sequence[str] = ("trainval",), seed: int = 0
+) -> Path:
+    """A copy of the VOC folder ``root`` at ``out`` whose annotations of the images in
+    ``splits`` are shuffled: image ``i`` gets the objects of image ``perm(i) != i``, their
+    boxes scaled from that image's size to ``i``'s. Images and split files are linked,
+    other annotations copied as they are; whatever ``out`` held before is replaced.
+    Returns ``out``."""
+    if out.is_symlink() or out.is_file():
+        out.unlink()
+    elif out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     for name in ("JPEGImages", "ImageSets"):
-        link = out / name
-        if not link.exists():
-            link.symlink_to((root / name).resolve(), target_is_directory=True)
+        (out / name).symlink_to((root / name).resolve(), target_is_directory=True)
     annotations = out / "Annotations"
-    annotations.mkdir(exist_ok=True)
+    annotations.mkdir()
     for xml in (root / "Annotations").glob("*.xml"):
         (annotations / xml.name).write_bytes(xml.read_bytes())
-    ids = _split_ids(root, split)
+    ids = list(dict.fromkeys(i for split in splits for i in _split_ids(root, split)))
     order = ids[:]
     random.Random(seed).shuffle(order)
     donors = dict(zip(order, order[1:] + order[:1]))  # a cycle: nobody keeps its own
@@ -241,6 +257,39 @@ def _run_iterations(out_dir: Path) -> int | None:
     if not path.is_file():
         return None
     return (yaml.safe_load(path.read_text()) or {}).get("solver", {}).get("max_iter")
+
+
+def run_settings(
+    data_set: BenchmarkSet, root: Path, seed: int, overrides: Sequence[str]
+) -> list[str]:
+    """The ``key=value`` settings of one run: the data, the set's budget where it has one
+    (a folder of the user's runs at the config's length), the seed, then ``overrides``."""
+    budget = [] if data_set.max_iter is None else [f"solver.max_iter={data_set.max_iter}"]
+    return [f"data.root={root}", *budget, f"train.seed={seed}", *overrides]
+
+
+def check_reusable(out_dir: Path, settings: Sequence[str]) -> None:
+    """Refuse to read a finished run in ``out_dir`` as this one unless its saved
+    ``config.yaml`` holds every ``key=value`` of ``settings``; RuntimeError naming the
+    first that differs."""
+    import yaml
+
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text()) or {}
+    for setting in settings:
+        key, _, text = setting.partition("=")
+        value: Any = saved
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        wanted = yaml.safe_load(text)
+        if key == "data.root":
+            same = value is not None and Path(str(value)).resolve() == Path(text).resolve()
+        else:
+            same = value == wanted
+        if not same:
+            raise RuntimeError(
+                f"{out_dir} holds a finished run with {key} {value!r}, not {wanted!r}: "
+                "give each benchmark its own --out"
+            )
 
 
 def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool) -> float:
@@ -326,12 +375,16 @@ def run_one(
     name = f"{data_set.name}_seed{seed}" + ("_control" if control else "")
     out_dir = out_root / name
     if control:
-        root = shuffled_copy(root, out_root / "data" / f"{data_set.name}_shuffled", seed=seed)
-    budget = [] if data_set.max_iter is None else [f"solver.max_iter={data_set.max_iter}"]
-    settings = [f"data.root={root}", *budget, f"train.seed={seed}", *overrides]
+        from dsod.config import load_config
+
+        splits = load_config(config, list(overrides)).data.train
+        copy = out_root / "data" / f"{data_set.name}_shuffled"
+        root = shuffled_copy(root, copy, splits, seed=seed)
+    settings = run_settings(data_set, root, seed, overrides)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     finished = (out_dir / "checkpoints" / "final.pth").is_file()
     if finished and not control:  # a run of an earlier benchmark: read, not repeated
+        check_reusable(out_dir, settings)
         wall = _logged_wall_time(out_dir)
     else:
         wall = train(config, settings, out_dir, stop_after_check=control)
@@ -340,6 +393,7 @@ def run_one(
     signals = [r["agreement"] for r in records if r.get("agreement") is not None]
     return RunResult(
         data_set=data_set.name,
+        root=str(root),
         seed=seed,
         control=control,
         out_dir=str(out_dir),

@@ -182,6 +182,24 @@ def test_run_length_from_the_number_of_training_images():
     assert run_length(1200, 32) == 250
 
 
+@pytest.mark.parametrize(
+    "images, says",
+    [
+        (160, "(4,000 images, within 4,000-8,000): 250 iterations"),
+        (292, "(7,300 images, within 4,000-8,000): 457 iterations"),
+        (1200, "(30,000 images, cut to 8,000): 500 iterations"),
+    ],
+)
+def test_the_run_length_line_says_whether_the_bounds_moved_it(images, says, caplog):
+    from dsod.engine.from_data import with_run_length
+
+    config = config_from_dict({"solver": {"max_iter": None, "batch_size": 16}})
+    with caplog.at_level("INFO"):
+        resolved = with_run_length(config, images)
+    assert f"25 passes over {images} training images {says}" in caplog.text
+    assert f": {resolved.solver.max_iter} iterations" in caplog.text
+
+
 def test_a_run_with_max_iter_null_takes_its_length_from_the_data(tmp_path, caplog):
     import torch
 
@@ -197,7 +215,7 @@ def test_a_run_with_max_iter_null_takes_its_length_from_the_data(tmp_path, caplo
     # 16 training images: 25 passes are 400 images, raised to 4,000: 250 iterations of 16
     assert trainer.config.solver.max_iter == 250
     assert trainer.config.solver.schedule() == (1, (125,))
-    assert "25 passes over 16 training images (400 images, raised to 4,000;" in caplog.text
+    assert "25 passes over 16 training images (400 images, raised to 4,000): 250" in caplog.text
     assert "250 iterations of 16 images: 4,000 images, 250.0 passes" in caplog.text
 
 

@@ -7,13 +7,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 from test_voc_data import obj, write_voc, xml
 
 from benchmarks.recipe import (
     SHARED_SETS,
     RunResult,
+    _run_iterations,
+    check_reusable,
     report_markdown,
     resolve_sets,
+    run_settings,
     shuffled_copy,
     voc_folder_set,
 )
@@ -103,11 +107,75 @@ def test_the_table_shows_a_voc_folders_iterations_and_no_yolo_figures(tmp_path):
         "coco": {"AP": 0.25},
     }
     results = [
-        RunResult(s.name, 0, False, "out", 60.0, n, s.yolo, 8.0, evaluation, None)
-        for s, n in ((shared, 250), (folder, 321))
+        RunResult(
+            data_set=s.name,
+            root="data",
+            seed=0,
+            control=control,
+            out_dir="out",
+            wall_s=60.0,
+            iterations=n,
+            yolo=s.yolo,
+            images_per_s=8.0,
+            eval=None if control else evaluation,
+            learning=None,
+        )
+        for s, n, control in ((shared, 250, False), (folder, 321, False), (folder, 321, True))
     ]
     rows = report_markdown(results, {}, "configs/own_voc.yaml", []).splitlines()
+    header = next(r for r in rows if r.startswith("| set |"))
+    table = [r for r in rows if r.startswith("| ") and r != header]
+    assert len(table) == 3 and all(r.count("|") == header.count("|") for r in table)
     raccoon = next(r for r in rows if r.startswith("| raccoon |"))
     animals = next(r for r in rows if r.startswith("| animals |"))
     assert "| 250 |" in raccoon and raccoon.endswith("| 0.375 / 0.376 / 0.112 |")
     assert "| 321 |" in animals and animals.endswith("| - |")
+
+
+def test_a_shared_set_runs_at_its_budget_and_a_folder_at_the_configs_length(tmp_path):
+    own = tmp_path / "animals"
+    write_voc(own, {"a": xml([obj("cat", (1, 1, 9, 9))])}, images=False)
+    shared = run_settings(SHARED_SETS["raccoon"], Path("/d/raccoon"), 1, ["loss.loc_weight=2"])
+    folder = run_settings(voc_folder_set(own), own, 0, [])
+    assert shared == [
+        "data.root=/d/raccoon",
+        "solver.max_iter=250",
+        "train.seed=1",
+        "loss.loc_weight=2",
+    ]
+    assert folder == [f"data.root={own}", "train.seed=0"]
+
+
+def test_a_finished_run_is_read_only_where_its_saved_config_holds_the_settings(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = {
+        "data": {"root": str(tmp_path / "a")},
+        "solver": {"max_iter": 250},
+        "train": {"seed": 0},
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    same = [f"data.root={tmp_path / 'x' / '..' / 'a'}", "solver.max_iter=250", "train.seed=0"]
+    check_reusable(out, same)  # the same folder, spelt otherwise
+    assert _run_iterations(out) == 250
+    assert _run_iterations(tmp_path) is None
+    for other, says in (
+        (f"data.root={tmp_path / 'b'}", "data.root"),
+        ("train.seed=1", "train.seed 0, not 1"),
+        ("model.l2norm_scale=2.5", "model.l2norm_scale None, not 2.5"),
+    ):
+        with pytest.raises(RuntimeError, match=f"{says}.*its own --out"):
+            check_reusable(out, [*same, other])
+
+
+def test_a_voc_folder_needs_its_three_parts_and_is_named_after_the_resolved_path(
+    tmp_path, monkeypatch
+):
+    own = tmp_path / "animals"
+    write_voc(own, {"a": xml([obj("cat", (1, 1, 9, 9))])}, images=False)
+    monkeypatch.chdir(own)
+    here = voc_folder_set(Path("."))
+    assert here.name == "animals" and here.root == own.resolve()
+    (own / "JPEGImages").rmdir()
+    with pytest.raises(ValueError, match="no JPEGImages in it"):
+        voc_folder_set(own)

@@ -1,4 +1,4 @@
-"""Train one config on each shared data set at its budget and write one table.
+"""Train one config on the shared data sets, or on any VOC folder, and write one table.
 
     python tools/benchmark_recipe.py CONFIG [key=value ...] [--data DIR] [--sets bccd,raccoon,PATH]
                                      [--seeds 0,1,2] [--control] [--out DIR]
@@ -13,7 +13,8 @@ AP, the learning signal, wall time, images/s and YOLO11n's figures on the same s
 --control trains on copies whose training labels are shuffled across images, each up to
 its learning check (a third of the budget): the learning signal must flag every one.
 A run whose folder under --out already holds a final checkpoint is read, not repeated, so
-an interrupted benchmark goes on where it stopped (give a new --out for new runs).
+an interrupted benchmark goes on where it stopped; one whose saved config differs from the
+run asked for is refused (give each benchmark, and each variant, its own --out).
 Run it on a quiet machine, one benchmark at a time: runs side by side slow each other.
 """
 
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the whole report to this JSON file")
     args = parser.parse_intermixed_args(argv)
 
-    data = Path(args.data)
+    # train.py and eval.py run from the repository: every path the runs see is absolute
+    data = Path(args.data).resolve()
+    config = str(Path(args.config).resolve())
+    out = Path(args.out).resolve()
     try:
         sets = resolve_sets([n.strip() for n in args.sets.split(",") if n.strip()], data)
     except ValueError as error:
@@ -65,15 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for data_set in sets:
         for seed in seeds:
-            result = run_one(
-                args.config,
-                args.overrides,
-                data,
-                data_set,
-                seed,
-                Path(args.out),
-                control=args.control,
-            )
+            try:
+                result = run_one(
+                    config, args.overrides, data, data_set, seed, out, control=args.control
+                )
+            except RuntimeError as error:  # a failed run, or a finished one of other settings
+                print(f"benchmark_recipe.py: {error}", file=sys.stderr)
+                return 1
             results.append(result)
             voc = (result.eval or {}).get("voc", {})
             print(

@@ -192,16 +192,17 @@ def with_run_length(config: Config, num_images: int) -> Config:
     max_iter = run_length(num_images, config.solver.batch_size)
     wanted = RUN_PASSES * num_images
     kept = run_images(num_images)
-    bound = "" if kept == wanted else f", {'raised' if kept > wanted else 'cut'} to {kept:,}"
+    bounds = f"{RUN_IMAGES[0]:,}-{RUN_IMAGES[1]:,}"
+    if kept == wanted:
+        images = f"{wanted:,} images, within {bounds}"
+    else:
+        images = f"{wanted:,} images, {'raised' if kept > wanted else 'cut'} to {kept:,}"
     logger.info(
-        "solver.max_iter from the data: %d passes over %d training images (%s images%s; "
-        "kept within %s-%s): %d iterations (set solver.max_iter to choose)",
+        "solver.max_iter from the data: %d passes over %d training images (%s): "
+        "%d iterations (set solver.max_iter to choose)",
         RUN_PASSES,
         num_images,
-        f"{wanted:,}",
-        bound,
-        f"{RUN_IMAGES[0]:,}",
-        f"{RUN_IMAGES[1]:,}",
+        images,
         max_iter,
     )
     return dataclasses.replace(
