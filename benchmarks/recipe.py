@@ -496,7 +496,7 @@ def write_report(
                     "machine": machine,
                     "yolo11n": {
                         "source": YOLO_SOURCE,
-                        **{n: s.yolo for n, s in SHARED_SETS.items()},
+                        **{r.data_set: r.yolo for r in results if r.yolo is not None},
                     },
                     "runs": [r.__dict__ for r in results],
                 },
