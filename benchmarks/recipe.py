@@ -248,15 +248,20 @@ def _logged_wall_time(out_dir: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else float("nan")
 
 
-def _run_iterations(out_dir: Path) -> int | None:
-    """The run's ``solver.max_iter`` as its saved ``config.yaml`` holds it (resolved from the
-    data where the config left it null); None where there is none."""
+def _saved_config(out_dir: Path) -> dict[str, Any] | None:
+    """The run's saved ``config.yaml`` as a mapping (what it resolved from the data
+    included); None where there is none."""
     import yaml
 
     path = out_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    return (yaml.safe_load(path.read_text()) or {}).get("solver", {}).get("max_iter")
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
+def _run_iterations(out_dir: Path) -> int | None:
+    """The run's ``solver.max_iter`` as its saved ``config.yaml`` holds it (resolved from the
+    data where the config left it null); None where there is none."""
+    saved = _saved_config(out_dir)
+    return None if saved is None else (saved.get("solver") or {}).get("max_iter")
 
 
 def run_settings(
@@ -270,26 +275,23 @@ def run_settings(
 
 def check_reusable(out_dir: Path, settings: Sequence[str]) -> None:
     """Refuse to read a finished run in ``out_dir`` as this one unless its saved
-    ``config.yaml`` holds every ``key=value`` of ``settings``; RuntimeError naming the
-    first that differs."""
-    import yaml
+    ``config.yaml`` holds every ``SECTION.KEY=VALUE`` of ``settings`` (parsed as the config
+    parses overrides); RuntimeError naming the first that differs."""
+    from dsod.config.overrides import parse_overrides
 
-    saved = yaml.safe_load((out_dir / "config.yaml").read_text()) or {}
-    for setting in settings:
-        key, _, text = setting.partition("=")
-        value: Any = saved
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        wanted = yaml.safe_load(text)
-        if key == "data.root":
-            same = value is not None and Path(str(value)).resolve() == Path(text).resolve()
-        else:
-            same = value == wanted
-        if not same:
-            raise RuntimeError(
-                f"{out_dir} holds a finished run with {key} {value!r}, not {wanted!r}: "
-                "give each benchmark its own --out"
-            )
+    saved = _saved_config(out_dir) or {}
+    for section, values in parse_overrides(settings).items():
+        for name, wanted in values.items():
+            value = (saved.get(section) or {}).get(name)
+            if (section, name) == ("data", "root"):
+                same = value is not None and Path(str(value)).resolve() == Path(wanted).resolve()
+            else:
+                same = value == wanted
+            if not same:
+                raise RuntimeError(
+                    f"{out_dir} holds a finished run with {section}.{name} {value!r}, not "
+                    f"{wanted!r}: give each benchmark its own --out"
+                )
 
 
 def train(config: str, overrides: Sequence[str], out_dir: Path, stop_after_check: bool) -> float:
