@@ -46,6 +46,23 @@ def test_head_batchnorm_is_never_decayed_backbone_batchnorm_is_by_default():
     assert total == sum(p.numel() for p in model.parameters())
 
 
+def test_heads_l2norm_scales_get_their_own_fixed_rate_without_decay():
+    model = build_model(config_from_dict(TINY))
+    solver = SolverConfig(lr=0.1, base_batch=128, batch_size=64, l2norm_lr=12.5)
+    opt = build_optimizer(model, solver)
+    scales = opt.param_groups[2]
+    head_scales = {id(head.norm.weight) for head in model.heads.heads}
+    assert {id(p) for p in scales["params"]} == head_scales
+    assert scales["lr"] == 12.5 and scales["weight_decay"] == 0.0  # not scaled with the batch
+    others = {id(p) for g in opt.param_groups[:2] for p in g["params"]}
+    assert not others & head_scales
+    assert len(others) + len(head_scales) == len(list(model.parameters()))
+    # the schedule multiplies it like the others: a tenth at the start of warm-up
+    build_scheduler(opt, SolverConfig(**{**solver.__dict__, "max_iter": 100}))
+    assert opt.param_groups[2]["lr"] == pytest.approx(1.25)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
 def test_optimizer_uses_scaled_lr_and_momentum():
     model = build_model(config_from_dict(TINY))
     opt = build_optimizer(model, SolverConfig(lr=0.1, base_batch=128, batch_size=64))

@@ -76,6 +76,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[float], bool], str]] = {
     ("solver", "batch_per_step"): _POSITIVE,
     ("solver", "momentum"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("solver", "weight_decay"): _NON_NEGATIVE,
+    ("solver", "l2norm_lr"): _POSITIVE,
     ("solver", "steps"): _POSITIVE,
     ("solver", "gamma"): _POSITIVE,
     ("solver", "max_iter"): _POSITIVE,

@@ -178,6 +178,10 @@ class SolverConfig:
     warmup_iters: int | float = 0.01  # 1,000 of 100k
     warmup_factor: float = 0.1
     grad_clip: float | None = None
+    # The learning rate of the heads' L2Norm scales, fixed (not scaled with the batch) and
+    # without weight decay (dsod.engine.optim.parameter_groups); None: they learn with the
+    # rest at the solver's rate, decayed, as in the reference.
+    l2norm_lr: float | None = None
     # A moving average of the weights for evaluation and checkpoints (dsod.engine.ema): its
     # time constant as a fraction of max_iter; 0 keeps none.
     ema: float = 0.0

@@ -293,7 +293,8 @@ class LearningMonitor:
                 "that the annotations belong to their images (tools/check_dataset.py); if "
                 "they do, try a lower learning rate (solver.lr) or a longer run "
                 "(solver.max_iter); a model.l2norm_scale set below the rule's (logged at "
-                "the start) makes the heads' steps small and the start slow. Sets of about "
+                "the start) makes the heads' steps small and the start slow where "
+                "solver.l2norm_lr does not let it grow. Sets of about "
                 "one large object an image can start slowly: the check is repeated at the "
                 "end of the run",
                 step,
@@ -386,8 +387,9 @@ class LossWatch:
         logger.warning(
             "the training loss is rising: %.3f at step %d, %.1f times its first logged value "
             "(%.3f at step %d). The steps are too large for this start and the run diverges: "
-            "try a lower learning rate (solver.lr; where model.l2norm_scale is set, a smaller "
-            "one) or a longer warm-up (solver.warmup_iters)",
+            "try a lower learning rate (solver.lr; where model.l2norm_scale or "
+            "solver.l2norm_lr is set, a smaller one) or a longer warm-up "
+            "(solver.warmup_iters)",
             loss,
             step,
             self.rise["ratio"],

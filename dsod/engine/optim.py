@@ -8,33 +8,45 @@ import torch
 from torch import nn
 
 from dsod.config import SolverConfig
+from dsod.models.layers import L2Norm
 
 
 def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_backbone_bn: bool) -> list[dict]:
-    """Split parameters into a decayed and an undecayed group.
+def parameter_groups(
+    model: nn.Module, weight_decay: float, decay_backbone_bn: bool, l2norm_lr: float | None = None
+) -> list[dict]:
+    """Split parameters into a decayed and an undecayed group, and where ``l2norm_lr`` is
+    given, a third group of the heads' L2Norm scales.
 
     The reference decays every convolution and the L2Norm scales, and the BN scale and shift
     of everything but the heads (``decay_backbone_bn``); the heads' BN is never decayed.
-    With ``decay_backbone_bn=False`` no BN parameter is decayed.
+    With ``decay_backbone_bn=False`` no BN parameter is decayed. With ``l2norm_lr`` the
+    heads' L2Norm scales learn at that fixed rate (not scaled with the batch), without
+    weight decay: the scale sets how fast the heads learn, so it finds its own value
+    instead of keeping the one it starts at (``solver.l2norm_lr``).
     """
-    decay, no_decay = [], []
+    decay, no_decay, scales = [], [], []
     for module_name, module in model.named_modules():
         is_head = module_name.startswith("heads") or ".heads" in module_name
         for param in module.parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            if _is_norm(module) and (is_head or not decay_backbone_bn):
+            if l2norm_lr is not None and is_head and isinstance(module, L2Norm):
+                scales.append(param)
+            elif _is_norm(module) and (is_head or not decay_backbone_bn):
                 no_decay.append(param)
             else:
                 decay.append(param)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if l2norm_lr is not None:
+        groups.append({"params": scales, "weight_decay": 0.0, "lr": l2norm_lr})
+    return groups
 
 
 def scaled_lr(solver: SolverConfig) -> float:
@@ -43,8 +55,11 @@ def scaled_lr(solver: SolverConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.SGD:
-    """SGD with momentum, the scaled learning rate and the reference's decay groups."""
-    groups = parameter_groups(model, solver.weight_decay, solver.decay_backbone_bn)
+    """SGD with momentum, the scaled learning rate and the reference's decay groups (and
+    the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set)."""
+    groups = parameter_groups(
+        model, solver.weight_decay, solver.decay_backbone_bn, solver.l2norm_lr
+    )
     return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)
 
 

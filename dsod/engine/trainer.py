@@ -56,6 +56,7 @@ from dsod.engine.stopping import (
 )
 from dsod.engine.train_state import TrainingState, refuse_to_overwrite, resume_latest
 from dsod.evaluation.scores import score_detections
+from dsod.models.heads import unit_rate_scale
 from dsod.runtime.network import RunSettings, prepare_network
 from dsod.runtime.precision import precision_name
 
@@ -104,12 +105,18 @@ class Trainer:
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
         if config.model.arch == "dsod" and not config.model.head_bn:
+            rule = unit_rate_scale(scaled_lr(solver))
             logger.info(
-                "heads without BN: their L2Norm scale starts at %.3g, so that a step "
-                "of lr %.3g moves an output by about its gradient%s",
+                "heads without BN: their L2Norm scale starts at %.3g%s; %s",
                 head_input_scale(config),
-                scaled_lr(solver),
-                "" if config.model.l2norm_scale is None else " (model.l2norm_scale)",
+                f", so that a step of lr {scaled_lr(solver):.3g} moves an output by about "
+                "its gradient"
+                if config.model.l2norm_scale is None
+                else f" (model.l2norm_scale; the rule's for lr {scaled_lr(solver):.3g} "
+                f"is {rule:.3g})",
+                "at the solver's rate it barely moves (solver.l2norm_lr: null)"
+                if solver.l2norm_lr is None
+                else f"it learns at lr {solver.l2norm_lr:g} from there (solver.l2norm_lr)",
             )
         self.network = prepare_network(
             build_model(config),
