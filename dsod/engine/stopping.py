@@ -103,11 +103,19 @@ def too_many_bad_samples(
 
 class NonFiniteSteps:
     """Counts the steps in a row whose loss or gradient was not finite (their update was
-    skipped); ``limit`` of them stop the run (``train.max_nonfinite_steps``)."""
+    skipped); ``limit`` of them stop the run (``train.max_nonfinite_steps``). Where the
+    heads' L2Norm scales learn at their own rate (``l2norm_lr``), the error names it
+    beside the learning rate."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, l2norm_lr: float | None = None) -> None:
         self.limit = limit
+        self.l2norm_lr = l2norm_lr
         self.in_a_row = 0
+
+    def _scale_rate(self) -> str:
+        if self.l2norm_lr is None:
+            return ""
+        return f", a lower solver.l2norm_lr ({self.l2norm_lr:g} here)"
 
     def after_step(self, finite: bool, step: int, checkpoints: Path) -> NonFiniteLossError | None:
         """Count ``step`` (warning when it was skipped); the error to stop with at the
@@ -126,5 +134,5 @@ class NonFiniteSteps:
         return NonFiniteLossError(
             f"{self.in_a_row} steps in a row had a non-finite loss or gradient "
             f"(step {step}); saved a checkpoint in {checkpoints}. "
-            f"Try a lower solver.lr or a longer solver.warmup_iters."
+            f"Try a lower solver.lr{self._scale_rate()} or a longer solver.warmup_iters."
         )

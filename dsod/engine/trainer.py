@@ -142,7 +142,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.log = RunLog(self.out_dir)
         self.signals = StopSignals()
-        self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps)
+        self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps, solver.l2norm_lr)
         self.learning = LearningMonitor(solver.max_iter)
         self.loss_watch = LossWatch()
         if not resume:
