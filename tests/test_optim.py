@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import pytest
@@ -58,7 +59,7 @@ def test_heads_l2norm_scales_get_their_own_fixed_rate_without_decay():
     assert not others & head_scales
     assert len(others) + len(head_scales) == len(list(model.parameters()))
     # the schedule multiplies it like the others: a tenth at the start of warm-up
-    build_scheduler(opt, SolverConfig(**{**solver.__dict__, "max_iter": 100}))
+    build_scheduler(opt, dataclasses.replace(solver, max_iter=100))
     assert opt.param_groups[2]["lr"] == pytest.approx(1.25)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
 

@@ -105,18 +105,21 @@ class Trainer:
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
         if config.model.arch == "dsod" and not config.model.head_bn:
-            rule = unit_rate_scale(scaled_lr(solver))
+            lr = scaled_lr(solver)
+            if config.model.l2norm_scale is None:
+                why = f", so that a step of lr {lr:.3g} moves an output by about its gradient"
+            else:
+                rule = unit_rate_scale(lr)
+                why = f" (model.l2norm_scale; the rule's for lr {lr:.3g} is {rule:.3g})"
+            if solver.l2norm_lr is None:
+                moves = "at the solver's rate it barely moves (solver.l2norm_lr: null)"
+            else:
+                moves = f"it learns at lr {solver.l2norm_lr:g} from there (solver.l2norm_lr)"
             logger.info(
                 "heads without BN: their L2Norm scale starts at %.3g%s; %s",
                 head_input_scale(config),
-                f", so that a step of lr {scaled_lr(solver):.3g} moves an output by about "
-                "its gradient"
-                if config.model.l2norm_scale is None
-                else f" (model.l2norm_scale; the rule's for lr {scaled_lr(solver):.3g} "
-                f"is {rule:.3g})",
-                "at the solver's rate it barely moves (solver.l2norm_lr: null)"
-                if solver.l2norm_lr is None
-                else f"it learns at lr {solver.l2norm_lr:g} from there (solver.l2norm_lr)",
+                why,
+                moves,
             )
         self.network = prepare_network(
             build_model(config),
