@@ -295,7 +295,7 @@ def test_an_unchecked_run_has_no_end_verdict():
 
 def test_the_loss_watch_warns_once_when_the_loss_reaches_its_factor(caplog):
     assert RISE_FACTOR == 1.5
-    watch = LossWatch()
+    watch = LossWatch(advice="try a lower solver.lr (0.1 here)")
     with caplog.at_level(logging.WARNING):
         assert watch.update(20, 6.0) is None  # the first logged loss
         assert watch.update(40, 4.0) is None
@@ -310,10 +310,12 @@ def test_the_loss_watch_warns_once_when_the_loss_reaches_its_factor(caplog):
     )
     (line,) = [r.getMessage() for r in caplog.records if "loss is rising" in r.getMessage()]
     assert "9.000 at step 80, 1.5 times" in line and "(6.000 at step 20)" in line
+    assert line.endswith("diverges: try a lower solver.lr (0.1 here)")
 
 
 def test_a_resumed_loss_watch_compares_with_the_runs_first_loss():
-    watch = LossWatch.resumed((20, 6.0), None)
+    watch = LossWatch.resumed((20, 6.0), None, advice="try a longer solver.warmup_iters")
+    assert watch.advice == "try a longer solver.warmup_iters"
     assert watch.update(500, 2.0) is None and watch.update(520, 8.0) is None
     assert watch.update(540, 9.5)["first_step"] == 20
     # a run warned before its checkpoint is not warned again

@@ -14,6 +14,7 @@ from dsod.engine.optim import (
     parameter_groups,
     scaled_lr,
     schedule_warnings,
+    smaller_steps,
 )
 from dsod.engine.trainer import train
 
@@ -62,6 +63,19 @@ def test_heads_l2norm_scales_get_their_own_fixed_rate_without_decay():
     build_scheduler(opt, dataclasses.replace(solver, max_iter=100))
     assert opt.param_groups[2]["lr"] == pytest.approx(1.25)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_the_advice_for_too_large_steps_names_the_runs_own_values():
+    plain = SolverConfig(lr=0.05, warmup_iters=0.02)
+    own = dataclasses.replace(plain, l2norm_lr=12.5)
+    assert smaller_steps(plain) == (
+        "try a lower solver.lr (0.05 here) or a longer solver.warmup_iters (0.02 here)"
+    )
+    assert smaller_steps(own) == (
+        "try a lower solver.lr (0.05 here), a lower solver.l2norm_lr (12.5 here) "
+        "or a longer solver.warmup_iters (0.02 here)"
+    )
+    assert "here" not in smaller_steps()
 
 
 def test_optimizer_uses_scaled_lr_and_momentum():

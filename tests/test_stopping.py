@@ -11,10 +11,9 @@ def test_non_finite_steps_stop_the_run_only_in_a_row(tmp_path):
     assert isinstance(error, NonFiniteLossError) and "2 steps in a row" in str(error)
 
 
-def test_the_stop_names_the_scales_rate_only_where_they_learn_at_their_own(tmp_path):
-    plain, own = NonFiniteSteps(limit=1), NonFiniteSteps(limit=1, l2norm_lr=12.5)
-    assert "l2norm_lr" not in str(plain.after_step(False, 7, tmp_path))
-    assert "a lower solver.l2norm_lr (12.5 here)" in str(own.after_step(False, 7, tmp_path))
+def test_the_stop_ends_with_the_runs_advice(tmp_path):
+    steps = NonFiniteSteps(limit=1, advice="try a lower solver.lr (0.1 here)")
+    assert str(steps.after_step(False, 7, tmp_path)).endswith("try a lower solver.lr (0.1 here).")
 
 
 class _Split(list):

@@ -56,6 +56,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dsod.engine.optim import smaller_steps
+
 __all__ = [
     "SIGNIFICANCE",
     "MIN_MARGIN",
@@ -344,22 +346,29 @@ class LossWatch:
     It compares the losses the log records (one step's, every ``train.log_every`` steps;
     :data:`RISE_FACTOR` was set from logs at the default of 20), so a run that diverges
     before its first logged step is not warned about. Call :meth:`update` with each logged
-    loss; a resumed run starts from :meth:`resumed`.
+    loss; a resumed run starts from :meth:`resumed`. The warning ends with ``advice``
+    (:func:`dsod.engine.optim.smaller_steps` of the run's solver).
     """
 
-    def __init__(self, factor: float = RISE_FACTOR) -> None:
+    def __init__(self, factor: float = RISE_FACTOR, advice: str = smaller_steps()) -> None:
         self.factor = factor
+        self.advice = advice
         self.first: tuple[int, float] | None = None
         self.rise: dict[str, Any] | None = None
         self.off = False
 
     @classmethod
-    def resumed(cls, first: tuple[int, float] | None, rise: dict[str, Any] | None) -> LossWatch:
+    def resumed(
+        cls,
+        first: tuple[int, float] | None,
+        rise: dict[str, Any] | None,
+        advice: str = smaller_steps(),
+    ) -> LossWatch:
         """The watch of a run resumed from a checkpoint: ``first`` its log's first logged
         ``(step, loss)``, ``rise`` the rise it already warned about (both
         :class:`dsod.engine.run_log.RunLog`'s). Without a first loss it stays off: a loss
         logged late in the run is no measure of its start."""
-        watch = cls()
+        watch = cls(advice=advice)
         watch.first, watch.rise = first, rise
         watch.off = first is None
         return watch
@@ -387,13 +396,12 @@ class LossWatch:
         logger.warning(
             "the training loss is rising: %.3f at step %d, %.1f times its first logged value "
             "(%.3f at step %d). The steps are too large for this start and the run diverges: "
-            "try a lower learning rate (solver.lr; where model.l2norm_scale or "
-            "solver.l2norm_lr is set, a smaller one) or a longer warm-up "
-            "(solver.warmup_iters)",
+            "%s",
             loss,
             step,
             self.rise["ratio"],
             first_loss,
             first_step,
+            self.advice,
         )
         return self.rise

@@ -23,6 +23,7 @@ import torch
 from dsod.data.errors import DataError
 from dsod.engine import distributed as dist
 from dsod.engine.bad_samples import BadSamples
+from dsod.engine.optim import smaller_steps
 
 logger = logging.getLogger(__name__)
 
@@ -103,19 +104,13 @@ def too_many_bad_samples(
 
 class NonFiniteSteps:
     """Counts the steps in a row whose loss or gradient was not finite (their update was
-    skipped); ``limit`` of them stop the run (``train.max_nonfinite_steps``). Where the
-    heads' L2Norm scales learn at their own rate (``l2norm_lr``), the error names it
-    beside the learning rate."""
+    skipped); ``limit`` of them stop the run (``train.max_nonfinite_steps``). The error
+    ends with ``advice`` (:func:`dsod.engine.optim.smaller_steps` of the run's solver)."""
 
-    def __init__(self, limit: int, l2norm_lr: float | None = None) -> None:
+    def __init__(self, limit: int, advice: str = smaller_steps()) -> None:
         self.limit = limit
-        self.l2norm_lr = l2norm_lr
+        self.advice = advice
         self.in_a_row = 0
-
-    def _scale_rate(self) -> str:
-        if self.l2norm_lr is None:
-            return ""
-        return f", a lower solver.l2norm_lr ({self.l2norm_lr:g} here)"
 
     def after_step(self, finite: bool, step: int, checkpoints: Path) -> NonFiniteLossError | None:
         """Count ``step`` (warning when it was skipped); the error to stop with at the
@@ -134,5 +129,5 @@ class NonFiniteSteps:
         return NonFiniteLossError(
             f"{self.in_a_row} steps in a row had a non-finite loss or gradient "
             f"(step {step}); saved a checkpoint in {checkpoints}. "
-            f"Try a lower solver.lr{self._scale_rate()} or a longer solver.warmup_iters."
+            f"The steps are too large for this start: {self.advice}."
         )

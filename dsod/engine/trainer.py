@@ -42,7 +42,13 @@ from dsod.engine.checkpoint import CheckpointManager
 from dsod.engine.ema import WeightAverage, ema_decay
 from dsod.engine.from_data import prepare_training_data
 from dsod.engine.learning import LearningMonitor, LossWatch
-from dsod.engine.optim import build_optimizer, build_scheduler, scaled_lr, schedule_warnings
+from dsod.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    scaled_lr,
+    schedule_warnings,
+    smaller_steps,
+)
 from dsod.engine.predict import predict_split
 from dsod.engine.run_lock import claim_output_folder
 from dsod.engine.run_log import RunLog, RunTiming, budget_line, final_line, train_log_file
@@ -145,9 +151,10 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.log = RunLog(self.out_dir)
         self.signals = StopSignals()
-        self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps, solver.l2norm_lr)
+        advice = smaller_steps(solver)
+        self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps, advice)
         self.learning = LearningMonitor(solver.max_iter)
-        self.loss_watch = LossWatch()
+        self.loss_watch = LossWatch(advice=advice)
         if not resume:
             refuse_to_overwrite(self.checkpoints)
         resumed = resume and resume_latest(
@@ -157,7 +164,9 @@ class Trainer:
         # attempt that left no checkpoint, when it starts from scratch).
         self.log.drop_after(self.step)
         if resumed and dist.is_main_process():
-            self.loss_watch = LossWatch.resumed(self.log.first_loss(), self.log.loss_rise())
+            self.loss_watch = LossWatch.resumed(
+                self.log.first_loss(), self.log.loss_rise(), advice
+            )
         self.sampler = IterationBatchSampler(
             len(self.samples),
             solver.batch_size,
