@@ -75,6 +75,10 @@ def test_the_advice_for_too_large_steps_names_the_runs_own_values():
         "try a lower solver.lr (0.05 here), a lower solver.l2norm_lr (12.5 here) "
         "or a longer solver.warmup_iters (0.02 here)"
     )
+    assert smaller_steps(own, l2norm_scale=5.96) == (
+        "try a lower solver.lr (0.05 here), a lower model.l2norm_scale (5.96 here), "
+        "a lower solver.l2norm_lr (12.5 here) or a longer solver.warmup_iters (0.02 here)"
+    )
     assert "here" not in smaller_steps()
 
 

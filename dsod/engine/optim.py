@@ -54,14 +54,17 @@ def scaled_lr(solver: SolverConfig) -> float:
     return solver.lr * solver.batch_size / solver.base_batch
 
 
-def smaller_steps(solver: SolverConfig | None = None) -> str:
+def smaller_steps(solver: SolverConfig | None = None, l2norm_scale: float | None = None) -> str:
     """What to try when the steps are too large for a run's start (the loss rises or turns
     non-finite), naming the run's own values where ``solver`` is given: a lower learning
-    rate, a lower rate for the heads' L2Norm scales where they learn at their own, or a
-    longer warm-up."""
+    rate, a lower starting scale of the heads' L2Norm where one was set by hand
+    (``l2norm_scale``, heads without BN), a lower rate for those scales where they learn at
+    their own, or a longer warm-up."""
     if solver is None:
         return "try a lower solver.lr or a longer solver.warmup_iters"
     lower = [f"a lower solver.lr ({solver.lr:g} here)"]
+    if l2norm_scale is not None:
+        lower.append(f"a lower model.l2norm_scale ({l2norm_scale:g} here)")
     if solver.l2norm_lr is not None:
         lower.append(f"a lower solver.l2norm_lr ({solver.l2norm_lr:g} here)")
     return f"try {', '.join(lower)} or a longer solver.warmup_iters ({solver.warmup_iters:g} here)"

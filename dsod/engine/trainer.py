@@ -110,7 +110,8 @@ class Trainer:
 
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
-        if config.model.arch == "dsod" and not config.model.head_bn:
+        heads_without_bn = config.model.arch == "dsod" and not config.model.head_bn
+        if heads_without_bn:
             lr = scaled_lr(solver)
             if config.model.l2norm_scale is None:
                 why = f", so that a step of lr {lr:.3g} moves an output by about its gradient"
@@ -151,7 +152,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", run.keep_checkpoints)
         self.log = RunLog(self.out_dir)
         self.signals = StopSignals()
-        advice = smaller_steps(solver)
+        advice = smaller_steps(solver, config.model.l2norm_scale if heads_without_bn else None)
         self.nonfinite = NonFiniteSteps(run.max_nonfinite_steps, advice)
         self.learning = LearningMonitor(solver.max_iter)
         self.loss_watch = LossWatch(advice=advice)
