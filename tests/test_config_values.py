@@ -149,3 +149,14 @@ def test_prior_shapes_must_be_consistent():
         config_from_dict({"model": {"block_layers": [6, 8, 8]}})
     with pytest.raises(ConfigError, match=r"^data\.class_names in <dict>: needs at least one"):
         config_from_dict({"data": {"class_names": []}})
+
+
+def test_a_bound_on_the_scales_needs_their_own_rate():
+    solver = {"l2norm_lr": 12.5, "l2norm_cap_at_rule": True}
+    assert config_from_dict({"solver": solver}).solver.l2norm_cap_at_rule
+    with pytest.raises(
+        ConfigError,
+        match=r"^solver\.l2norm_cap_at_rule in override "
+        r"'solver\.l2norm_lr=null'.*solver\.l2norm_lr is null",
+    ):
+        config_from_dict({"solver": solver}, "x.yaml", ["solver.l2norm_lr=null"])

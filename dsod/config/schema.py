@@ -182,6 +182,10 @@ class SolverConfig:
     # without weight decay (dsod.engine.optim.parameter_groups); None: they learn with the
     # rest at the solver's rate, decayed, as in the reference.
     l2norm_lr: float | None = None
+    # With l2norm_lr, those scales learn within plus or minus the rule's value
+    # (dsod.models.heads.unit_rate_scale), or their start's where it is higher: a start
+    # too small catches up, and no scale grows the heads' steps past the rule's.
+    l2norm_cap_at_rule: bool = False
     # A moving average of the weights for evaluation and checkpoints (dsod.engine.ema): its
     # time constant as a fraction of max_iter; 0 keeps none.
     ema: float = 0.0

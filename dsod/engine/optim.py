@@ -16,7 +16,11 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, decay_backbone_bn: bool, l2norm_lr: float | None = None
+    model: nn.Module,
+    weight_decay: float,
+    decay_backbone_bn: bool,
+    l2norm_lr: float | None = None,
+    l2norm_max: float | None = None,
 ) -> list[dict]:
     """Split parameters into a decayed and an undecayed group, and where ``l2norm_lr`` is
     given, a third group of the heads' L2Norm scales.
@@ -26,7 +30,8 @@ def parameter_groups(
     With ``decay_backbone_bn=False`` no BN parameter is decayed. With ``l2norm_lr`` the
     heads' L2Norm scales learn at that fixed rate (not scaled with the batch), without
     weight decay: the scale sets how fast the heads learn, so it finds its own value
-    instead of keeping the one it starts at (``solver.l2norm_lr``).
+    instead of keeping the one it starts at (``solver.l2norm_lr``); with ``l2norm_max``
+    that group carries it as ``"max_value"``, which :func:`clamp_to_max` holds them under.
     """
     decay, no_decay, scales = [], [], []
     for module_name, module in model.named_modules():
@@ -45,8 +50,23 @@ def parameter_groups(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     if l2norm_lr is not None:
-        groups.append({"params": scales, "weight_decay": 0.0, "lr": l2norm_lr})
+        group = {"params": scales, "weight_decay": 0.0, "lr": l2norm_lr}
+        if l2norm_max is not None:
+            group["max_value"] = l2norm_max
+        groups.append(group)
     return groups
+
+
+@torch.no_grad()
+def clamp_to_max(optimizer: torch.optim.Optimizer) -> None:
+    """Hold the parameters of every group that has a ``"max_value"`` within plus or minus
+    it (call after each update): a scale's size, not its sign, sets how far a step moves
+    what it scales."""
+    for group in optimizer.param_groups:
+        bound = group.get("max_value")
+        if bound is not None:
+            for param in group["params"]:
+                param.clamp_(-bound, bound)
 
 
 def scaled_lr(solver: SolverConfig) -> float:
@@ -70,11 +90,14 @@ def smaller_steps(solver: SolverConfig | None = None, l2norm_scale: float | None
     return f"try {', '.join(lower)} or a longer solver.warmup_iters ({solver.warmup_iters:g} here)"
 
 
-def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.SGD:
+def build_optimizer(
+    model: nn.Module, solver: SolverConfig, l2norm_max: float | None = None
+) -> torch.optim.SGD:
     """SGD with momentum, the scaled learning rate and the reference's decay groups (and
-    the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set)."""
+    the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set, held at or below
+    ``l2norm_max`` where that is given: :func:`clamp_to_max`)."""
     groups = parameter_groups(
-        model, solver.weight_decay, solver.decay_backbone_bn, solver.l2norm_lr
+        model, solver.weight_decay, solver.decay_backbone_bn, solver.l2norm_lr, l2norm_max
     )
     return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)
 
