@@ -9,6 +9,7 @@ from dsod.config import ConfigError, SolverConfig, config_from_dict
 from dsod.engine.builders import build_model
 from dsod.engine.optim import (
     build_optimizer,
+    average_gradients,
     build_scheduler,
     clamp_to_max,
     lr_factor,
@@ -104,6 +105,33 @@ def test_capped_scales_end_at_or_under_the_rule_or_their_higher_start(tmp_path, 
     scales = torch.cat([head.norm.weight for head in trainer.state.model.heads.heads])
     assert scales.abs().max().item() <= max(rule, start or rule)
     assert not torch.equal(scales, torch.full_like(scales, start or rule))  # they learned
+
+
+def test_a_group_marked_mean_gradient_moves_each_parameter_as_one_number():
+    # worked by hand: gradients (1, 2, 6) and (4,): the first becomes (3, 3, 3), the one
+    # of a single entry keeps its own, an unmarked group is left as it is
+    scale, single, other = (torch.nn.Parameter(torch.zeros(n)) for n in (3, 1, 2))
+    opt = torch.optim.SGD(
+        [{"params": [other]}, {"params": [scale, single], "mean_gradient": True}], lr=1.0
+    )
+    scale.grad, single.grad = torch.tensor([1.0, 2.0, 6.0]), torch.tensor([4.0])
+    other.grad = torch.tensor([1.0, 5.0])
+    average_gradients(opt)
+    assert scale.grad.tolist() == [3.0, 3.0, 3.0] and single.grad.tolist() == [4.0]
+    assert other.grad.tolist() == [1.0, 5.0]
+
+
+def test_scales_learning_per_head_stay_equal_within_each_head(tmp_path):
+    model = {**TINY_MODEL, "head_bn": False}
+    solver = {"l2norm_lr": 1e3, "l2norm_per_head": True}
+    config = tiny_config(tmp_path, model=model, solver=solver)
+    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
+    start = [head.norm.weight.detach().clone() for head in trainer.state.model.heads.heads]
+    trainer.run()
+    for before, head in zip(start, trainer.state.model.heads.heads, strict=True):
+        after = head.norm.weight.detach()
+        assert torch.all(after == after[0])  # one number a head
+        assert not torch.equal(after, before)  # that learned
 
 
 def test_the_advice_for_too_large_steps_names_the_runs_own_values():

@@ -186,6 +186,9 @@ class SolverConfig:
     # (dsod.models.heads.unit_rate_scale), or their start's where it is higher: a start
     # too small catches up, and no scale grows the heads' steps past the rule's.
     l2norm_cap_at_rule: bool = False
+    # With l2norm_lr, each head's scales learn as one number: every channel takes the mean
+    # of their gradients, so only the head's overall step changes.
+    l2norm_per_head: bool = False
     # A moving average of the weights for evaluation and checkpoints (dsod.engine.ema): its
     # time constant as a fraction of max_iter; 0 keeps none.
     ema: float = 0.0

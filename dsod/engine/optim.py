@@ -21,6 +21,7 @@ def parameter_groups(
     decay_backbone_bn: bool,
     l2norm_lr: float | None = None,
     l2norm_max: float | None = None,
+    l2norm_per_head: bool = False,
 ) -> list[dict]:
     """Split parameters into a decayed and an undecayed group, and where ``l2norm_lr`` is
     given, a third group of the heads' L2Norm scales.
@@ -31,7 +32,9 @@ def parameter_groups(
     heads' L2Norm scales learn at that fixed rate (not scaled with the batch), without
     weight decay: the scale sets how fast the heads learn, so it finds its own value
     instead of keeping the one it starts at (``solver.l2norm_lr``); with ``l2norm_max``
-    that group carries it as ``"max_value"``, which :func:`clamp_to_max` holds them under.
+    that group carries it as ``"max_value"``, which :func:`clamp_to_max` holds them under;
+    with ``l2norm_per_head`` it is marked ``"mean_gradient"``, which
+    :func:`average_gradients` applies.
     """
     decay, no_decay, scales = [], [], []
     for module_name, module in model.named_modules():
@@ -53,8 +56,22 @@ def parameter_groups(
         group = {"params": scales, "weight_decay": 0.0, "lr": l2norm_lr}
         if l2norm_max is not None:
             group["max_value"] = l2norm_max
+        if l2norm_per_head:
+            group["mean_gradient"] = True
         groups.append(group)
     return groups
+
+
+@torch.no_grad()
+def average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Give every entry of each parameter of a group marked ``"mean_gradient"`` the mean
+    of that parameter's gradient (call before the update): the entries of a scale then
+    move together, as one number, and keep the sizes they have relative to each other."""
+    for group in optimizer.param_groups:
+        if group.get("mean_gradient"):
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.grad.copy_(param.grad.mean().expand_as(param.grad))
 
 
 @torch.no_grad()
@@ -97,7 +114,12 @@ def build_optimizer(
     the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set, held at or below
     ``l2norm_max`` where that is given: :func:`clamp_to_max`)."""
     groups = parameter_groups(
-        model, solver.weight_decay, solver.decay_backbone_bn, solver.l2norm_lr, l2norm_max
+        model,
+        solver.weight_decay,
+        solver.decay_backbone_bn,
+        solver.l2norm_lr,
+        l2norm_max,
+        solver.l2norm_per_head,
     )
     return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)
 

@@ -19,7 +19,7 @@ from torch import nn
 from dsod.data.loader import TrainingBatch
 from dsod.engine import distributed as dist
 from dsod.engine.learning import SignalSums, signal_sums
-from dsod.engine.optim import clamp_to_max
+from dsod.engine.optim import average_gradients, clamp_to_max
 from dsod.engine.train_state import TrainingState
 from dsod.runtime.network import Network
 
@@ -89,6 +89,7 @@ def train_step(
         )
     if finite:
         state.scaler.unscale_(state.optimizer)
+        average_gradients(state.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip or math.inf)
         finite = state.scaler.is_enabled() or _all_finite(norm)
     if finite:
