@@ -151,12 +151,12 @@ def test_prior_shapes_must_be_consistent():
         config_from_dict({"data": {"class_names": []}})
 
 
-def test_a_bound_on_the_scales_needs_their_own_rate():
-    solver = {"l2norm_lr": 12.5, "l2norm_cap_at_rule": True}
-    assert config_from_dict({"solver": solver}).solver.l2norm_cap_at_rule
+def test_scales_learning_per_head_need_their_own_rate():
+    solver = {"l2norm_lr": 12.5, "l2norm_per_head": True}
+    assert config_from_dict({"solver": solver}).solver.l2norm_per_head
     with pytest.raises(
         ConfigError,
-        match=r"^solver\.l2norm_cap_at_rule in override "
+        match=r"^solver\.l2norm_per_head in override "
         r"'solver\.l2norm_lr=null'.*solver\.l2norm_lr is null",
     ):
         config_from_dict({"solver": solver}, "x.yaml", ["solver.l2norm_lr=null"])

@@ -8,10 +8,9 @@ from conftest import TINY_MODEL, tiny_config
 from dsod.config import ConfigError, SolverConfig, config_from_dict
 from dsod.engine.builders import build_model
 from dsod.engine.optim import (
-    build_optimizer,
     average_gradients,
+    build_optimizer,
     build_scheduler,
-    clamp_to_max,
     lr_factor,
     parameter_groups,
     scaled_lr,
@@ -19,7 +18,6 @@ from dsod.engine.optim import (
     smaller_steps,
 )
 from dsod.engine.trainer import Trainer, train
-from dsod.models.heads import unit_rate_scale
 
 TINY = {"model": dict(TINY_MODEL), "priors": {"steps": None}}
 
@@ -66,45 +64,6 @@ def test_heads_l2norm_scales_get_their_own_fixed_rate_without_decay():
     build_scheduler(opt, dataclasses.replace(solver, max_iter=100))
     assert opt.param_groups[2]["lr"] == pytest.approx(1.25)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
-
-
-def test_a_group_with_a_max_value_is_held_under_it_after_a_step():
-    # worked by hand: lr 1, scales 2, gradients -5, +0.5 and +9; the step gives 7, 1.5
-    # and -7, the bound 3 keeps 3, 1.5 and -3: a scale moves freely within it, and its
-    # size, not its sign, is held
-    scale = torch.nn.Parameter(torch.tensor([2.0, 2.0, 2.0]))
-    other = torch.nn.Parameter(torch.tensor([2.0]))
-    opt = torch.optim.SGD(
-        [{"params": [other]}, {"params": [scale], "max_value": 3.0}], lr=1.0, momentum=0.0
-    )
-    scale.grad = torch.tensor([-5.0, 0.5, 9.0])
-    other.grad = torch.tensor([-5.0])
-    opt.step()
-    clamp_to_max(opt)
-    assert scale.tolist() == [3.0, 1.5, -3.0]
-    assert other.item() == 7.0  # a group without a bound is left as the step leaves it
-
-
-def test_the_heads_scales_carry_their_bound_only_where_it_is_given():
-    model = build_model(config_from_dict(TINY))
-    solver = SolverConfig(lr=0.1, base_batch=128, batch_size=64, l2norm_lr=12.5)
-    assert "max_value" not in build_optimizer(model, solver).param_groups[2]
-    assert build_optimizer(model, solver, 4.0).param_groups[2]["max_value"] == 4.0
-
-
-@pytest.mark.parametrize("start", [None, 0.5, 9.0])
-def test_capped_scales_end_at_or_under_the_rule_or_their_higher_start(tmp_path, start):
-    # a rate large enough that the scales would leave their start by far in three steps
-    model = {**TINY_MODEL, "head_bn": False, "l2norm_scale": start}
-    solver = {"l2norm_lr": 1e4, "l2norm_cap_at_rule": True}
-    config = tiny_config(tmp_path, model=model, solver=solver)
-    rule = unit_rate_scale(scaled_lr(config.solver))
-    trainer = Trainer(config, tmp_path / "out", torch.device("cpu"), progress=False)
-    assert trainer.state.optimizer.param_groups[2]["max_value"] == max(rule, start or rule)
-    trainer.run()
-    scales = torch.cat([head.norm.weight for head in trainer.state.model.heads.heads])
-    assert scales.abs().max().item() <= max(rule, start or rule)
-    assert not torch.equal(scales, torch.full_like(scales, start or rule))  # they learned
 
 
 def test_a_group_marked_mean_gradient_moves_each_parameter_as_one_number():

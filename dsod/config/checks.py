@@ -140,13 +140,12 @@ def _validate(config: Config, source: str, origins: dict[tuple[str, str], str]) 
                     f"of iterations or a fraction of solver.max_iter below 1, "
                     f"got {value!r}"
                 )
-    for key, what in (("l2norm_cap_at_rule", "bounds"), ("l2norm_per_head", "ties")):
-        if getattr(solver, key) and solver.l2norm_lr is None:
-            raise ConfigError(
-                f"{where(f'solver.{key}', 'solver.l2norm_lr')}: {what} the heads' L2Norm "
-                "scales where they learn at a rate of their own, and solver.l2norm_lr is "
-                f"null (give it a rate, or set solver.{key}: false)"
-            )
+    if solver.l2norm_per_head and solver.l2norm_lr is None:
+        raise ConfigError(
+            f"{where('solver.l2norm_per_head', 'solver.l2norm_lr')}: ties the heads' L2Norm "
+            "scales where they learn at a rate of their own, and solver.l2norm_lr is null "
+            "(give it a rate, or set solver.l2norm_per_head: false)"
+        )
     if solver.batch_per_step is not None and solver.batch_size % solver.batch_per_step:
         # Each process cuts its share of the batch into micro-batches of batch_per_step
         # images; how many processes share it is known only at run time.

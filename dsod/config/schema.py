@@ -182,10 +182,6 @@ class SolverConfig:
     # without weight decay (dsod.engine.optim.parameter_groups); None: they learn with the
     # rest at the solver's rate, decayed, as in the reference.
     l2norm_lr: float | None = None
-    # With l2norm_lr, those scales learn within plus or minus the rule's value
-    # (dsod.models.heads.unit_rate_scale), or their start's where it is higher: a start
-    # too small catches up, and no scale grows the heads' steps past the rule's.
-    l2norm_cap_at_rule: bool = False
     # With l2norm_lr, each head's scales learn as one number: every channel takes the mean
     # of their gradients, so only the head's overall step changes.
     l2norm_per_head: bool = False

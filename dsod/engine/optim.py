@@ -20,7 +20,6 @@ def parameter_groups(
     weight_decay: float,
     decay_backbone_bn: bool,
     l2norm_lr: float | None = None,
-    l2norm_max: float | None = None,
     l2norm_per_head: bool = False,
 ) -> list[dict]:
     """Split parameters into a decayed and an undecayed group, and where ``l2norm_lr`` is
@@ -31,10 +30,9 @@ def parameter_groups(
     With ``decay_backbone_bn=False`` no BN parameter is decayed. With ``l2norm_lr`` the
     heads' L2Norm scales learn at that fixed rate (not scaled with the batch), without
     weight decay: the scale sets how fast the heads learn, so it finds its own value
-    instead of keeping the one it starts at (``solver.l2norm_lr``); with ``l2norm_max``
-    that group carries it as ``"max_value"``, which :func:`clamp_to_max` holds them under;
-    with ``l2norm_per_head`` it is marked ``"mean_gradient"``, which
-    :func:`average_gradients` applies.
+    instead of keeping the one it starts at (``solver.l2norm_lr``); with
+    ``l2norm_per_head`` that group is marked ``"mean_gradient"``, which
+    :func:`average_gradients` applies: each head's scales then learn as one number.
     """
     decay, no_decay, scales = [], [], []
     for module_name, module in model.named_modules():
@@ -54,8 +52,6 @@ def parameter_groups(
     ]
     if l2norm_lr is not None:
         group = {"params": scales, "weight_decay": 0.0, "lr": l2norm_lr}
-        if l2norm_max is not None:
-            group["max_value"] = l2norm_max
         if l2norm_per_head:
             group["mean_gradient"] = True
         groups.append(group)
@@ -72,18 +68,6 @@ def average_gradients(optimizer: torch.optim.Optimizer) -> None:
             for param in group["params"]:
                 if param.grad is not None:
                     param.grad.copy_(param.grad.mean().expand_as(param.grad))
-
-
-@torch.no_grad()
-def clamp_to_max(optimizer: torch.optim.Optimizer) -> None:
-    """Hold the parameters of every group that has a ``"max_value"`` within plus or minus
-    it (call after each update): a scale's size, not its sign, sets how far a step moves
-    what it scales."""
-    for group in optimizer.param_groups:
-        bound = group.get("max_value")
-        if bound is not None:
-            for param in group["params"]:
-                param.clamp_(-bound, bound)
 
 
 def scaled_lr(solver: SolverConfig) -> float:
@@ -107,18 +91,15 @@ def smaller_steps(solver: SolverConfig | None = None, l2norm_scale: float | None
     return f"try {', '.join(lower)} or a longer solver.warmup_iters ({solver.warmup_iters:g} here)"
 
 
-def build_optimizer(
-    model: nn.Module, solver: SolverConfig, l2norm_max: float | None = None
-) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.SGD:
     """SGD with momentum, the scaled learning rate and the reference's decay groups (and
-    the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set, held at or below
-    ``l2norm_max`` where that is given: :func:`clamp_to_max`)."""
+    the heads' L2Norm scales at ``solver.l2norm_lr`` where it is set, one number a head
+    with ``solver.l2norm_per_head``)."""
     groups = parameter_groups(
         model,
         solver.weight_decay,
         solver.decay_backbone_bn,
         solver.l2norm_lr,
-        l2norm_max,
         solver.l2norm_per_head,
     )
     return torch.optim.SGD(groups, lr=scaled_lr(solver), momentum=solver.momentum)

@@ -19,7 +19,7 @@ from torch import nn
 from dsod.data.loader import TrainingBatch
 from dsod.engine import distributed as dist
 from dsod.engine.learning import SignalSums, signal_sums
-from dsod.engine.optim import average_gradients, clamp_to_max
+from dsod.engine.optim import average_gradients
 from dsod.engine.train_state import TrainingState
 from dsod.runtime.network import Network
 
@@ -94,7 +94,6 @@ def train_step(
         finite = state.scaler.is_enabled() or _all_finite(norm)
     if finite:
         state.scaler.step(state.optimizer)
-        clamp_to_max(state.optimizer)
     else:
         state.optimizer.zero_grad(set_to_none=True)
     state.scaler.update()

@@ -111,21 +111,19 @@ class Trainer:
         # What a training step calls: the model on the device, compiled if asked, wrapped
         # by DDP if distributed; network.model is the one the optimizer updates and saves.
         heads_without_bn = config.model.arch == "dsod" and not config.model.head_bn
-        l2norm_max = None
         if heads_without_bn:
             lr = scaled_lr(solver)
-            rule = unit_rate_scale(lr)
             if config.model.l2norm_scale is None:
                 why = f", so that a step of lr {lr:.3g} moves an output by about its gradient"
             else:
+                rule = unit_rate_scale(lr)
                 why = f" (model.l2norm_scale; the rule's for lr {lr:.3g} is {rule:.3g})"
             if solver.l2norm_lr is None:
                 moves = "at the solver's rate it barely moves (solver.l2norm_lr: null)"
             else:
                 moves = f"it learns at lr {solver.l2norm_lr:g} from there (solver.l2norm_lr)"
-                if solver.l2norm_cap_at_rule:
-                    l2norm_max = max(rule, head_input_scale(config))
-                    moves += f", up to {l2norm_max:.3g} (solver.l2norm_cap_at_rule)"
+                if solver.l2norm_per_head:
+                    moves += ", as one number a head (solver.l2norm_per_head)"
             logger.info(
                 "heads without BN: their L2Norm scale starts at %.3g%s; %s",
                 head_input_scale(config),
@@ -143,7 +141,7 @@ class Trainer:
         )
         model = self.network.model
         self.criterion = build_loss(config)
-        optimizer = build_optimizer(model, solver, l2norm_max)
+        optimizer = build_optimizer(model, solver)
         self.state = TrainingState(
             model,
             optimizer,
